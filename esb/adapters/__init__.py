@@ -1,0 +1,1 @@
+"""Adapters: configured endpoints (REST, SOAP, SFTP) behind one small protocol."""

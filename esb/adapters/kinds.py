@@ -1,0 +1,86 @@
+"""The schema of each adapter kind's YAML file; secret fields are marked `writeOnly`."""
+
+from __future__ import annotations
+
+DURATION = {"anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$"}, {"type": "integer", "minimum": 0}],
+            "description": "a duration: 500ms, 10s, 5m, 1h, or whole seconds", "examples": ["10s"]}
+SECRET = {"type": "string", "writeOnly": True, "description": "a secret: write ${VAR} and export VAR"}
+_TEXT = {"type": "string"}
+_FILE = {"type": "string", "description": "a file path relative to the project root"}
+
+
+def _operations(operation: dict) -> dict:
+    return {"type": "object", "minProperties": 1, "description": "the operations routes may call, by name",
+            "additionalProperties": {"type": "object", "additionalProperties": False, **operation}}
+
+
+def _adapter(kind: str, description: str, properties: dict, required: list[str]) -> dict:
+    return {
+        "description": description, "type": "object", "additionalProperties": False,
+        "required": ["name", "kind", *required],
+        "properties": {"name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]*$",
+                                "description": "the name routes use in `to: {adapter: NAME}`"},
+                       "kind": {"const": kind}, "description": _TEXT, **properties},
+    }
+
+
+REST = _adapter("rest", "An HTTP/JSON endpoint such as a ledger API.", {
+    "base_url": {"type": "string", "pattern": "^https?://", "description": "scheme, host and port; fixed",
+                 "examples": ["https://ledger.example.com/api"]},
+    "timeout": DURATION,
+    "connect_timeout": DURATION,
+    "verify_tls": {"type": "boolean"},
+    "ca_file": _FILE,
+    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+    "idempotency_header": {"anyOf": [{"type": "string"}, {"const": False}],
+                           "description": "header carrying message id + step; false to turn off"},
+    "auth": {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+             "description": "one of bearer, basic, hmac",
+             "properties": {
+                 "bearer": {"type": "object", "additionalProperties": False, "required": ["token"],
+                            "properties": {"token": SECRET}},
+                 "basic": {"type": "object", "additionalProperties": False, "required": ["username", "password"],
+                           "properties": {"username": _TEXT, "password": SECRET}},
+                 "hmac": {"type": "object", "additionalProperties": False, "required": ["key_id", "secret"],
+                          "properties": {"key_id": _TEXT, "secret": SECRET, "header": _TEXT,
+                                         "algorithm": {"enum": ["sha256", "sha512"]}}}}},
+    "operations": _operations({
+        "required": ["method", "path"],
+        "properties": {"method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+                       "path": {"type": "string", "pattern": "^/", "description": "path template: /vouchers/{id}",
+                                "examples": ["/vouchers/{voucher_no}"]},
+                       "query": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "headers": {"type": "object", "additionalProperties": {"type": "string"}}}}),
+}, ["base_url", "operations"])
+
+SOAP = _adapter("soap", "A SOAP service described by a local WSDL (tax, OA, older ERP).", {
+    "wsdl": {**_FILE, "description": "the WSDL file, under adapters/; never fetched at run time"},
+    "service": _TEXT, "port": _TEXT,
+    "address": {"type": "string", "pattern": "^https?://", "description": "overrides the WSDL's endpoint"},
+    "timeout": DURATION,
+    "wsse": {"type": "object", "additionalProperties": False, "required": ["username", "password"],
+             "properties": {"username": _TEXT, "password": SECRET}},
+    "operations": _operations({"required": ["operation"],
+                               "properties": {"operation": {"type": "string", "description": "the WSDL operation"}}}),
+}, ["wsdl", "operations"])
+
+SFTP = _adapter("sftp", "A bank's SFTP server: payment files out, statements in.", {
+    "host": _TEXT, "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+    "username": _TEXT, "password": SECRET, "private_key": {**_FILE, "writeOnly": True},
+    "known_hosts": {**_FILE, "description": "pinned host keys; never auto-added"},
+    "timeout": DURATION,
+    "operations": _operations({"required": ["put"],
+                               "properties": {"put": {"type": "string", "examples": ["/outbox/{message_id}.xml"]},
+                                              "atomic": {"type": "boolean"}}}),
+    "inbound": {"type": "object", "additionalProperties": {
+        "type": "object", "additionalProperties": False, "required": ["poll", "publish_to"],
+        "properties": {"poll": {"type": "string", "examples": ["/inbox/*.xml"]}, "every": DURATION,
+                       "archive": _TEXT, "delete": {"type": "boolean"},
+                       "max_bytes": {"type": "integer", "minimum": 1},
+                       "publish_to": {"type": "object", "additionalProperties": False,
+                                      "required": ["exchange", "routing_key"],
+                                      "properties": {"exchange": _TEXT, "routing_key": _TEXT}}}}},
+}, ["host", "username", "known_hosts", "operations"])
+
+ADAPTER_KINDS = {"rest": REST, "soap": SOAP, "sftp": SFTP}
+FILE_FIELDS = {"soap": ("wsdl",)}  # files that must exist when the adapter is loaded

@@ -1,0 +1,526 @@
+"""REST adapter: each operation is one HTTP request through a shared httpx client.
+
+Request
+    URL        base_url + the operation's path template. Each `{name}` takes a field of the JSON
+               body (dotted: `{debtor.iban}`, `{lines.0.id}`; `{message_id}` is always the
+               envelope's id) and is percent-encoded as ONE path segment: `/`, `?`, `#` and `%`
+               cannot escape it, and an empty, `.` or `..` value is refused. `query:` values are
+               templates too (encoded by httpx). The scheme, host and port of base_url are fixed.
+    body       POST, PUT, PATCH send the message body: JSON through esb.transform.jsoncodec
+               (Decimals digit for digit), XML and text as they are, each with its content type.
+               GET and DELETE send none.
+    headers    the adapter's `headers`, then the operation's, then `Idempotency-Key` (renamed by
+               `idempotency_header`, turned off by `false`), `X-Message-Id`, then auth. The key
+               and the id are sent percent-encoded outside printable ASCII and for `%` itself.
+    limits     connect timeout 5s, total timeout 10s per call (redirects included), 128 pooled
+               connections, TLS verified (`ca_file` trusts a private CA as well as... instead of
+               the default bundle), responses up to 64 MiB, cookies never kept between calls.
+    redirects  to the same scheme, host and port are followed, 3 at most: 303 becomes a GET
+               without a body, 301/302/307/308 re-send the same method and body (re-signed), so a
+               POST is never silently turned into a GET. A redirect anywhere else is refused.
+
+Outcome
+    2xx                                  a Message with the same id and headers: a JSON body parsed
+                                         (non-integers as Decimal), XML and text as str, any other
+                                         media type as bytes, an empty body as None
+    429, 5xx, timeouts, connection and   TransientError; `retry_after` (seconds) from a
+    remote protocol errors               Retry-After header, in seconds or as an HTTP date
+    4xx, other 3xx, a request httpx      PermanentError with the status and at most 200 characters
+    refuses to send                      of the response body
+    2xx whose JSON does not parse        TransformError (permanent)
+Every error names adapter, operation, method and path template (never the rendered URL: it may
+carry personal data) and has each configured secret masked; the httpx cause is not chained, so
+a traceback cannot show a URL or a header either.
+
+HMAC signing (`auth: {hmac: {key_id, secret, header, algorithm}}`)
+    Every request, and every redirected one again, carries
+        X-Key-Id     the configured key_id
+        X-Timestamp  when the request was signed, in whole unix seconds
+        X-Signature  (or the header named by `header`): lowercase hex
+                     HMAC-<algorithm>(key = secret as UTF-8, msg = canonical as UTF-8)
+    with `algorithm` sha256 (the default) or sha512, and `canonical` four lines joined by "\\n"
+    (no trailing newline):
+        METHOD       upper case                                POST
+        TARGET       the request target exactly as sent:       /api/vouchers/A%2FB?expand=lines
+                     the percent-encoded path, then "?" and the
+                     query string only when there is one
+        TIMESTAMP    the X-Timestamp value                     1735689600
+        BODY_SHA256  lowercase hex SHA-256 of the body bytes   e3b0c442...b855 (the hash of b"")
+    A receiver verifies it like this (and should refuse timestamps more than a few minutes off):
+
+        canonical = "\\n".join([method, raw_target, timestamp, hashlib.sha256(body).hexdigest()])
+        expected = hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+        ok = hmac.compare_digest(expected, signature)
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import email.utils
+import hashlib
+import hmac
+import http.cookiejar
+import re
+import ssl
+import string
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+import httpx
+
+from esb.adapters.spec import MASK, AdapterSpec
+from esb.durations import seconds
+from esb.errors import ConfigError, PermanentError, ProcessingError, TransformError, TransientError
+from esb.message import BINARY, JSON, XML, Message
+from esb.transform import jsoncodec
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+MAX_CONNECTIONS = 128          # steps run on a thread pool per route; many routes may share one adapter
+MAX_KEEPALIVE_CONNECTIONS = 32
+MAX_REDIRECTS = 3
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+SNIPPET_CHARS = 200
+DEFAULT_IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_FIELD = re.compile(r"\{([^{}]*)\}")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+# header and query names whose configured values are masked in error messages
+_SECRET_NAME = re.compile(r"auth|token|secret|passw|api[-_]?key|signature|cookie|session|credential", re.I)
+# printable ASCII except `%`: quoting with this is reversible, so distinct keys stay distinct
+_HEADER_SAFE = "".join(c for c in string.printable if c not in string.whitespace and c != "%")
+
+
+class _Failure(Exception):
+    """An outcome raised inside the adapter and turned into an esb error, once, by `call`."""
+
+    def __init__(self, kind: type[ProcessingError], text: str, retry_after: float | None = None):
+        super().__init__(text)
+        self.kind, self.text, self.retry_after = kind, text, retry_after
+
+
+class _Reply(NamedTuple):
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Operation:
+    name: str
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+
+
+class RestAdapter:
+    """One configured REST endpoint; thread-safe, one connection pool, opened once per process."""
+
+    def __init__(self, spec: AdapterSpec, root: Path):
+        settings = spec.settings
+        self.name = spec.name
+        self._base, self._origin = _base_url(spec)
+        self._operations = {name: _operation(spec, name, op) for name, op in spec.operations.items()}
+        self._headers = _header_values(spec, dict(settings.get("headers") or {}))
+        idempotency = settings.get("idempotency_header", DEFAULT_IDEMPOTENCY_HEADER)
+        self._idempotency_header = idempotency or None
+        self._auth = _auth(spec, settings.get("auth") or {})
+        self._secrets = _secrets(self._auth, self._headers, self._operations.values())
+        self._total = _duration(spec, "timeout", DEFAULT_TIMEOUT)
+        self._connect = min(_duration(spec, "connect_timeout", DEFAULT_CONNECT_TIMEOUT), self._total)
+        self._closed = False
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self._total, connect=self._connect),
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS),
+            verify=_tls(spec, root),
+            follow_redirects=False,  # followed by hand: only to the same origin (see _follow)
+            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+        )
+
+    def call(self, operation: str, message: Message, *, idempotency_key: str) -> Message:
+        op = self._operations.get(operation)
+        if op is None:
+            raise PermanentError(self._redact(f"{self.name}: no operation '{operation}' "
+                                              f"(the adapter has {', '.join(sorted(self._operations))})"))
+        try:
+            return self._call(op, message, idempotency_key)
+        except _Failure as failure:
+            text = self._redact(f"{self.name}.{op.name} ({op.method} {op.path}): {failure.text}")
+            if failure.kind is TransientError:
+                raise TransientError(text, retry_after=failure.retry_after) from None
+            raise failure.kind(text) from None
+
+    def close(self) -> None:
+        self._closed = True
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"RestAdapter({self.name!r})"
+
+    # -- one call --------------------------------------------------------------------------
+    def _call(self, op: _Operation, message: Message, idempotency_key: str) -> Message:
+        deadline = time.monotonic() + self._total
+        request = self._request(op, message, idempotency_key)
+        for _ in range(MAX_REDIRECTS + 1):
+            self._auth.sign(request)
+            reply = self._exchange(request, deadline)
+            if reply.status not in _REDIRECTS:
+                return _outcome(reply, message)
+            request = self._follow(request, reply)
+        raise _Failure(PermanentError, f"more than {MAX_REDIRECTS} redirects")
+
+    def _request(self, op: _Operation, message: Message, idempotency_key: str) -> httpx.Request:
+        path = _FIELD.sub(lambda m: _segment(m.group(1), _lookup(message, m.group(1))), op.path)
+        params = [(name, _FIELD.sub(lambda m: _lookup(message, m.group(1)), value))
+                  for name, value in op.query.items()]
+        content, content_type = _content(op.method, message)
+        headers = httpx.Headers({"Content-Type": content_type} if content_type else {})
+        for name, value in (*self._headers.items(), *op.headers.items()):
+            headers[name] = value
+        if self._idempotency_header:
+            headers[self._idempotency_header] = quote(idempotency_key, safe=_HEADER_SAFE)
+        headers["X-Message-Id"] = quote(message.message_id, safe=_HEADER_SAFE)
+        try:
+            request = self._client.build_request(op.method, self._base + path, params=params or None,
+                                                 headers=headers, content=content)
+        except httpx.InvalidURL as exc:
+            raise _Failure(PermanentError, f"the request URL is invalid ({exc})") from None
+        if _origin(request.url) != self._origin:  # cannot happen with quoted segments; cheap to be sure
+            raise _Failure(PermanentError, "the request URL left base_url's scheme, host and port")
+        return request
+
+    def _exchange(self, request: httpx.Request, deadline: float) -> _Reply:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Failure(TransientError, f"timed out after {self._total:g}s")
+        request.extensions["timeout"] = httpx.Timeout(remaining, connect=min(self._connect, remaining)).as_dict()
+        try:
+            response = self._client.send(request, stream=True)
+            try:
+                return _Reply(response.status_code, response.headers, self._read(response, deadline))
+            finally:
+                response.close()
+        except httpx.HTTPError as exc:
+            raise _transport_failure(exc, self._total) from None
+        except RuntimeError:
+            if self._closed:  # a reload closed this adapter while a message was in flight
+                raise _Failure(TransientError, "the adapter was closed during the call") from None
+            raise
+
+    def _read(self, response: httpx.Response, deadline: float) -> bytes:
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise _Failure(PermanentError, f"HTTP {response.status_code}: the response is larger than "
+                                               f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MiB")
+            if time.monotonic() > deadline:
+                raise _Failure(TransientError, f"timed out after {self._total:g}s reading the response")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _follow(self, request: httpx.Request, reply: _Reply) -> httpx.Request:
+        location = reply.headers.get("Location")
+        if not location:
+            raise _Failure(PermanentError, f"HTTP {reply.status}: a redirect without a Location header")
+        try:
+            url = request.url.join(location)
+        except httpx.InvalidURL:
+            raise _Failure(PermanentError, f"HTTP {reply.status}: a redirect to an invalid location") from None
+        if _origin(url) != self._origin:
+            raise _Failure(PermanentError, f"HTTP {reply.status}: refused a redirect to another host, "
+                                           f"{_show_origin(_origin(url))}; only {_show_origin(self._origin)} is "
+                                           "followed")
+        method, content = request.method, request.content
+        headers = httpx.Headers(request.headers)
+        for name in ("Host", "Content-Length", "Transfer-Encoding"):
+            headers.pop(name, None)
+        if reply.status == 303:  # "see other": the request was handled; fetch the result
+            method, content = "GET", b""
+            headers.pop("Content-Type", None)
+        redirected = self._client.build_request(method, url, headers=headers, content=content or None)
+        return redirected
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
+# -- building requests -------------------------------------------------------------------------
+def _lookup(message: Message, name: str) -> str:
+    """The text a template field stands for."""
+    if name == "message_id":
+        return message.message_id
+    node = message.body
+    if not isinstance(node, dict):
+        raise _Failure(PermanentError, f"the field '{name}' is needed but the body is not a JSON object")
+    for part in name.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise _Failure(PermanentError, f"the body has no field '{name}'")
+    return _scalar(name, node)
+
+
+def _scalar(name: str, value: Any) -> str:
+    if value is None:
+        raise _Failure(PermanentError, f"the field '{name}' is null")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, Decimal)):
+        return str(value)
+    raise _Failure(PermanentError, f"the field '{name}' is a {type(value).__name__}, not a text or a number")
+
+
+def _segment(name: str, text: str) -> str:
+    if text in ("", ".", ".."):
+        raise _Failure(PermanentError, f"the field '{name}' is {text!r}, which cannot be a path segment")
+    return quote(text, safe="")
+
+
+def _content(method: str, message: Message) -> tuple[bytes | None, str | None]:
+    if method not in _BODY_METHODS:
+        return None, None
+    body = message.body
+    if message.is_json:
+        try:
+            return jsoncodec.dumps(body).encode("utf-8"), JSON
+        except TransformError as exc:
+            raise _Failure(TransformError, f"cannot send the body as JSON: {exc.message}") from None
+    if isinstance(body, str):
+        return body.encode("utf-8"), message.content_type
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body), message.content_type
+    if body is None:
+        return b"", message.content_type
+    raise _Failure(TransformError, f"a {type(body).__name__} body cannot be sent as {message.content_type}")
+
+
+# -- outcomes ----------------------------------------------------------------------------------
+def _outcome(reply: _Reply, message: Message) -> Message:
+    if 200 <= reply.status < 300:
+        body, content_type = _response_body(reply)
+        return message.with_body(body, content_type)
+    text = f"HTTP {reply.status}{_snippet(reply.body)}"
+    if reply.status == 429 or reply.status >= 500:
+        raise _Failure(TransientError, text, _retry_after(reply.headers.get("Retry-After")))
+    raise _Failure(PermanentError, text)
+
+
+def _response_body(reply: _Reply) -> tuple[Any, str]:
+    if not reply.body:
+        return None, JSON
+    media, charset = _media_type(reply.headers.get("Content-Type", ""))
+    if media == JSON or media.endswith("+json"):
+        try:
+            return jsoncodec.loads(reply.body), JSON
+        except TransformError as exc:
+            raise _Failure(TransformError, f"HTTP {reply.status}: the response is not valid JSON: "
+                                           f"{exc.message}") from None
+    if media in (XML, "text/xml") or media.endswith("+xml"):
+        return _text(reply, charset), XML
+    if media.startswith("text/"):
+        return _text(reply, charset), media
+    return reply.body, media or BINARY
+
+
+def _media_type(value: str) -> tuple[str, str | None]:
+    media, *params = value.split(";")
+    charset = next((p.split("=", 1)[1].strip().strip('"') for p in params
+                    if p.strip().lower().startswith("charset=")), None)
+    return media.strip().lower(), charset
+
+
+def _text(reply: _Reply, charset: str | None) -> str:
+    try:
+        return reply.body.decode(charset or "utf-8")
+    except (LookupError, UnicodeDecodeError) as exc:
+        raise _Failure(TransformError, f"HTTP {reply.status}: the response text cannot be decoded as "
+                                       f"{charset or 'utf-8'} ({type(exc).__name__})") from None
+
+
+def _snippet(body: bytes) -> str:
+    text = " ".join(body[: SNIPPET_CHARS * 4].decode("utf-8", "replace").split())
+    if not text:
+        return ""
+    return ": " + (text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: `120` or `Wed, 21 Oct 2015 07:28:00 GMT`."""
+    value = (value or "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _transport_failure(exc: httpx.HTTPError, total: float) -> _Failure:
+    detail = f"{type(exc).__name__}: {str(exc)[:SNIPPET_CHARS]}" if str(exc) else type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return _Failure(TransientError, f"timed out after {total:g}s ({detail})")
+    if isinstance(exc, (httpx.LocalProtocolError, httpx.UnsupportedProtocol)):
+        return _Failure(PermanentError, f"the request could not be sent ({detail})")
+    if isinstance(exc, (httpx.NetworkError, httpx.ProxyError)):
+        return _Failure(TransientError, f"connection failed ({detail})")
+    return _Failure(TransientError, f"the exchange failed ({detail})")
+
+
+# -- auth --------------------------------------------------------------------------------------
+class _NoAuth:
+    secrets: tuple[str, ...] = ()
+
+    def sign(self, request: httpx.Request) -> None:
+        pass
+
+
+class _HeaderAuth:
+    """bearer and basic: one fixed Authorization header."""
+
+    def __init__(self, value: str, secrets: tuple[str, ...]):
+        self._value = value
+        self.secrets = (*secrets, value)
+
+    def sign(self, request: httpx.Request) -> None:
+        request.headers["Authorization"] = self._value
+
+
+class _HmacAuth:
+    """The signature described in this module's docstring."""
+
+    def __init__(self, key_id: str, secret: str, header: str, algorithm: str):
+        self._key_id, self._secret, self._header = key_id, secret.encode("utf-8"), header
+        self._digest = getattr(hashlib, algorithm)
+        self.secrets = (secret,)
+
+    def sign(self, request: httpx.Request) -> None:
+        timestamp = str(int(time.time()))
+        canonical = "\n".join([request.method, request.url.raw_path.decode("ascii"), timestamp,
+                               hashlib.sha256(request.content).hexdigest()])
+        request.headers["X-Key-Id"] = self._key_id
+        request.headers["X-Timestamp"] = timestamp
+        request.headers[self._header] = hmac.new(self._secret, canonical.encode("utf-8"), self._digest).hexdigest()
+
+
+def _auth(spec: AdapterSpec, config: Mapping[str, Any]) -> _NoAuth | _HeaderAuth | _HmacAuth:
+    if "bearer" in config:
+        token = config["bearer"]["token"]
+        auth: Any = _HeaderAuth(f"Bearer {token}", (token,))
+    elif "basic" in config:
+        user, password = config["basic"]["username"], config["basic"]["password"]
+        encoded = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        auth = _HeaderAuth(f"Basic {encoded}", (password, encoded))
+    elif "hmac" in config:
+        c = config["hmac"]
+        auth = _HmacAuth(c["key_id"], c["secret"], c.get("header") or "X-Signature", c.get("algorithm") or "sha256")
+        _header_values(spec, {"X-Key-Id": c["key_id"]})
+    else:
+        return _NoAuth()
+    for secret in auth.secrets:
+        if not secret.isascii() or not secret.isprintable():
+            raise ConfigError(f"the adapter '{spec.name}' has an auth secret that is not printable ASCII",
+                              path=spec.path, hint="HTTP headers carry ASCII only")
+    return auth
+
+
+def _secrets(auth: Any, headers: Mapping[str, str], operations: Any) -> tuple[str, ...]:
+    """Every configured value to mask in error messages, longest first."""
+    found = set(auth.secrets)
+    for op in operations:
+        for mapping in (headers, op.headers, op.query):
+            found.update(v for k, v in mapping.items() if _SECRET_NAME.search(k) and not _FIELD.search(v))
+    return tuple(sorted((s for s in found if s), key=len, reverse=True))
+
+
+# -- configuration -----------------------------------------------------------------------------
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
+def _show_origin(origin: tuple[str, str, int | None]) -> str:
+    scheme, host, port = origin
+    return f"{scheme}://{host}:{port}"
+
+
+def _base_url(spec: AdapterSpec) -> tuple[str, tuple[str, str, int | None]]:
+    raw = str(spec.settings.get("base_url", ""))
+    try:
+        url = httpx.URL(raw)
+    except httpx.InvalidURL:
+        raise ConfigError(f"the adapter '{spec.name}' has an invalid base_url", path=spec.path) from None
+    if url.userinfo:  # never echo the URL: it holds a credential
+        raise ConfigError(f"the adapter '{spec.name}' has a user name or password in base_url", path=spec.path,
+                          hint="put credentials under `auth:` (basic), from ${VAR}")
+    if url.scheme not in _DEFAULT_PORTS or not url.host or url.query or url.fragment:
+        raise ConfigError(f"the adapter '{spec.name}' needs base_url as http(s)://host[:port][/prefix], "
+                          "without a query or fragment", path=spec.path)
+    return str(url.copy_with(path=url.path.rstrip("/") or "/")).rstrip("/"), _origin(url)
+
+
+def _operation(spec: AdapterSpec, name: str, config: Mapping[str, Any]) -> _Operation:
+    path = config["path"]
+    templates = [path, *(config.get("query") or {}).values()]
+    for template in templates:
+        rest = _FIELD.sub("", template)
+        bad = [f for f in _FIELD.findall(template) if not _FIELD_NAME.match(f)]
+        if "{" in rest or "}" in rest or bad:
+            raise ConfigError(f"the operation '{name}' of '{spec.name}' has a malformed template '{template}'",
+                              path=spec.path, hint="write {field} or {dotted.field}")
+    if "?" in path or "#" in path:
+        raise ConfigError(f"the operation '{name}' of '{spec.name}' has '?' or '#' in its path", path=spec.path,
+                          hint="put query parameters under `query:`")
+    return _Operation(name, config["method"].upper(), path, dict(config.get("query") or {}),
+                      _header_values(spec, dict(config.get("headers") or {})))
+
+
+def _header_values(spec: AdapterSpec, headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not (str(value).isascii() and str(value).isprintable()):
+            raise ConfigError(f"the header '{name}' of adapter '{spec.name}' is not printable ASCII",
+                              path=spec.path, hint="HTTP headers carry ASCII only")
+    return {name: str(value) for name, value in headers.items()}
+
+
+def _duration(spec: AdapterSpec, key: str, default: float) -> float:
+    value = spec.settings.get(key)
+    try:
+        result = default if value is None else seconds(value)
+    except ValueError as exc:
+        raise ConfigError(f"the adapter '{spec.name}': {key}: {exc}", path=spec.path) from None
+    if result <= 0:
+        raise ConfigError(f"the adapter '{spec.name}': {key} must be more than 0", path=spec.path)
+    return result
+
+
+def _tls(spec: AdapterSpec, root: Path) -> ssl.SSLContext | bool:
+    if spec.settings.get("verify_tls") is False:
+        return False
+    ca_file = spec.settings.get("ca_file")
+    if not ca_file:
+        return True  # certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR when set
+    path = root / ca_file
+    if not path.is_file():
+        raise ConfigError(f"the adapter '{spec.name}' names a ca_file that does not exist: {ca_file}",
+                          path=spec.path)
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"the adapter '{spec.name}' cannot load ca_file {ca_file}: {exc}", path=spec.path) from None

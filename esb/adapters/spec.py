@@ -1,0 +1,65 @@
+"""Load adapters/*.yaml into AdapterSpec models, with secrets kept out of anything shown."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from esb.adapters.kinds import ADAPTER_KINDS, FILE_FIELDS
+from esb.errors import ConfigError
+from esb.interpolate import interpolate
+from esb.registry import did_you_mean
+from esb.schemacheck import check
+from esb.yamlsource import Located
+
+MASK = "***"
+_SECRET_NAME = re.compile(r"password|secret|token|passphrase|api_key|private_key", re.I)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterSpec:
+    """One configured endpoint: its kind, settings and named operations."""
+
+    name: str
+    kind: str
+    path: str
+    settings: Mapping[str, Any]
+    operations: Mapping[str, Mapping[str, Any]]
+    inbound: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def shown(self) -> dict:
+        """Settings as `esb routes show` prints them: every secret masked."""
+        return mask_secrets(dict(self.settings))
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, key) for v in value]
+    return MASK if _SECRET_NAME.search(key) and value not in (None, "") else value
+
+
+def load_adapter(located: Located, root: Path, env: Mapping[str, str]) -> tuple[AdapterSpec | None, list[ConfigError]]:
+    """Build one adapter from its file; return it (or None) and the problems found."""
+    data = located.data
+    if not isinstance(data, dict):
+        return None, [located.error((), "an adapter file must be a mapping with `name:` and `kind:`")]
+    kind = data.get("kind")
+    if kind not in ADAPTER_KINDS:
+        return None, [located.error(("kind",), f"unknown adapter kind '{kind}'",
+                                    did_you_mean(str(kind), sorted(ADAPTER_KINDS)))]
+    filled, _, errors = interpolate(located, env)
+    errors += check(located, ADAPTER_KINDS[kind], filled)
+    for field in FILE_FIELDS.get(kind, ()):
+        if isinstance(filled.get(field), str) and not (root / filled[field]).is_file():
+            errors.append(located.error((field,), f"the file '{filled[field]}' does not exist",
+                                        "check the path (relative to the project root)"))
+    if errors:
+        return None, errors
+    settings = {k: v for k, v in filled.items() if k not in ("name", "kind", "operations", "inbound")}
+    return AdapterSpec(filled["name"], kind, located.path, settings, filled["operations"],
+                       filled.get("inbound", {})), []

@@ -1,0 +1,69 @@
+"""The `esb` entry point: the click group, logging set up once, configuration problems reported."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+import structlog
+
+from esb import __version__
+from esb.cli.routes import print_problems, routes
+from esb.errors import ConfigErrors, EsbError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class EsbGroup(click.Group):
+    """Whatever the command, a configuration problem is one line each on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigErrors as exc:
+            print_problems(exc.errors, err=True, count=False)
+        except EsbError as exc:
+            click.echo(str(exc), err=True)
+        ctx.exit(1)
+
+
+class _Stderr:
+    """Whatever sys.stderr is at the time of writing (click's test runner swaps it)."""
+
+    def write(self, text: str) -> None:
+        sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(level: str = "warning") -> None:
+    """structlog to stderr, as `key=value` lines; the one place logging is configured."""
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso"), structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
+        cache_logger_on_first_use=False)
+
+
+@click.group(cls=EsbGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", default=".", show_default=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The project folder holding routes/, adapters/, transformers/ and config/.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="warning", show_default=True,
+              help="The least severe log lines shown (on stderr).")
+@click.version_option(__version__, "--version", prog_name="esb")
+@click.pass_context
+def esb(ctx: click.Context, root: Path, log_level: str) -> None:
+    """A lightweight enterprise service bus for finance integration."""
+    configure_logging(log_level)
+    ctx.obj = root
+
+
+esb.add_command(routes)
+
+
+def main() -> None:
+    esb(prog_name="esb")

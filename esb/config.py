@@ -1,0 +1,95 @@
+"""Load config/esb.yaml, apply ESB_* environment overrides, fill ${VAR}s."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from esb.errors import ConfigError, ConfigErrors
+from esb.interpolate import interpolate
+from esb.schemacheck import check
+from esb.yamlsource import load_yaml, parse_yaml
+
+CONFIG_FILE = "config/esb.yaml"
+
+SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "broker": {"type": "object", "additionalProperties": False,
+                   "properties": {"url": {"type": "string", "examples": ["amqp://guest:guest@127.0.0.1:5672/%2F",
+                                                                        "memory://"]},
+                                  "heartbeat": {"type": "integer", "minimum": 0}}},
+        "store": {"type": "object", "additionalProperties": False,
+                  "properties": {"kind": {"enum": ["sqlite", "redis"]}, "path": {"type": "string"},
+                                 "url": {"type": "string", "examples": ["redis://127.0.0.1:6379/0"]}}},
+        "logging": {"type": "object", "additionalProperties": False,
+                    "properties": {"level": {"enum": ["debug", "info", "warning", "error"]},
+                                   "format": {"enum": ["console", "json"]}}},
+        "workers": {"type": "integer", "minimum": 0, "description": "worker processes; 0 = one per core"},
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    broker_url: str = "memory://"
+    heartbeat: int = 30
+    store_kind: str = "sqlite"
+    store_path: str = "var/idempotency.sqlite3"
+    store_url: str = "redis://127.0.0.1:6379/0"
+    log_level: str = "info"
+    log_format: str = "console"
+    workers: int = 0
+
+
+def load_settings(root: Path, env: Mapping[str, str]) -> Settings:
+    """Settings from config/esb.yaml (if present), then ESB_SECTION_KEY overrides from `env`."""
+    path = root / CONFIG_FILE
+    located = load_yaml(path, CONFIG_FILE) if path.is_file() else parse_yaml("{}", CONFIG_FILE)
+    data, _, errors = interpolate(located, env)
+    data = _overrides(data or {}, env)
+    errors += check(located, SCHEMA, data)
+    if errors:
+        raise ConfigErrors(errors)
+    return _settings(data)
+
+
+def _overrides(data: dict, env: Mapping[str, str]) -> dict:
+    """ESB_BROKER_URL=... sets broker.url; ESB_WORKERS=2 sets workers."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for name, value in env.items():
+        if not name.startswith("ESB_"):
+            continue
+        parts = name[4:].lower().split("_", 1)
+        section = SCHEMA["properties"].get(parts[0])
+        if section is None:
+            continue
+        if len(parts) == 2 and parts[1] in section.get("properties", {}):
+            merged.setdefault(parts[0], {})[parts[1]] = _typed(value, section["properties"][parts[1]])
+        elif len(parts) == 1 and section.get("type") == "integer":
+            merged[parts[0]] = _typed(value, section)
+    return merged
+
+
+def _typed(value: str, schema: dict) -> Any:
+    return int(value) if schema.get("type") == "integer" and value.isdigit() else value
+
+
+def _settings(data: dict) -> Settings:
+    broker, store, logging = data.get("broker", {}), data.get("store", {}), data.get("logging", {})
+    base = Settings()
+    return Settings(
+        broker_url=broker.get("url", base.broker_url), heartbeat=broker.get("heartbeat", base.heartbeat),
+        store_kind=store.get("kind", base.store_kind), store_path=store.get("path", base.store_path),
+        store_url=store.get("url", base.store_url), log_level=logging.get("level", base.log_level),
+        log_format=logging.get("format", base.log_format), workers=data.get("workers", base.workers))
+
+
+def config_errors(root: Path, env: Mapping[str, str]) -> list[ConfigError]:
+    try:
+        load_settings(root, env)
+    except ConfigErrors as exc:
+        return exc.errors
+    return []

@@ -1,0 +1,49 @@
+"""The message envelope that travels through a route."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+JSON = "application/json"
+XML = "application/xml"
+TEXT = "text/plain"
+BINARY = "application/octet-stream"
+
+
+def _frozen_headers(headers: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(headers or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One message: a body plus headers. Steps return new messages; none mutates its input.
+
+    `body` is the parsed JSON value (dicts, lists, str, int, Decimal, bool, None) when
+    `content_type` is JSON, the document text when it is XML, and bytes otherwise.
+    """
+
+    body: Any
+    content_type: str = JSON
+    headers: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    message_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self):
+        object.__setattr__(self, "headers", _frozen_headers(self.headers))
+
+    def with_body(self, body: Any, content_type: str | None = None) -> Message:
+        return dataclasses.replace(self, body=body, content_type=content_type or self.content_type)
+
+    def with_headers(self, **changes: Any) -> Message:
+        return dataclasses.replace(self, headers={**self.headers, **changes})
+
+    @property
+    def is_json(self) -> bool:
+        return self.content_type == JSON
+
+    @property
+    def is_xml(self) -> bool:
+        return self.content_type == XML

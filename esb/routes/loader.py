@@ -1,0 +1,112 @@
+"""Build routes from routes/*.yaml: the one loader used by `esb run` and `esb routes ...`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from esb.durations import seconds
+from esb.errors import ConfigError
+from esb.interpolate import interpolate
+from esb.registry import did_you_mean
+from esb.routes.model import Backoff, Idempotency, RetryPolicy, Route, Source
+from esb.routes.schema import LABEL, ROUTE, STEP_META_KEYS
+from esb.schemacheck import check
+from esb.steps import STEP_KINDS
+from esb.steps.base import BuildContext, Step
+from esb.transform.expressions import compile_expression
+from esb.yamlsource import Located
+
+
+def build_route(located: Located, root: Path, adapters: Mapping[str, Any],
+                env: Mapping[str, str]) -> tuple[Route | None, list[ConfigError]]:
+    """Build one route from its file; return it (or None) and every problem found."""
+    if not isinstance(located.data, dict):
+        return None, [located.error((), "a route file must be a mapping with name, source and steps")]
+    data, _, errors = interpolate(located, env)
+    errors += check(located, ROUTE, data)
+    ctx = BuildContext(root, located, adapters, errors, None)
+    ctx.build_steps = lambda items, at, prefix: _build_steps(items, at, prefix, ctx)
+    steps = data.get("steps")
+    if isinstance(steps, list):  # report step problems even when other keys are wrong
+        steps = ctx.build_steps(steps, ("steps",), "")
+    if errors:
+        return None, errors
+    idempotency = _idempotency(data.get("idempotency"), located, errors)
+    route = Route(
+        name=data["name"], source=_source(data), steps=steps, description=data.get("description", ""),
+        concurrency=data.get("concurrency", 8), idempotency=idempotency, retry=_retry(data.get("retry", {})),
+        path=located.path, line=located.where(())[0] or 1)
+    return (None if errors else route), errors
+
+
+def _build_steps(items: list, at: tuple, prefix: str, ctx: BuildContext) -> tuple[Step, ...]:
+    steps = []
+    for index, item in enumerate(items, start=1):
+        step = _build_step(item, at + (index - 1,), f"{prefix}{{kind}}-{index}", ctx)
+        if step is not None:
+            steps.append(step)
+    return tuple(steps)
+
+
+def _build_step(item: Any, at: tuple, default_label: str, ctx: BuildContext) -> Step | None:
+    located = ctx.located
+    if not isinstance(item, dict):
+        ctx.error(at, "a step must be a mapping like `- validate: {...}`")
+        return None
+    kinds = [k for k in item if k not in STEP_META_KEYS]
+    if len(kinds) != 1:
+        found = ", ".join(kinds) or "none"
+        ctx.error(at, f"a step needs exactly one kind (found: {found})",
+                  "split it into one step per kind; kinds are: " + ", ".join(STEP_KINDS.names()))
+        return None
+    kind = kinds[0]
+    if kind not in STEP_KINDS:
+        ctx.error(at + (kind,), f"unknown step kind '{kind}'", did_you_mean(kind, STEP_KINDS.names()), key=True)
+        return None
+    step_class = STEP_KINDS.get(kind)
+    problems = check(located, {"type": "object", "properties": {"label": LABEL, "description": {"type": "string"},
+                                                                  kind: step_class.schema}}, item, at)
+    if problems:
+        ctx.errors.extend(problems)
+        return None
+    label = item.get("label") or default_label.format(kind=kind)
+    if label in ctx.labels:
+        ctx.error(at + ("label",), f"the label '{label}' is already used by another step of this route",
+                  "give each step its own label")
+        return None
+    ctx.labels.add(label)
+    before = len(ctx.errors)
+    step = step_class.build(item[kind], label, ctx, at + (kind,))
+    return step if len(ctx.errors) == before else None
+
+
+def _source(data: dict) -> Source:
+    source = data["source"]
+    return Source(queue=source.get("queue", data["name"]), exchange=source.get("exchange"),
+                  binding_key=source.get("binding_key", "#"), exchange_type=source.get("exchange_type", "topic"),
+                  quorum=source.get("quorum", False), format=source.get("format", "json"))
+
+
+def _retry(retry: dict) -> RetryPolicy:
+    backoff = retry.get("backoff", {})
+    defaults = Backoff()
+    return RetryPolicy(
+        attempts=retry.get("attempts", RetryPolicy.attempts),
+        in_process=retry.get("in_process", RetryPolicy.in_process),
+        backoff=Backoff(initial=seconds(backoff.get("initial", defaults.initial)),
+                        multiplier=float(backoff.get("multiplier", defaults.multiplier)),
+                        max=seconds(backoff.get("max", defaults.max))))
+
+
+def _idempotency(config: dict | None, located: Located, errors: list[ConfigError]) -> Idempotency | None:
+    if not config:
+        return None
+    if "key" in config:
+        try:
+            compile_expression(config["key"])
+        except ValueError as exc:
+            errors.append(located.error(("idempotency", "key"), str(exc), "write a JMESPath expression like claim_id"))
+    return Idempotency(key=config.get("key"), header=config.get("header"))
+

@@ -1,0 +1,73 @@
+"""The route model: frozen dataclasses built once by the loader."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from esb.steps.base import Step
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where a route's messages come from: its queue, bound to an exchange with a key."""
+
+    queue: str
+    exchange: str | None = None
+    binding_key: str = "#"
+    exchange_type: str = "topic"
+    quorum: bool = False
+    format: str = "json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Backoff:
+    initial: float = 1.0
+    multiplier: float = 4.0
+    max: float = 600.0
+
+    def delays(self, attempts: int) -> tuple[float, ...]:
+        """The wait before each redelivery, e.g. (1, 4, 16, ...), capped at `max`."""
+        return tuple(min(self.initial * self.multiplier ** i, self.max) for i in range(max(attempts - 1, 0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Redelivery policy: quick in-process tries, then delay tiers, then the dead-letter queue."""
+
+    attempts: int = 5
+    in_process: int = 3
+    backoff: Backoff = Backoff()
+
+
+@dataclasses.dataclass(frozen=True)
+class Idempotency:
+    """What names one business message: a JMESPath into the body, or a header."""
+
+    key: str | None = None
+    header: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    name: str
+    source: Source
+    steps: tuple[Step, ...]
+    description: str = ""
+    concurrency: int = 8
+    idempotency: Idempotency | None = None
+    retry: RetryPolicy = RetryPolicy()
+    path: str = ""
+    line: int = 1
+
+    def walk(self):
+        """Every step, nested ones included, depth first."""
+        stack = list(reversed(self.steps))
+        while stack:
+            step = stack.pop()
+            yield step
+            for _, nested in reversed(step.branches()):
+                stack.extend(reversed(nested))
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.adapter for s in self.walk() if s.kind == "to"))

@@ -1,0 +1,55 @@
+"""The JSON Schema of a route file (steps are checked one by one against their kind's schema)."""
+
+from __future__ import annotations
+
+from esb.adapters.kinds import DURATION
+
+NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 200}
+
+ROUTE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "source", "steps"],
+    "properties": {
+        "name": {**NAME, "description": "the route's name; also its queue's name unless source.queue says otherwise",
+                 "examples": ["oa-expense-to-voucher"]},
+        "description": {"type": "string"},
+        "source": {
+            "type": "object", "additionalProperties": False,
+            "description": "the queue the route consumes, and the exchange and key it is bound to",
+            "properties": {
+                "exchange": {"type": "string", "examples": ["oa.events"]},
+                "binding_key": {"type": "string", "examples": ["expense.approved"]},
+                "exchange_type": {"enum": ["topic", "direct", "fanout", "headers"]},
+                "queue": {**NAME, "description": "defaults to the route name"},
+                "quorum": {"type": "boolean", "description": "a quorum queue (replicated on a cluster)"},
+                "format": {"enum": ["json", "xml", "text", "binary"],
+                           "description": "how the body is read when the message says no content type"},
+            },
+        },
+        "concurrency": {"type": "integer", "minimum": 1, "maximum": 1024,
+                        "description": "messages processed at once (threads; the prefetch follows)"},
+        "idempotency": {
+            "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+            "description": "what makes two messages the same: `key` (JMESPath into the body) or `header`",
+            "properties": {"key": {"type": "string", "examples": ["claim_id"]}, "header": {"type": "string"}},
+        },
+        "retry": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "attempts": {"type": "integer", "minimum": 1, "maximum": 100,
+                             "description": "deliveries before the message is dead-lettered"},
+                "in_process": {"type": "integer", "minimum": 0, "maximum": 10,
+                               "description": "quick retries inside the worker before a delay tier"},
+                "backoff": {"type": "object", "additionalProperties": False,
+                            "properties": {"initial": DURATION, "max": DURATION,
+                                           "multiplier": {"type": "number", "minimum": 1}}},
+            },
+        },
+        "steps": {"type": "array", "minItems": 1, "items": {"type": "object"},
+                  "description": "the steps, in order; each is `- KIND: settings` with an optional `label`"},
+    },
+}
+
+STEP_META_KEYS = ("label", "description")
+LABEL = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"}

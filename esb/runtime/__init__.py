@@ -1,0 +1,1 @@
+"""The runtime: broker interface, topology, workers, retries and dead letters."""

@@ -1,0 +1,130 @@
+"""Between the wire and the pipeline: bytes and AMQP headers <-> Message, and the retry state."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from esb.errors import TransformError
+from esb.message import BINARY, JSON, TEXT, XML, Message
+from esb.runtime import names
+from esb.runtime.broker import Delivery, Outgoing
+from esb.transform import jsoncodec
+
+FORMATS = {"json": JSON, "xml": XML, "text": TEXT, "binary": BINARY}
+_XML_TYPES = ("application/xml", "text/xml")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryState:
+    """What travels with a message between attempts so that a retry resumes where it failed."""
+
+    attempt: int = 1
+    resume_step: int = 0
+    compensations: tuple = ()
+    first_failure: str | None = None
+    original_body: bytes | None = None
+    original_content_type: str | None = None
+    original_headers: Mapping[str, Any] | None = None
+
+
+def content_type_of(delivery: Delivery, default_format: str) -> str:
+    kind = (delivery.content_type or "").split(";")[0].strip().lower()
+    if kind in _XML_TYPES or kind.endswith("+xml"):
+        return XML
+    if kind == JSON or kind.endswith("+json"):
+        return JSON
+    if kind.startswith("text/"):
+        return TEXT
+    if kind:
+        return BINARY
+    return FORMATS[default_format]
+
+
+def decode_body(raw: bytes, content_type: str) -> Any:
+    """Bytes off the wire to the body a step sees; a malformed JSON body raises TransformError."""
+    if content_type == JSON:
+        return jsoncodec.loads(raw)
+    if content_type in (XML, TEXT):
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TransformError(f"the body is not UTF-8 text (byte {exc.start})") from None
+    return raw
+
+
+def encode_body(body: Any, content_type: str) -> bytes:
+    if content_type == JSON:
+        return jsoncodec.dumps(body).encode("utf-8")
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    raise TransformError(f"a {content_type} body must be text or bytes, not {type(body).__name__}")
+
+
+def user_headers(headers: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in headers.items() if not str(k).startswith(names.HEADER_PREFIX)}
+
+
+def wire_headers(headers: Mapping[str, Any]) -> dict:
+    """AMQP tables carry no Decimal we want to trust: send exact text instead."""
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in headers.items()}
+
+
+def read_state(delivery: Delivery) -> RetryState:
+    h = delivery.headers or {}
+    if names.ATTEMPT not in h:
+        return RetryState()
+    original_headers = h.get(names.ORIGINAL_HEADERS)
+    return RetryState(
+        attempt=int(h[names.ATTEMPT]), resume_step=int(h.get(names.RESUME_STEP, 0)),
+        compensations=tuple(jsoncodec.loads(h.get(names.COMPENSATIONS) or "[]")),
+        first_failure=_text(h.get(names.FIRST_FAILURE)),
+        original_body=_bytes(h.get(names.ORIGINAL_BODY)),
+        original_content_type=_text(h.get(names.ORIGINAL_CONTENT_TYPE)),
+        original_headers=jsoncodec.loads(original_headers) if original_headers else None)
+
+
+def state_headers(state: RetryState) -> dict:
+    return {
+        names.ATTEMPT: state.attempt, names.RESUME_STEP: state.resume_step,
+        names.COMPENSATIONS: jsoncodec.dumps(list(state.compensations)),
+        names.FIRST_FAILURE: state.first_failure or "",
+        names.ORIGINAL_BODY: state.original_body or b"",
+        names.ORIGINAL_CONTENT_TYPE: state.original_content_type or "",
+        names.ORIGINAL_HEADERS: jsoncodec.dumps(dict(state.original_headers or {})),
+    }
+
+
+def to_message(delivery: Delivery, default_format: str) -> Message:
+    content_type = content_type_of(delivery, default_format)
+    return Message(body=decode_body(delivery.body, content_type), content_type=content_type,
+                   headers=user_headers(delivery.headers or {}),
+                   message_id=delivery.message_id or _fallback_id(delivery))
+
+
+def to_outgoing(message: Message, extra_headers: Mapping[str, Any] | None = None) -> Outgoing:
+    headers = wire_headers({**user_headers(message.headers), **(extra_headers or {})})
+    return Outgoing(encode_body(message.body, message.content_type), message.content_type,
+                    headers, message.message_id)
+
+
+def _fallback_id(delivery: Delivery) -> str:
+    """A message without an id gets one derived from its content, stable across redeliveries."""
+    import hashlib
+    return "sha256-" + hashlib.sha256(delivery.body).hexdigest()[:32]
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    return value or None
+
+
+def _bytes(value: Any) -> bytes | None:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return value or None

@@ -1,0 +1,294 @@
+"""RabbitBroker: pika's asynchronous connection on its own I/O thread, pipelined confirms.
+
+Worker threads never touch pika objects: they queue commands that the I/O thread runs.
+Every publish gets a Future that completes when the broker acks it (pipelined: many are
+in flight at once); a mandatory publish the broker returns fails its Future as Unroutable.
+When the connection drops, pending confirms fail (their sources stay unacked and come back),
+acks of deliveries from the old connection are dropped, and the broker reconnects and
+re-subscribes. Declarations and one-off reads use a short-lived blocking connection.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import pika
+import pika.exceptions
+import structlog
+from pika.adapters.select_connection import IOLoop
+
+from esb.errors import TransientError
+from esb.runtime.broker import Binding, Delivery, NotConfirmed, OnDelivery, Outgoing, QueueSpec, Topology, Unroutable
+
+log = structlog.get_logger("esb.broker")
+RECONNECT_DELAY = 1.0
+
+
+class RabbitBroker:
+    def __init__(self, url: str, *, heartbeat: int = 30, connect_timeout: float = 15.0):
+        self.url = url
+        self.params = pika.URLParameters(url)
+        self.params.heartbeat = heartbeat
+        self.params.blocked_connection_timeout = 60
+        self.connect_timeout = connect_timeout
+        self._ioloop = IOLoop()
+        self._thread = threading.Thread(target=self._ioloop.start, name="esb-broker-io", daemon=True)
+        self._commands: collections.deque[Callable[[], None]] = collections.deque()
+        self._wake_pending = False
+        self._connection: pika.SelectConnection | None = None
+        self._publisher: pika.channel.Channel | None = None
+        self._connected = threading.Event()
+        self._closing = False
+        self._generation = 0
+        self._consumers: dict[str, tuple[int, OnDelivery]] = {}
+        self._consumer_channels: dict[str, pika.channel.Channel] = {}
+        self._pending: dict[int, tuple[Future, str]] = {}   # publish seq -> (future, message id)
+        self._returned: set[int] = set()
+        self._seq = itertools.count(1)
+        self._last_error = ""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ioloop.add_callback_threadsafe(self._connect)
+        if not self._connected.wait(self.connect_timeout):
+            self.stop()
+            raise TransientError(f"cannot connect to RabbitMQ at {self._where()}: {self._last_error or 'timed out'}")
+
+    def stop(self) -> None:
+        self._closing = True
+        done = threading.Event()
+
+        def close():
+            if self._connection is not None and self._connection.is_open:
+                self._connection.close()
+            else:
+                self._ioloop.stop()
+            done.set()
+        if self._thread.is_alive():
+            self._ioloop.add_callback_threadsafe(close)
+            done.wait(5)
+            self._thread.join(5)
+
+    # -- commands from any thread ---------------------------------------------------------
+
+    def _submit(self, command: Callable[[], None]) -> None:
+        self._commands.append(command)
+        if not self._wake_pending:  # one wake-up per batch of commands, not one per command
+            self._wake_pending = True
+            self._ioloop.add_callback_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._wake_pending = False
+        commands = self._commands
+        while commands:
+            commands.popleft()()
+
+    def publish(self, exchange: str, routing_key: str, message: Outgoing) -> Future:
+        future: Future = Future()
+        properties = pika.BasicProperties(delivery_mode=2, content_type=message.content_type,
+                                          headers=dict(message.headers), message_id=message.message_id)
+        self._submit(lambda: self._publish(exchange, routing_key, message, properties, future))
+        return future
+
+    def ack(self, delivery: Delivery) -> None:
+        self._submit(lambda: self._settle(delivery, lambda ch, tag: ch.basic_ack(tag)))
+
+    def reject(self, delivery: Delivery, requeue: bool) -> None:
+        self._submit(lambda: self._settle(delivery, lambda ch, tag: ch.basic_reject(tag, requeue=requeue)))
+
+    def consume(self, queue: str, prefetch: int, on_delivery: OnDelivery) -> None:
+        self._consumers[queue] = (prefetch, on_delivery)
+        self._submit(lambda: self._subscribe(queue))
+
+    def cancel(self, queue: str) -> None:
+        """Stop taking new deliveries from `queue` (in-flight ones may still be acked)."""
+        self._consumers.pop(queue, None)
+        self._submit(lambda: self._unsubscribe(queue))
+
+    # -- on the I/O thread ----------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self._closing:
+            self._ioloop.stop()
+            return
+        self._connection = pika.SelectConnection(
+            self.params, on_open_callback=self._on_open, on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_closed, custom_ioloop=self._ioloop)
+
+    def _on_open(self, connection) -> None:
+        self._generation += 1
+        connection.channel(on_open_callback=self._on_publisher_open)
+
+    def _on_publisher_open(self, channel) -> None:
+        channel.add_on_return_callback(self._on_return)
+        channel.add_on_close_callback(self._on_publisher_closed)
+        channel.confirm_delivery(self._on_confirm, callback=lambda _: self._ready(channel))
+
+    def _ready(self, channel) -> None:
+        self._publisher = channel
+        for queue in list(self._consumers):
+            self._subscribe(queue)
+        self._connected.set()
+        log.info("broker_connected", broker=self._where(), generation=self._generation)
+
+    def _on_open_error(self, _connection, error) -> None:
+        self._last_error = str(error) or type(error).__name__
+        self._reconnect_later()
+
+    def _on_closed(self, _connection, reason) -> None:
+        self._publisher = None
+        self._consumer_channels.clear()
+        self._fail_pending(f"the connection closed before the confirm ({reason})")
+        if self._closing:
+            self._ioloop.stop()
+            return
+        log.warning("broker_connection_lost", broker=self._where(), reason=str(reason))
+        self._reconnect_later()
+
+    def _reconnect_later(self) -> None:
+        if self._closing:
+            self._ioloop.stop()
+        else:
+            self._ioloop.call_later(RECONNECT_DELAY, self._connect)
+
+    def _on_publisher_closed(self, channel, reason) -> None:
+        if self._publisher is channel:
+            self._publisher = None
+        self._fail_pending(f"the publishing channel closed ({reason})")
+        if self._connection is not None and self._connection.is_open and not self._closing:
+            log.warning("broker_channel_closed", reason=str(reason))
+            self._connection.channel(on_open_callback=self._on_publisher_open)
+
+    def _publish(self, exchange, routing_key, message: Outgoing, properties, future: Future) -> None:
+        channel = self._publisher
+        if channel is None or not channel.is_open:
+            future.set_exception(NotConfirmed("not connected to RabbitMQ"))
+            return
+        seq = next(self._seq)
+        self._pending[seq] = (future, message.message_id)
+        try:
+            channel.basic_publish(exchange, routing_key, message.body, properties, mandatory=True)
+        except (pika.exceptions.AMQPError, ValueError, TypeError) as exc:
+            del self._pending[seq]
+            future.set_exception(NotConfirmed(f"publish failed: {exc}"))
+
+    def _on_return(self, _channel, _method, properties, _body) -> None:
+        # The broker sends basic.return before the ack of the same message, in publish order.
+        for seq, (_, message_id) in self._pending.items():
+            if message_id == properties.message_id and seq not in self._returned:
+                self._returned.add(seq)
+                return
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        acked = isinstance(method, pika.spec.Basic.Ack)
+        tags = [t for t in self._pending if t <= method.delivery_tag] if method.multiple else [method.delivery_tag]
+        for tag in tags:
+            entry = self._pending.pop(tag, None)
+            if entry is None:
+                continue
+            future = entry[0]
+            if tag in self._returned:
+                self._returned.discard(tag)
+                future.set_exception(Unroutable("the broker returned the message: no queue is bound for it"))
+            elif acked:
+                future.set_result(None)
+            else:
+                future.set_exception(NotConfirmed("the broker refused the message (nack)"))
+
+    def _fail_pending(self, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        self._returned.clear()
+        self._seq = itertools.count(1)
+        for future, _ in pending.values():
+            future.set_exception(NotConfirmed(why))
+
+    def _subscribe(self, queue: str) -> None:
+        if self._connection is None or not self._connection.is_open or queue in self._consumer_channels:
+            return
+        prefetch, on_delivery = self._consumers[queue]
+        generation = self._generation
+
+        def on_message(channel, method, properties, body):
+            on_delivery(Delivery(body, properties.content_type, properties.headers or {}, properties.message_id,
+                                 queue, method.redelivered, (channel, generation, method.delivery_tag)))
+
+        def on_open(channel):
+            self._consumer_channels[queue] = channel
+            channel.add_on_close_callback(lambda ch, reason: self._on_consumer_closed(queue, ch, reason))
+            channel.basic_qos(prefetch_count=prefetch,
+                              callback=lambda _: channel.basic_consume(queue, on_message, consumer_tag=f"esb-{queue}"))
+        self._consumer_channels[queue] = None  # opening
+        self._connection.channel(on_open_callback=on_open)
+
+    def _unsubscribe(self, queue: str) -> None:
+        channel = self._consumer_channels.get(queue)
+        if channel is not None and channel.is_open:
+            channel.basic_cancel(f"esb-{queue}")
+
+    def _on_consumer_closed(self, queue, channel, reason) -> None:
+        if self._consumer_channels.get(queue) is channel:
+            del self._consumer_channels[queue]
+        if self._connection is not None and self._connection.is_open and queue in self._consumers:
+            log.warning("broker_consumer_closed", queue=queue, reason=str(reason))
+            self._ioloop.call_later(RECONNECT_DELAY, lambda: self._subscribe(queue))
+
+    def _settle(self, delivery: Delivery, action) -> None:
+        channel, generation, tag = delivery.tag
+        if generation == self._generation and channel.is_open:
+            action(channel, tag)
+        # else: the delivery's connection is gone; the broker has requeued it already
+
+    # -- one-off operations on a blocking connection -----------------------------------------
+
+    def _blocking(self):
+        params = pika.URLParameters(self.url)
+        params.connection_attempts, params.socket_timeout = 3, 10
+        return pika.BlockingConnection(params)
+
+    def declare(self, topology: Topology) -> None:
+        with self._blocking() as connection:
+            channel = connection.channel()
+            for name, kind in topology.exchanges:
+                channel.exchange_declare(name, kind, durable=True)
+            for queue in topology.queues:
+                channel.queue_declare(queue.name, durable=True, arguments=queue_arguments(queue))
+            for binding in topology.bindings:
+                channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
+
+    def queue_depth(self, queue: str) -> tuple[int, int] | None:
+        with self._blocking() as connection:
+            try:
+                ok = connection.channel().queue_declare(queue, passive=True)
+            except pika.exceptions.ChannelClosedByBroker:
+                return None
+            return ok.method.message_count, ok.method.consumer_count
+
+    def get(self, queue: str) -> Delivery | None:
+        raise NotImplementedError("use esb.runtime.dlq for reading dead letters")
+
+    def _where(self) -> str:
+        return f"{self.params.host}:{self.params.port}"
+
+
+def queue_arguments(queue: QueueSpec) -> dict:
+    arguments = {}
+    if queue.quorum:
+        arguments["x-queue-type"] = "quorum"
+    if queue.ttl_ms is not None:
+        # A retry tier: messages wait out the TTL, then the broker dead-letters them back to
+        # the route's queue through the default exchange. No timer of ours has to survive.
+        arguments["x-message-ttl"] = queue.ttl_ms
+        arguments["x-dead-letter-exchange"] = ""
+        arguments["x-dead-letter-routing-key"] = queue.dead_letter_to
+    return arguments
+
+
+__all__ = ["RabbitBroker", "Binding", "QueueSpec", "queue_arguments", "time"]

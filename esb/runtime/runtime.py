@@ -1,0 +1,98 @@
+"""One worker process: a broker connection, the routes it runs, their adapters and the store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from esb.project import Project
+from esb.runtime.broker import Broker, Topology
+from esb.runtime.topology import route_topology
+from esb.runtime.worker import RouteRunner
+
+log = structlog.get_logger("esb.runtime")
+
+
+def make_broker(url: str, heartbeat: int = 30) -> Broker:
+    """amqp:// and amqps:// go to RabbitBroker; memory:// and other kombu transports to KombuBroker."""
+    if url.startswith(("amqp://", "amqps://")):
+        from esb.runtime.rabbit import RabbitBroker
+        return RabbitBroker(url, heartbeat=heartbeat)
+    from esb.runtime.kombu_broker import KombuBroker
+    return KombuBroker(url)
+
+
+def project_topology(project: Project, routes: Iterable[str]) -> Topology:
+    """The topology of the given routes; an exchange takes the type of the route that consumes it."""
+    merged = Topology()
+    for name in routes:
+        merged = merged.merge(route_topology(project.routes[name]))
+    source_types = {r.source.exchange: r.source.exchange_type for r in project.routes.values() if r.source.exchange}
+    exchanges = {name: source_types.get(name, kind) for name, kind in merged.exchanges}
+    return Topology(tuple(exchanges.items()), merged.queues, merged.bindings)
+
+
+class AdapterPool:
+    """Adapters opened on first use and shared by every route of the process."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._open: dict = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str):
+        adapter = self._open.get(name)
+        if adapter is None:
+            with self._lock:
+                adapter = self._open.get(name)
+                if adapter is None:
+                    from esb.adapters.base import open_adapter
+                    adapter = self._open[name] = open_adapter(self.project.adapters[name], self.project.root)
+        return adapter
+
+    def close(self) -> None:
+        for adapter in self._open.values():
+            adapter.close()
+        self._open.clear()
+
+
+class Runtime:
+    """Runs routes of a project until stopped; `stop()` drains in-flight messages."""
+
+    def __init__(self, project: Project, broker: Broker, routes: Iterable[str] | None = None, store=None,
+                 owner: str | None = None, adapters=None):
+        from esb.idempotency import owner_id
+        self.project = project
+        self.broker = broker
+        self.route_names = list(routes or project.routes)
+        self.store = store
+        self.adapters = adapters or AdapterPool(project)
+        owner = owner or owner_id()
+        self.runners = [RouteRunner(project.routes[n], broker, self.adapters, store, owner) for n in self.route_names]
+
+    def start(self) -> None:
+        self.broker.start()
+        self.broker.declare(project_topology(self.project, self.route_names))
+        for runner in self.runners:
+            runner.start()
+        log.info("runtime_started", routes=self.route_names)
+
+    def stop(self, drain_timeout: float = 30.0) -> None:
+        for runner in self.runners:
+            runner.drain(drain_timeout)
+        if hasattr(self.adapters, "close"):
+            self.adapters.close()
+        self.broker.stop()
+        if self.store is not None:
+            self.store.close()
+        log.info("runtime_stopped")
+
+
+def open_store_for(project: Project):
+    from esb.idempotency import open_store
+    s = project.settings
+    path = s.store_path if Path(s.store_path).is_absolute() else str(project.root / s.store_path)
+    return open_store(s.store_kind, path, s.store_url)

@@ -1,0 +1,332 @@
+"""Run one route on a broker: consume, process on a thread pool, confirm outputs, then ack.
+
+For each delivery (on a pool thread, never the broker's I/O thread):
+idempotency claim → steps (resuming at the failing step of a retried message) → every
+publish confirmed → record done → ack. A transient failure goes to a delay tier with the
+message's state; a permanent one (or retries exhausted) runs the compensations of completed
+steps in reverse, then dead-letters the original message with why it died. Nothing is acked
+before what replaces it (outputs, retry state, dead letter) is confirmed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import structlog
+import tenacity
+
+from esb.errors import PermanentError, ProcessingError, TransformError, TransientError
+from esb.message import Message
+from esb.pipeline import StepFailed, run_steps
+from esb.routes.model import Route
+from esb.runtime import names
+from esb.runtime.broker import Broker, Delivery
+from esb.runtime.envelope import (
+    RetryState,
+    decode_body,
+    encode_body,
+    read_state,
+    state_headers,
+    to_message,
+    to_outgoing,
+    user_headers,
+    wire_headers,
+)
+from esb.runtime.topology import retry_delays_ms
+from esb.steps.base import Step
+from esb.transform import jsoncodec
+from esb.transform.expressions import compile_expression
+
+log = structlog.get_logger("esb.worker")
+CONFIRM_TIMEOUT = 30.0
+LEASE_SECONDS = 120.0
+MAX_REASON = 1024
+IN_PROCESS_RETRY_AFTER_CAP = 2.0  # a longer Retry-After goes to a delay tier instead of blocking a thread
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclasses.dataclass
+class Attempt:
+    """One delivery being processed: its state, what it did, what to undo."""
+
+    delivery: Delivery
+    state: RetryState
+    key: str | None = None
+    futures: list = dataclasses.field(default_factory=list)
+    compensations: list = dataclasses.field(default_factory=list)
+
+    @property
+    def original(self) -> tuple[bytes, str | None, dict]:
+        s, d = self.state, self.delivery
+        if s.original_body is not None:
+            return s.original_body, s.original_content_type, dict(s.original_headers or {})
+        return d.body, d.content_type, user_headers(d.headers)
+
+
+class RuntimeIO:
+    """The StepIO of the runtime: adapter calls with quick retries, publishes with confirms."""
+
+    def __init__(self, runner: RouteRunner, attempt: Attempt):
+        self.runner, self.attempt = runner, attempt
+
+    def call(self, step: Step, adapter: str, operation: str, message: Message) -> Message:
+        impl = self.runner.adapters(adapter)
+        key = f"{message.message_id}:{step.label}"
+        return self.runner.retrying()(impl.call, operation, message, idempotency_key=key)
+
+    def publish(self, step: Step, exchange: str, routing_key: str, message: Message) -> None:
+        self.attempt.futures.append(self.runner.broker.publish(exchange, routing_key, to_outgoing(message)))
+
+    def completed(self, step: Step, message: Message) -> None:
+        self.attempt.compensations.append({
+            "step": step.label, "adapter": step.adapter, "operation": step.compensate,
+            "body": encode_body(message.body, message.content_type).decode("utf-8", "replace"),
+            "content_type": message.content_type, "message_id": message.message_id})
+
+
+class RouteRunner:
+    def __init__(self, route: Route, broker: Broker, adapters: Callable[[str], Any], store=None,
+                 owner: str = "", lease_seconds: float = LEASE_SECONDS):
+        self.route, self.broker, self.adapters, self.owner = route, broker, adapters, owner
+        self.lease_seconds = lease_seconds
+        self.store = store if store is not None and (route.idempotency or _has_calls(route)) else None
+        self.tiers = retry_delays_ms(route)
+        self.key_expression = compile_expression(route.idempotency.key) \
+            if route.idempotency and route.idempotency.key else None
+        self.pool = ThreadPoolExecutor(route.concurrency, thread_name_prefix=f"esb-{route.name}")
+        self.log = log.bind(route=route.name)
+        self._inflight = 0
+        self._idle = threading.Condition()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.broker.consume(self.route.source.queue, self.route.concurrency, self._on_delivery)
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Stop consuming and wait for in-flight messages to finish (Ctrl-C, SIGTERM)."""
+        if hasattr(self.broker, "cancel"):
+            self.broker.cancel(self.route.source.queue)
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0, timeout)
+        self.pool.shutdown(wait=True, cancel_futures=False)
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        with self._idle:
+            self._inflight += 1
+        self.pool.submit(self._handle_safely, delivery)
+
+    def _handle_safely(self, delivery: Delivery) -> None:
+        try:
+            self.handle(delivery)
+        except Exception as exc:  # noqa: BLE001 - never lose the message: give it back after a pause
+            self.log.error("delivery_not_settled", message_id=delivery.message_id, error=f"{type(exc).__name__}: {exc}")
+            time.sleep(1.0)
+            self.broker.reject(delivery, requeue=True)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    # -- one delivery ---------------------------------------------------------------------
+
+    def handle(self, delivery: Delivery) -> None:
+        attempt = Attempt(delivery, read_state(delivery))
+        mlog = self.log.bind(message_id=delivery.message_id, attempt=attempt.state.attempt)
+        try:
+            message = self._restore(delivery, attempt.state)
+            attempt.key = self._key(message)
+        except ProcessingError as exc:
+            return self._dead_letter(attempt, exc, "receive", attempt.state.resume_step, None, mlog)
+        start, message = attempt.state.resume_step, message
+        attempt.compensations = list(attempt.state.compensations)
+        if self.store is not None:
+            claim = self.store.claim(self.route.name, attempt.key, self.owner, self.lease_seconds)
+            if claim.status == "done":
+                self.broker.ack(delivery)
+                return mlog.info("duplicate_skipped", key=attempt.key)
+            if claim.status == "busy":
+                return self._delay(attempt, message, start, attempt.state.attempt, mlog, reason="busy")
+            if claim.progress and start == 0:
+                start, message = self._resume_point(claim.progress, message, attempt)
+        io = RuntimeIO(self, attempt)
+        try:
+            result = run_steps(self.route.steps, message, io, start, self._recorder(attempt, io))
+            self._confirm(attempt.futures)
+        except StepFailed as failed:
+            return self._failed(attempt, failed, mlog)
+        except ProcessingError as exc:  # an output was not confirmed: redeliver the whole message
+            raise RuntimeError(f"an output was not confirmed: {exc}") from exc
+        if self.store is not None:
+            self.store.finish(self.route.name, attempt.key, self.owner, {"dropped": result is None})
+        self.broker.ack(delivery)
+        mlog.info("message_acked", outputs=len(attempt.futures), filtered=result is None)
+
+    def _restore(self, delivery: Delivery, state: RetryState) -> Message:
+        return to_message(delivery, self.route.source.format)
+
+    def _key(self, message: Message) -> str:
+        spec = self.route.idempotency
+        if spec is None:
+            return message.message_id
+        value = message.headers.get(spec.header) if spec.header else self.key_expression.search(
+            message.body if message.is_json else {}, message.headers)
+        if value in (None, ""):
+            where = f"header {spec.header}" if spec.header else f"key {spec.key}"
+            raise PermanentError(f"the idempotency {where} is missing from the message", step="idempotency")
+        return str(value)
+
+    def _resume_point(self, progress, message: Message, attempt: Attempt) -> tuple[int, Message]:
+        """A redelivery after a crash: continue after the last side effect the store recorded."""
+        last = progress[-1]
+        state = last.state
+        body = decode_body(state["body"].encode("utf-8"), state["content_type"])
+        attempt.compensations = [r.compensation for r in progress if r.compensation]
+        restored = Message(body, state["content_type"], state.get("headers", {}), message.message_id)
+        self.log.info("resumed_after_crash", message_id=message.message_id, step_index=last.index + 1)
+        return last.index + 1, restored
+
+    def _recorder(self, attempt: Attempt, io: RuntimeIO):
+        if self.store is None:
+            return None
+
+        def record(index: int, step: Step, message: Message) -> None:
+            if not step.has_side_effects():
+                return
+            from esb.idempotency import StepRecord
+            self._confirm(attempt.futures)  # a recorded publish must really have been sent
+            new = [c for c in attempt.compensations if c["step"] == step.label]
+            state = {"body": encode_body(message.body, message.content_type).decode("utf-8"),
+                     "content_type": message.content_type, "headers": dict(message.headers)}
+            self.store.record_step(self.route.name, attempt.key, self.owner,
+                                   StepRecord(index, step.label, state, new[-1] if new else None))
+        return record
+
+    def _confirm(self, futures: list[Future]) -> None:
+        done, pending = wait(futures, timeout=CONFIRM_TIMEOUT)
+        if pending:
+            raise TransientError("the broker did not confirm an output in time")
+        for future in done:
+            future.result()
+
+    # -- failures -------------------------------------------------------------------------
+
+    def _failed(self, attempt: Attempt, failed: StepFailed, mlog) -> None:
+        error = failed.error
+        mlog = mlog.bind(step=error.step)
+        mlog.warning("step_failed", error_class=error.error_class, error=_redact(str(error)))
+        try:
+            self._confirm(attempt.futures)
+        except ProcessingError as exc:
+            raise RuntimeError(f"an output was not confirmed: {exc}") from exc
+        if isinstance(error, TransientError) and attempt.state.attempt < self.route.retry.attempts:
+            return self._delay(attempt, failed.message, failed.index, attempt.state.attempt + 1, mlog,
+                               retry_after=error.retry_after)
+        if isinstance(error, TransientError):
+            error = PermanentError(f"retries exhausted after {attempt.state.attempt} attempts: {error}",
+                                   step=error.step)
+            error.error_class = "retries_exhausted"
+        self._dead_letter(attempt, error, error.step, failed.index, failed.message, mlog)
+
+    def _delay(self, attempt: Attempt, message: Message, index: int, next_attempt: int, mlog,
+               reason: str = "transient", retry_after: float | None = None) -> None:
+        """Send the message's state to a delay tier; the broker brings it back to the route queue."""
+        delay = self._tier(next_attempt, retry_after)
+        body, content_type, headers = attempt.original
+        state = RetryState(next_attempt, index, tuple(attempt.compensations),
+                           attempt.state.first_failure or now_iso(), body, content_type or "", headers)
+        outgoing = to_outgoing(message, state_headers(state))
+        self._confirm([self.broker.publish("", names.retry_queue(self.route.name, delay), outgoing)])
+        if self.store is not None and reason != "busy":
+            self.store.release(self.route.name, attempt.key, self.owner)
+        self.broker.ack(attempt.delivery)
+        mlog.info("retry_scheduled", reason=reason, delay_ms=delay, next_attempt=next_attempt, resume_step=index)
+
+    def _tier(self, next_attempt: int, retry_after: float | None) -> int:
+        base = self.tiers[min(next_attempt - 2, len(self.tiers) - 1)] if self.tiers else 1000
+        if retry_after:  # honour Retry-After: the first tier that waits at least that long
+            longer = [t for t in self.tiers if t >= retry_after * 1000]
+            return max(base, min(longer)) if longer else max(self.tiers or [base])
+        return base
+
+    def _dead_letter(self, attempt: Attempt, error: ProcessingError, step: str | None, index: int,
+                     message: Message | None, mlog) -> None:
+        compensation = self._compensate(attempt, mlog)
+        body, content_type, headers = attempt.original
+        first = attempt.state.first_failure or now_iso()
+        why = {
+            names.DLQ_ROUTE: self.route.name, names.DLQ_STEP: step or "", names.DLQ_ERROR_CLASS: error.error_class,
+            names.DLQ_EXCEPTION: type(error).__name__, names.DLQ_REASON: _redact(str(error)),
+            names.DLQ_ATTEMPTS: attempt.state.attempt, names.FIRST_FAILURE: first, names.DLQ_LAST_FAILURE: now_iso(),
+            names.DLQ_COMPENSATION: compensation, names.RESUME_STEP: index,
+        }
+        if message is not None:
+            why[names.DLQ_STATE_BODY] = encode_body(message.body, message.content_type)
+            why[names.DLQ_STATE_CONTENT_TYPE] = message.content_type
+        from esb.runtime.broker import Outgoing
+        letter = Outgoing(body, content_type or "application/octet-stream", wire_headers({**headers, **why}),
+                          attempt.delivery.message_id or "")
+        self._confirm([self.broker.publish("", names.dead_letter_queue(self.route.name), letter)])
+        if self.store is not None and attempt.key is not None:
+            self.store.mark_dead(self.route.name, attempt.key, self.owner)
+        self.broker.ack(attempt.delivery)
+        mlog.warning("dead_lettered", step=step, error_class=error.error_class, compensation=compensation,
+                     reason=_redact(str(error)))
+
+    def _compensate(self, attempt: Attempt, mlog) -> str:
+        """Undo completed steps in reverse order; say how it went, for the dead letter."""
+        if not attempt.compensations:
+            return "none"
+        failures = []
+        for record in reversed(attempt.compensations):
+            message = Message(decode_body(record["body"].encode("utf-8"), record["content_type"]),
+                              record["content_type"], {}, record["message_id"])
+            try:
+                self.retrying()(self.adapters(record["adapter"]).call, record["operation"], message,
+                                idempotency_key=f"{record['message_id']}:{record['step']}:compensate")
+                mlog.info("compensated", compensated_step=record["step"])
+            except Exception as exc:  # noqa: BLE001 - report every failed compensation, keep going
+                failures.append(f"{record['step']}: {_redact(str(exc))}")
+                mlog.error("compensation_failed", compensated_step=record["step"], error=_redact(str(exc)))
+        return "failed: " + "; ".join(failures) if failures else "ok"
+
+    def retrying(self) -> tenacity.Retrying:
+        """Quick in-process retries of a transient failure, bounded; longer waits go to a tier."""
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.route.retry.in_process + 1) | tenacity.stop_any(_long_retry_after),
+            wait=_wait, retry=tenacity.retry_if_exception_type(TransientError), reraise=True)
+
+
+def _long_retry_after(state: tenacity.RetryCallState) -> bool:
+    exc = state.outcome.exception() if state.outcome else None
+    return bool(getattr(exc, "retry_after", None)) and exc.retry_after > IN_PROCESS_RETRY_AFTER_CAP
+
+
+_backoff = tenacity.wait_exponential(multiplier=0.05, max=1.0)
+
+
+def _wait(state: tenacity.RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    retry_after = getattr(exc, "retry_after", None)
+    return float(retry_after) if retry_after else _backoff(state)
+
+
+def _has_calls(route: Route) -> bool:
+    return any(step.kind == "to" for step in route.walk())
+
+
+def _redact(text: str) -> str:
+    """Dead letters and logs get at most 1 KB of reason; adapters already keep secrets out."""
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+__all__ = ["RouteRunner", "RuntimeIO", "TransformError", "jsoncodec"]

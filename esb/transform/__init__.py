@@ -1,0 +1,1 @@
+"""Message transformations: hardened XML, exact JSON, JSON⇄XML, XSD and XSLT."""

@@ -1,0 +1,205 @@
+"""JSON for money: non-integers read as Decimal, written exactly, and no float ever."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from json.encoder import encode_basestring
+from typing import Any
+
+from esb.errors import TransformError
+
+# A JSON "\ud800" escape decodes to a lone surrogate that later breaks UTF-8 encoding; only a
+# document that holds a surrogate escape (or, as str, a raw surrogate) is walked to find one.
+_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+_quote = encode_basestring
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON; non-integers become Decimal, integers int. Refuses what JSON does not allow."""
+    text = _decode(data)
+    try:
+        value = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant,
+                           object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise TransformError(f"JSON syntax error at line {exc.lineno}, column {exc.colno}: "
+                             f"{exc.msg}") from None
+    except RecursionError:
+        raise TransformError("JSON refused: the document nests too deeply to parse") from None
+    except ValueError as exc:  # CPython's limit on the digits of an int (4300 by default)
+        raise TransformError(f"JSON refused: a number is too long ({exc})") from None
+    if _SURROGATE_HINT.search(text):
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def dumps(obj: Any, *, indent: int | None = None) -> str:
+    """Serialise to JSON text; Decimals are written digit for digit, a float is refused."""
+    out: list[str] = []
+    try:
+        _encode(obj, out, None if indent is None else "\n", " " * (indent or 0))
+    except _Unencodable as exc:
+        raise _refusal(obj, exc.value) from None
+    except RecursionError:
+        raise TransformError("JSON encoding failed: the data nests too deeply or contains "
+                             "itself") from None
+    return "".join(out)
+
+
+class _Unencodable(Exception):
+    def __init__(self, value: Any):
+        self.value = value
+
+
+# The stdlib's C encoder has no hook for Decimal (its `default` can only return a value it then
+# quotes) and none to refuse a float, so this walk is ours. Measured on a 0.7 MB statement it is
+# about as fast as json.dumps with default=str; the common types come first in the chain.
+def _encode(o: Any, out: list[str], newline: str | None, step: str) -> None:
+    t = type(o)
+    if t is str:
+        out.append(_quote(o))
+    elif t is dict:
+        _encode_dict(o, out, newline, step)
+    elif t is Decimal:
+        out.append(_decimal(o))
+    elif t is int:
+        out.append(int.__repr__(o))
+    elif t is list or t is tuple:
+        _encode_list(o, out, newline, step)
+    elif o is None:
+        out.append("null")
+    elif o is True:
+        out.append("true")
+    elif o is False:
+        out.append("false")
+    else:
+        _encode_other(o, out, newline, step)
+
+
+def _encode_dict(o: dict, out: list[str], newline: str | None, step: str) -> None:
+    if not o:
+        out.append("{}")
+        return
+    inner = None if newline is None else newline + step
+    item_sep, key_sep = ("," , ":") if inner is None else ("," + inner, ": ")
+    out.append("{" if inner is None else "{" + inner)
+    first = True
+    for key, value in o.items():
+        if not first:
+            out.append(item_sep)
+        first = False
+        out.append(_quote(key) if type(key) is str else _key(key))
+        out.append(key_sep)
+        _encode(value, out, inner, step)
+    out.append("}" if newline is None else newline + "}")
+
+
+def _encode_list(o: list | tuple, out: list[str], newline: str | None, step: str) -> None:
+    if not o:
+        out.append("[]")
+        return
+    inner = None if newline is None else newline + step
+    out.append("[" if inner is None else "[" + inner)
+    item_sep = "," if inner is None else "," + inner
+    first = True
+    for value in o:
+        if not first:
+            out.append(item_sep)
+        first = False
+        _encode(value, out, inner, step)
+    out.append("]" if newline is None else newline + "]")
+
+
+def _encode_other(o: Any, out: list[str], newline: str | None, step: str) -> None:
+    """Subclasses of the JSON types (enums, OrderedDict); anything else is refused."""
+    if isinstance(o, bool):
+        out.append("true" if o else "false")
+    elif isinstance(o, str):
+        out.append(_quote(o))
+    elif isinstance(o, int):
+        out.append(int.__repr__(o))
+    elif isinstance(o, Decimal):
+        out.append(_decimal(o))
+    elif isinstance(o, dict):
+        _encode_dict(o, out, newline, step)
+    elif isinstance(o, (list, tuple)):
+        _encode_list(o, out, newline, step)
+    else:
+        raise _Unencodable(o)
+
+
+def _decimal(d: Decimal) -> str:
+    if not d.is_finite():
+        raise _Unencodable(d)
+    return str(d)  # always a valid JSON number for a finite Decimal: "1.50", "1E-7", "-0"
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, int) and not isinstance(key, bool):
+        return _quote(str(int(key)))  # as json.dumps does
+    if isinstance(key, str):
+        return _quote(key)
+    raise _Unencodable(key)
+
+
+def _decode(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data.removeprefix("\ufeff")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"JSON input must be bytes or str, not {type(data).__name__}")
+    try:
+        return bytes(data).decode("utf-8-sig")  # RFC 8259 lets a parser ignore a BOM
+    except UnicodeDecodeError as exc:
+        raise TransformError(f"JSON refused: the bytes are not valid UTF-8 at byte {exc.start} "
+                             f"({exc.reason})") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise TransformError(f"JSON refused: {name} is not a JSON number (RFC 8259); "
+                         "send amounts as decimal numbers")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise TransformError(f"JSON refused: the key {duplicate!r} appears twice in one object")
+    return obj
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    for path, node in _walk(value):
+        if isinstance(node, str) and (found := _SURROGATE.search(node)):
+            raise TransformError(f"JSON refused: the text at {path} holds a lone surrogate "
+                                 f"(U+{ord(found.group()):04X}), which is not valid Unicode")
+
+
+def _walk(value: Any, path: str = "$") -> Iterator[tuple[str, Any]]:
+    """Yield (path, node) for every node and dict key in document order, without recursion."""
+    stack = [(path, value)]
+    while stack:
+        path, node = stack.pop()
+        yield path, node
+        if isinstance(node, dict):
+            children = []
+            for key, item in node.items():
+                children += [(f"{path} (the key {key!r})", key), (f"{path}.{key}", item)]
+            stack.extend(reversed(children))
+        elif isinstance(node, (list, tuple)):
+            stack.extend(reversed([(f"{path}[{i}]", item) for i, item in enumerate(node)]))
+
+
+def _refusal(obj: Any, value: Any) -> TransformError:
+    """Say where the value the encoder could not take sits in the document."""
+    path = next((path for path, node in _walk(obj) if node is value), "$")
+    if isinstance(value, float):
+        return TransformError(f"a float reached the JSON encoder at {path}; money must be Decimal")
+    if isinstance(value, Decimal):
+        return TransformError(f"the Decimal {value} at {path} is not a number JSON can carry")
+    return TransformError(f"a value of type {type(value).__name__} reached the JSON encoder at "
+                          f"{path}; only dict, list, str, int, Decimal, bool and None can be encoded")

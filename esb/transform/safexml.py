@@ -1,0 +1,282 @@
+"""The one hardened XML parser of esb, and XSD and XSLT loading that cannot reach out."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from lxml import etree
+
+from esb.errors import TransformError, ValidationError
+
+MAX_BYTES = 20_000_000
+# libxml2 refuses deeper documents itself unless huge_tree is on, which esb never turns on.
+LIBXML2_MAX_DEPTH = 256
+
+_DTD_REFUSED = "XML refused: the document declares a DTD (<!DOCTYPE>), which esb never processes"
+_XSL = "http://www.w3.org/1999/XSL/Transform"
+# EXSLT functions are built into libxslt and touch nothing outside the document; every other
+# prefixed function is someone's extension (Xalan's java:, Saxon's, ...) and is refused.
+_SAFE_FUNCTION_NAMESPACES = frozenset({
+    "http://exslt.org/common", "http://exslt.org/math", "http://exslt.org/sets",
+    "http://exslt.org/strings", "http://exslt.org/dates-and-times",
+})
+_FUNCTION_CALL = re.compile(r"([A-Za-z_][\w.-]*):([A-Za-z_][\w.-]*)\s*\(")
+_PROLOG_ITEM = re.compile(rb"\s+|<\?.*?\?>|<!--.*?-->", re.S)
+_XML_DECL_ENCODING = re.compile(r"""^(<\?xml\s[^>]*?\bencoding\s*=\s*["'])[^"']*(["'])""")
+_ERRORS_SHOWN = 3
+
+
+def parse_xml(data: bytes | str, *, max_bytes: int = MAX_BYTES,
+              max_depth: int = LIBXML2_MAX_DEPTH) -> etree._Element:
+    """Parse a document from memory, refusing DTDs, entities, oversize and overdeep input."""
+    raw = _as_bytes(data)
+    if len(raw) > max_bytes:
+        raise TransformError(f"XML refused: the document is {len(raw)} bytes, over the limit of "
+                             f"{max_bytes}")
+    return _parse(raw, _shared_parser(), max_depth=max_depth)
+
+
+def read_xml_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES) -> etree._Element:
+    """Parse a local file (an asset such as a stylesheet or a sample) with parse_xml."""
+    return _parse_file(Path(path), _shared_parser(), max_bytes=max_bytes)
+
+
+def load_xsd(path: str | os.PathLike[str]) -> etree.XMLSchema:
+    """Compile an XSD; xs:include and xs:import are read only from files beside it."""
+    path = Path(path).resolve()
+    resolver = _LocalFiles(path.parent)
+    root = _parse_file(path, _new_parser(resolver))
+    try:
+        return etree.XMLSchema(root)
+    except etree.XMLSchemaParseError as exc:
+        if resolver.refused:
+            raise TransformError(f"XSD refused: {path.name} {resolver.refused[0]}") from None
+        raise TransformError(f"XSD {path.name} does not compile: {_first_error(exc)}") from None
+
+
+def load_xslt(path: str | os.PathLike[str]) -> etree.XSLT:
+    """Compile a stylesheet that can neither read nor write files, reach the network nor call
+    extension functions; xsl:import and xsl:include are read only from files beside it."""
+    path = Path(path).resolve()
+    resolver = _LocalFiles(path.parent, check=_refuse_extensions)
+    root = _parse_file(path, _new_parser(resolver))
+    _refuse_extensions(root, path.name)
+    try:
+        return etree.XSLT(root, access_control=etree.XSLTAccessControl.DENY_ALL, regexp=False)
+    except etree.XSLTParseError as exc:
+        if resolver.refused:
+            raise TransformError(f"XSLT refused: {path.name} {resolver.refused[0]}") from None
+        raise TransformError(f"XSLT {path.name} does not compile: {_first_error(exc)}") from None
+
+
+def apply_xslt(xslt: etree.XSLT, root: etree._Element,
+               params: dict[str, str] | None = None) -> etree._XSLTResultTree:
+    """Run a stylesheet from load_xslt; parameters are passed as strings, never as XPath."""
+    quoted = {name: etree.XSLT.strparam(value) for name, value in (params or {}).items()}
+    try:
+        return xslt(root, **quoted)
+    except etree.XSLTApplyError as exc:
+        raise TransformError(f"XSLT failed: {exc}") from None
+
+
+def validate_xsd(schema: etree.XMLSchema, root: etree._Element) -> None:
+    """Raise ValidationError naming the first few schema violations and their lines."""
+    try:
+        schema.assertValid(root)
+    except etree.DocumentInvalid as exc:
+        errors = list(exc.error_log)
+        shown = "; ".join(f"line {e.line}: {_local_names(e.message)}"
+                          for e in errors[:_ERRORS_SHOWN])
+        more = f" (and {len(errors) - _ERRORS_SHOWN} more)" if len(errors) > _ERRORS_SHOWN else ""
+        raise ValidationError(f"XML does not match its schema: {shown}{more}") from None
+
+
+class _LocalFiles(etree.Resolver):
+    """Serve includes and imports from files under one directory; refuse anything else.
+
+    Each file is vetted like a message (no DTD, well-formed) and handed to libxml2 as bytes,
+    so libxml2 never opens a URL itself.
+    """
+
+    def __init__(self, root: Path, check: Callable[[etree._Element, str], None] | None = None):
+        super().__init__()
+        self.root = root
+        self.check = check
+        self.refused: list[str] = []
+
+    def resolve(self, url, pubid, context):
+        target = local_file(url, self.root)
+        if target is None:
+            reason = (f"refers to {url}, but esb reads schemas and stylesheets only from local "
+                      f"files under {self.root}")
+            self.refused.append(reason)
+            raise TransformError(f"XML refused: {reason}")
+        data = target.read_bytes()
+        vetted = _parse(data, _shared_parser(), base_url=str(target))
+        if self.check is not None:
+            self.check(vetted, target.name)
+        return self.resolve_string(data, context, base_url=str(target))
+
+
+class _RefuseAll(etree.Resolver):
+    """The message parser resolves nothing: no DTD, no entity, no XInclude target."""
+
+    def resolve(self, url, pubid, context):
+        raise TransformError(f"XML refused: the document refers to {url}, and esb never fetches "
+                             "external resources")
+
+
+_local = threading.local()
+
+
+def _shared_parser() -> etree.XMLParser:
+    # An lxml parser serialises its users with a lock; one per thread avoids the contention.
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = _new_parser(_RefuseAll())
+    return parser
+
+
+def _new_parser(resolver: etree.Resolver) -> etree.XMLParser:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                             dtd_validation=False, huge_tree=False, remove_comments=True,
+                             remove_pis=True, collect_ids=False)
+    parser.resolvers.add(resolver)
+    return parser
+
+
+def _as_bytes(data: bytes | str) -> bytes:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if not isinstance(data, str):
+        raise TypeError(f"parse_xml takes the document as bytes or str, not {type(data).__name__}"
+                        "; use read_xml_file for a file")
+    # The text is handed to libxml2 as UTF-8, so its declaration must say so.
+    text = _XML_DECL_ENCODING.sub(r"\g<1>UTF-8\g<2>", data.removeprefix("\ufeff"), count=1)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TransformError(f"XML refused: the text holds a lone surrogate at character "
+                             f"{exc.start}, which is not valid Unicode") from None
+
+
+def _parse_file(path: Path, parser: etree.XMLParser, *, max_bytes: int = MAX_BYTES) -> etree._Element:
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise TransformError(f"XML refused: {path} is {size} bytes, over the limit of {max_bytes}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TransformError(f"cannot read XML file {path}: {exc.strerror}") from None
+    try:
+        return _parse(data, parser, base_url=str(path))
+    except TransformError as exc:
+        raise TransformError(f"{path}: {exc.message}") from None
+
+
+def _parse(raw: bytes, parser: etree.XMLParser, *, base_url: str | None = None,
+           max_depth: int = LIBXML2_MAX_DEPTH) -> etree._Element:
+    if _declares_doctype(raw):
+        raise TransformError(_DTD_REFUSED)
+    try:
+        root = etree.fromstring(raw, parser, base_url=base_url)
+    except etree.XMLSyntaxError as exc:
+        raise TransformError(_syntax_message(exc)) from None
+    # The prolog scan above reads ASCII-compatible and UTF-16 text; this catches the rest.
+    # Either way the parser expanded nothing: it does not resolve entities or load DTDs.
+    if _has_dtd(root):
+        raise TransformError(_DTD_REFUSED)
+    if max_depth < LIBXML2_MAX_DEPTH and _deeper_than(max_depth)(root):
+        raise TransformError(f"XML refused: the document nests deeper than {max_depth} levels")
+    return root
+
+
+def _declares_doctype(raw: bytes) -> bool:
+    """Whether a <!DOCTYPE> stands in the prolog, read before libxml2 sees any of it."""
+    head = _ascii_compatible(raw)
+    pos = 0
+    while item := _PROLOG_ITEM.match(head, pos):
+        pos = item.end()
+    return head.startswith(b"<!DOCTYPE", pos)
+
+
+def _ascii_compatible(raw: bytes) -> bytes:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return raw[3:]
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff", b"<\x00", b"\x00<")):
+        # UTF-16: only the prolog matters, and it is short.
+        codec = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else (
+            "utf-16-le" if raw[0] == 0x3C else "utf-16-be")
+        return raw[:8192].decode(codec, errors="replace").encode("utf-8", errors="replace")
+    return raw
+
+
+def _has_dtd(root: etree._Element) -> bool:
+    info = root.getroottree().docinfo
+    return bool(info.doctype) or info.internalDTD is not None or info.externalDTD is not None
+
+
+@lru_cache(maxsize=8)
+def _deeper_than(depth: int) -> etree.XPath:
+    # One location step per level: libxml2 walks each level once, in C, with no recursion.
+    return etree.XPath("boolean(" + "/*" * (depth + 1) + ")")
+
+
+def _syntax_message(exc: etree.XMLSyntaxError) -> str:
+    entry = exc.error_log.last_error if len(exc.error_log) else None
+    if entry is not None and entry.message.startswith("Excessive depth"):
+        return f"XML refused: the document nests deeper than {LIBXML2_MAX_DEPTH} levels"
+    line, column = (entry.line, entry.column) if entry is not None else exc.position
+    message = entry.message if entry is not None else exc.msg
+    return f"XML syntax error at line {line}, column {column}: {message.strip()}"
+
+
+def _first_error(exc: etree.Error) -> str:
+    entries = list(getattr(exc, "error_log", []))
+    if not entries:
+        return str(exc)
+    return f"line {entries[0].line}: {_local_names(entries[0].message)}"
+
+
+def _local_names(message: str) -> str:
+    """"Element '{urn:iso:...}Stmt'" reads better as "Element 'Stmt'"."""
+    return re.sub(r"\{[^}]*\}", "", message)
+
+
+def _refuse_extensions(root: etree._Element, name: str) -> None:
+    """Refuse extension elements and non-EXSLT extension functions before libxslt compiles."""
+    for el in root.iter(etree.Element):
+        declared = el.get(f"{{{_XSL}}}extension-element-prefixes")
+        if declared is None and el.tag in (f"{{{_XSL}}}stylesheet", f"{{{_XSL}}}transform"):
+            declared = el.get("extension-element-prefixes")
+        if declared is not None:
+            raise TransformError(f"XSLT refused: {name} declares extension elements ({declared}), "
+                                 "which esb never runs")
+        for value in el.attrib.values():
+            for call in _FUNCTION_CALL.finditer(value):
+                uri = el.nsmap.get(call.group(1))
+                if uri not in _SAFE_FUNCTION_NAMESPACES:
+                    raise TransformError(f"XSLT refused: {name} calls the extension function "
+                                         f"{call.group(1)}:{call.group(2)}() from {uri}, which "
+                                         "esb never runs")
+
+
+def local_file(url: str, root: Path) -> Path | None:
+    """The file under root that url names, or None for anything remote or outside root."""
+    parts = urlsplit(url)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+        candidate = unquote(parts.path)
+    elif parts.scheme == "" and not parts.netloc:
+        candidate = unquote(url)
+    else:
+        return None
+    target = Path(candidate).resolve()
+    if not target.is_relative_to(root.resolve()) or not target.is_file():
+        return None
+    return target

@@ -1,0 +1,479 @@
+"""JSON⇄XML in xmltodict's conventions, with arrays decided by an XSD rather than by luck.
+
+The conventions (xmltodict's defaults, no namespace processing):
+
+* element names as written, prefix included ("ns2:Amt"); attributes as "@name";
+* namespace declarations as "@xmlns" / "@xmlns:p" on the element that declares them;
+* a text-only element is its text, an empty one None, XML text is never a number;
+* text beside attributes or children is "#text"; text is stripped of XML whitespace, and
+  whitespace-only text, comments and processing instructions are dropped;
+* siblings with the same name become a list (grouped, so interleaved names lose their order).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from lxml import etree
+
+from esb.errors import TransformError
+from esb.transform.safexml import local_file, parse_xml, read_xml_file
+
+XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+_XS = "http://www.w3.org/2001/XMLSchema"
+_XML_SPACE = " \t\r\n"  # what XML calls whitespace; str.strip() would also eat U+00A0
+_MISSING = object()
+
+
+# ---------------------------------------------------------------------------- XML → JSON
+
+def xml_to_json(xml: bytes | str | etree._Element, *, force_list: Iterable[str] = (),
+                shape: XsdShape | None = None) -> dict[str, Any]:
+    """Convert a document to xmltodict-style JSON.
+
+    An element is a list when `shape` says its XSD allows more than one in that place (even if
+    one is present); for elements the shape does not cover, when its name (local or as written)
+    is in `force_list`; otherwise only when siblings repeat it.
+    """
+    root = xml if etree.iselement(xml) else parse_xml(xml)
+    converter = _ToJson(frozenset(force_list), shape)
+    ctype = shape.root_type(root.tag) if shape is not None else None
+    return {_written_name(root): converter.element(root, ctype, {})}
+
+
+class _ToJson:
+    def __init__(self, force_list: frozenset[str], shape: XsdShape | None):
+        self.force_list = force_list
+        self.shape = shape
+
+    def element(self, el: etree._Element, ctype: str | None, parent_nsmap: dict) -> Any:
+        nsmap = el.nsmap
+        result: dict[str, Any] = {}
+        if nsmap != parent_nsmap:
+            for prefix, uri in nsmap.items():
+                if parent_nsmap.get(prefix, _MISSING) != uri:
+                    result["@xmlns" if prefix is None else f"@xmlns:{prefix}"] = uri
+        for key, value in el.attrib.items():
+            result["@" + _attribute_name(key, nsmap)] = value
+        children = self.shape.children(ctype) if ctype is not None else None
+        texts = [el.text]
+        for child in el:
+            texts.append(child.tail)
+            if type(child.tag) is str:  # comments, PIs and entities have a function as tag
+                self._add_child(result, child, children, nsmap)
+        text = "".join(t for t in texts if t and not t.isspace()).strip(_XML_SPACE) or None
+        if not result:
+            return text
+        if text is not None:
+            result["#text"] = text
+        return result
+
+    def _add_child(self, result: dict[str, Any], child: etree._Element,
+                   children: Mapping[str, Child] | None, nsmap: dict) -> None:
+        name = _written_name(child)
+        local = child.tag.rpartition("}")[2]
+        known = children.get(local) if children is not None else None
+        if known is not None:
+            as_list, ctype = known.repeated, known.type
+        else:
+            as_list, ctype = (local in self.force_list or name in self.force_list), None
+        value = self.element(child, ctype, nsmap)
+        existing = result.get(name, _MISSING)
+        if existing is _MISSING:
+            result[name] = [value] if as_list else value
+        elif type(existing) is list:  # an element's own value is never a list
+            existing.append(value)
+        else:
+            result[name] = [existing, value]
+
+
+def _written_name(el: etree._Element) -> str:
+    local = el.tag.rpartition("}")[2]
+    prefix = el.prefix
+    return f"{prefix}:{local}" if prefix else local
+
+
+def _attribute_name(key: str, nsmap: dict) -> str:
+    if key[0] != "{":
+        return key
+    uri, _, local = key[1:].partition("}")
+    if uri == _XML_NS:
+        return f"xml:{local}"
+    prefix = next((p for p, u in nsmap.items() if u == uri and p), None)
+    return f"{prefix}:{local}" if prefix else local
+
+
+# ---------------------------------------------------------------------------- JSON → XML
+
+def json_to_xml(obj: Any, *, root: str | None = None, pretty: bool = False) -> str:
+    """Convert xmltodict-style JSON to an XML document (a str with an XML declaration).
+
+    A dict with one key is the document; anything else is wrapped in an element named `root`.
+    """
+    name, value = _root_item(obj, root)
+    element = _build(None, name, value, {}, f"$.{name}")
+    body = etree.tostring(element, encoding="unicode", pretty_print=pretty)
+    return f"{XML_DECLARATION}\n{body}"
+
+
+def _root_item(obj: Any, root: str | None) -> tuple[str, Any]:
+    if isinstance(obj, dict) and len(obj) == 1:
+        (name, value), = obj.items()
+        if not isinstance(value, (list, tuple)) and not name.startswith(("@", "#")):
+            return name, value
+    if root is None:
+        raise TransformError("JSON to XML needs one root element: give the converter a root "
+                             "name, or an object with exactly one key holding one element")
+    if isinstance(obj, (list, tuple)):
+        raise TransformError(f"JSON to XML cannot wrap a bare list in <{root}>: a list needs "
+                             "a key to name its elements")
+    return root, obj
+
+
+def _build(parent: etree._Element | None, name: str, value: Any, scope: dict, path: str):
+    """Create the element `name` for `value` (a dict, a scalar or None) under parent."""
+    declared, attributes, text, children = _split(value, path)
+    if declared:
+        scope = {**scope, **declared}
+    tag = _qualified(name, scope, path, element=True)
+    try:
+        el = (etree.Element(tag, nsmap=declared or None) if parent is None
+              else etree.SubElement(parent, tag, nsmap=declared or None))
+    except ValueError:
+        raise TransformError(f"the key {name!r} at {path} is not a valid XML element name") from None
+    for attr, attr_value in attributes:
+        if attr_value is not None:  # an optional attribute a mapping left empty
+            _set_attribute(el, attr, attr_value, scope, f"{path}.@{attr}")
+    if text is not None:
+        text_path = f"{path}.#text" if isinstance(value, dict) else path
+        _set_text(el, _text(text, text_path), text_path)
+    for key, item in children:
+        if isinstance(item, (list, tuple)):
+            for i, each in enumerate(item):
+                if isinstance(each, (list, tuple)):
+                    raise TransformError(f"the list at {path}.{key}[{i}] sits directly in a list, "
+                                         "which XML cannot express")
+                _build(el, key, each, scope, f"{path}.{key}[{i}]")
+        else:
+            _build(el, key, item, scope, f"{path}.{key}")
+    return el
+
+
+def _split(value: Any, path: str) -> tuple[dict, list, Any, list]:
+    """Sort a dict's keys into namespace declarations, attributes, text and children."""
+    if not isinstance(value, dict):
+        return {}, [], value, []
+    declared, attributes, text, children = {}, [], None, []
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise TransformError(f"the key {key!r} at {path} is not a string")
+        if key == "@xmlns" or key.startswith("@xmlns:"):
+            declared[key[7:] or None] = _namespace_uri(item, f"{path}.{key}")
+        elif key.startswith("@"):
+            attributes.append((key[1:], item))
+        elif key == "#text":
+            text = item
+        else:
+            children.append((key, item))
+    return declared, attributes, text, children
+
+
+def _namespace_uri(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise TransformError(f"the namespace declaration at {path} must be a string")
+    return value
+
+
+def _qualified(name: str, scope: dict, path: str, *, element: bool) -> str:
+    """Turn "p:Local" into "{uri}Local" with the declarations in scope."""
+    prefix, colon, local = name.rpartition(":")
+    if colon and not prefix:
+        raise TransformError(f"the key {name!r} at {path} is not a valid XML name")
+    if not colon:
+        uri = scope.get(None) if element else None  # the default namespace skips attributes
+    elif prefix == "xml":
+        uri = _XML_NS
+    else:
+        uri = scope.get(prefix)
+        if uri is None:
+            raise TransformError(f"the name {name!r} at {path} uses the prefix {prefix!r}, "
+                                 f"which no @xmlns:{prefix} declares")
+    return f"{{{uri}}}{local}" if uri else local
+
+
+def _set_attribute(el: etree._Element, name: str, value: Any, scope: dict, path: str) -> None:
+    key = _qualified(name, scope, path, element=False)
+    text = _text(value, path)
+    try:
+        el.set(key, text)
+    except ValueError:
+        pass
+    else:
+        return
+    try:  # lxml says only "ValueError": find out whether the name or the value is at fault
+        el.set(key, "")
+    except ValueError:
+        raise TransformError(f"the key '@{name}' at {path} is not a valid XML attribute "
+                             "name") from None
+    raise TransformError(f"the attribute value at {path} holds characters XML cannot carry "
+                         "(control characters or lone surrogates)")
+
+
+def _set_text(el: etree._Element, text: str, path: str) -> None:
+    try:
+        el.text = text
+    except ValueError:
+        raise TransformError(f"the text at {path} holds characters XML cannot carry (control "
+                             "characters or lone surrogates)") from None
+
+
+def _text(value: Any, path: str) -> str:
+    """The XML text of a JSON scalar, digit for digit; a float is refused."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is Decimal:
+        if not value.is_finite():
+            raise TransformError(f"the Decimal {value} at {path} is not a number XML can carry")
+        return str(value)
+    if isinstance(value, float):
+        raise TransformError(f"a float reached the XML encoder at {path}; money must be Decimal")
+    if isinstance(value, str):  # subclasses such as enums: their value, not their name
+        return str.__str__(value)
+    if isinstance(value, int):
+        return _text(bool(value) if isinstance(value, bool) else int(value), path)
+    if isinstance(value, Decimal):
+        return _text(Decimal(value), path)
+    raise TransformError(f"a value of type {kind.__name__} at {path} cannot become XML text")
+
+
+# ---------------------------------------------------------------------------- XSD shape
+
+@dataclass(frozen=True)
+class Child:
+    """What a content model says about one child element name."""
+
+    repeated: bool  # may occur more than once in its parent
+    type: str | None  # key of its complex type in XsdShape.types; None for simple content
+
+
+@dataclass(frozen=True)
+class XsdShape:
+    """Which child elements an XSD lets repeat, per complex type, ready for dict lookups.
+
+    Types are keyed by "{namespace}Name" (anonymous ones get a made-up key); children by
+    local name, since a content model names its children in one namespace in practice.
+    """
+
+    roots: Mapping[str, str | None]
+    types: Mapping[str, Mapping[str, Child]]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> XsdShape:
+        return _ShapeBuilder(Path(path)).build()
+
+    def root_type(self, tag: str) -> str | None:
+        """The type key of a global element, by "{ns}local" tag or else by local name."""
+        found = self.roots.get(tag, _MISSING)
+        if found is _MISSING:
+            found = self.roots.get(tag.rpartition("}")[2])
+        return found
+
+    def children(self, type_key: str) -> Mapping[str, Child]:
+        return self.types.get(type_key, _NO_CHILDREN)
+
+
+_NO_CHILDREN: Mapping[str, Child] = MappingProxyType({})
+_MANY = 2  # occurrence counts saturate here: all that matters is "more than one"
+
+
+class _ShapeBuilder:
+    """Reads an XSD (and its local includes/imports) once and tabulates every complex type."""
+
+    def __init__(self, path: Path):
+        self.path = path.resolve()
+        self.elements: dict[str, tuple[etree._Element, str]] = {}
+        self.complex_types: dict[str, tuple[etree._Element, str]] = {}
+        self.groups: dict[str, tuple[etree._Element, str]] = {}
+        self.tables: dict[str, dict[str, tuple[int, str | None]]] = {}
+        self.pending: list[tuple[str, etree._Element, str]] = []
+        # Keyed by the node itself, which also keeps lxml from handing out a new proxy for it.
+        self.anonymous: dict[etree._Element, str] = {}
+
+    def build(self) -> XsdShape:
+        for schema, tns in self._documents():
+            self._index(schema, tns)
+        roots: dict[str, str | None] = {}
+        for key, (node, tns) in self.elements.items():
+            roots[key] = self._element_type(node, tns)
+            roots.setdefault(key.rpartition("}")[2], roots[key])
+        self.pending.extend((key, node, tns) for key, (node, tns) in self.complex_types.items())
+        while self.pending:
+            self._table(*self.pending.pop())
+        types = {key: MappingProxyType({name: Child(count >= _MANY, ctype)
+                                        for name, (count, ctype) in table.items()})
+                 for key, table in self.tables.items()}
+        return XsdShape(MappingProxyType(roots), MappingProxyType(types))
+
+    def _documents(self) -> Iterator[tuple[etree._Element, str]]:
+        """The schema and every local file it includes or imports, each once."""
+        seen: set[Path] = set()
+        queue = [(self.path, None)]
+        while queue:
+            path, chameleon = queue.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            schema = read_xml_file(path)
+            tns = schema.get("targetNamespace") or chameleon or ""
+            yield schema, tns
+            for ref in schema.iterchildren(f"{{{_XS}}}include", f"{{{_XS}}}import",
+                                           f"{{{_XS}}}redefine"):
+                queue.extend(self._referenced(path, ref, tns))
+
+    def _referenced(self, path: Path, ref: etree._Element, tns: str):
+        location = ref.get("schemaLocation")
+        if location is None:
+            return []
+        url = location if urlsplit(location).scheme else str(path.parent / location)
+        target = local_file(url, self.path.parent)
+        if target is None:
+            raise TransformError(f"XSD refused: {path.name} refers to {location}, but esb reads "
+                                 f"schemas only from local files under {self.path.parent}")
+        is_include = ref.tag != f"{{{_XS}}}import"
+        return [(target, tns if is_include else None)]
+
+    def _index(self, schema: etree._Element, tns: str) -> None:
+        for node in schema.iterchildren(etree.Element):
+            name = node.get("name")
+            kind = {"element": self.elements, "complexType": self.complex_types,
+                    "group": self.groups}.get(etree.QName(node).localname)
+            if name is not None and kind is not None:
+                kind.setdefault(f"{{{tns}}}{name}", (node, tns))
+
+    def _element_type(self, node: etree._Element, tns: str) -> str | None:
+        inline = node.find(f"{{{_XS}}}complexType")
+        if inline is not None:
+            if node not in self.anonymous:
+                self.anonymous[node] = f"{{{tns}}}{node.get('name')}#{len(self.anonymous)}"
+                self.pending.append((self.anonymous[node], inline, tns))
+            return self.anonymous[node]
+        type_name = node.get("type")
+        # None for a simple type (its element holds text only) or for no type at all (anyType)
+        return None if type_name is None else self._resolve(node, type_name, self.complex_types)
+
+    def _resolve(self, node: etree._Element, qname: str, table: dict) -> str | None:
+        prefix, colon, local = qname.rpartition(":")
+        namespace = node.nsmap.get(prefix or None, "")
+        key = f"{{{namespace}}}{local}"
+        if key in table or namespace == _XS:
+            return key if key in table else None
+        # Chameleon includes and sloppy prefixes: fall back to a unique local name.
+        matches = [k for k in table if k.rpartition("}")[2] == local]
+        return matches[0] if len(matches) == 1 else None
+
+    def _table(self, key: str, node: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+        if key not in self.tables:
+            self.tables[key] = {}  # a placeholder first: a type may contain itself
+            self.tables[key] = self._content(node, tns)
+        return self.tables[key]
+
+    def _content(self, ctype: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+        counts: dict[str, tuple[int, str | None]] = {}
+        for part in ctype.iterchildren(etree.Element):
+            kind = etree.QName(part).localname
+            if kind in ("sequence", "choice", "all", "group"):
+                counts = _in_sequence(counts, self._particle(part, tns))
+            elif kind == "complexContent":
+                counts = _in_sequence(counts, self._derived(part, tns))
+        return counts
+
+    def _derived(self, content: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+        """complexContent: an extension adds to its base's model; a restriction restates it."""
+        derivation = next(content.iterchildren(etree.Element), None)
+        if derivation is None:
+            return {}
+        counts = {}
+        if etree.QName(derivation).localname == "extension":
+            base = self._resolve(derivation, derivation.get("base", ""), self.complex_types)
+            if base is not None:
+                counts = dict(self._table(base, *self.complex_types[base]))
+        return _in_sequence(counts, self._content(derivation, tns))
+
+    def _particle(self, node: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+        kind = etree.QName(node).localname
+        if kind == "element":
+            counts = self._element_particle(node, tns)
+        elif kind in ("sequence", "all"):
+            counts = {}
+            for part in node.iterchildren(etree.Element):
+                counts = _in_sequence(counts, self._particle(part, tns))
+        elif kind == "choice":
+            counts = {}
+            for part in node.iterchildren(etree.Element):
+                counts = _in_choice(counts, self._particle(part, tns))
+        elif kind == "group":
+            counts = self._group(node, tns)
+        else:  # xs:any, annotations: nothing known by name
+            return {}
+        return _times(counts, _max_occurs(node))
+
+    def _element_particle(self, node: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+        ref = node.get("ref")
+        if ref is None:
+            return {node.get("name", ""): (1, self._element_type(node, tns))}
+        key = self._resolve(node, ref, self.elements)
+        if key is None:
+            return {}
+        target, target_tns = self.elements[key]
+        return {target.get("name", ""): (1, self._element_type(target, target_tns))}
+
+    def _group(self, node: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+        key = self._resolve(node, node.get("ref", ""), self.groups)
+        if key is None:
+            return {}
+        group, group_tns = self.groups[key]
+        model = next(group.iterchildren(f"{{{_XS}}}sequence", f"{{{_XS}}}choice",
+                                        f"{{{_XS}}}all"), None)
+        return self._particle(model, group_tns) if model is not None else {}
+
+
+def _max_occurs(node: etree._Element) -> int:
+    value = node.get("maxOccurs", "1")
+    return _MANY if value == "unbounded" else min(int(value), _MANY)
+
+
+def _in_sequence(a: dict, b: dict) -> dict:
+    """Names in a sequence add up: two particles named X allow two Xs."""
+    merged = dict(a)
+    for name, (count, ctype) in b.items():
+        before = merged.get(name, (0, ctype))
+        merged[name] = (min(before[0] + count, _MANY), before[1] or ctype)
+    return merged
+
+
+def _in_choice(a: dict, b: dict) -> dict:
+    """Only one branch of a choice occurs: a name counts as often as its busiest branch."""
+    merged = dict(a)
+    for name, (count, ctype) in b.items():
+        before = merged.get(name, (0, ctype))
+        merged[name] = (max(before[0], count), before[1] or ctype)
+    return merged
+
+
+def _times(counts: dict, occurs: int) -> dict:
+    if occurs == 1:
+        return counts
+    return {name: (min(count * occurs, _MANY), ctype) for name, (count, ctype) in counts.items()}

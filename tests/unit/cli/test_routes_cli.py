@@ -1,0 +1,244 @@
+"""`esb routes ...` against small projects written into tmp_path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from esb import __version__
+from esb.cli.main import esb
+from esb.steps import STEP_KINDS
+
+ENV = {"LEDGER_TOKEN": "s3cr3t", "COLUMNS": "200"}
+
+ADAPTER = """\
+name: ledger-rest
+kind: rest
+base_url: https://ledger.example.com/api
+auth: {bearer: {token: "${LEDGER_TOKEN}"}}
+operations:
+  create_voucher: {method: POST, path: /vouchers}
+  cancel_voucher: {method: DELETE, path: "/vouchers/{voucher_id}"}
+"""
+
+ROUTE = """\
+name: oa-expense-to-voucher
+description: Approved expense claims from OA become vouchers in the ledger.
+source: {exchange: oa.events, binding_key: expense.approved}
+concurrency: 16
+steps:
+  - filter: "amount > `0`"
+  - to: {adapter: ledger-rest, operation: create_voucher, compensate: {operation: cancel_voucher}}
+    label: create-voucher
+  - choice:
+      - when: "amount > `50000`"
+        steps:
+          - publish: {exchange: finance.review, routing_key: voucher.large}
+            label: send-to-review
+      - otherwise:
+          - publish: {exchange: finance.vouchers, routing_key: voucher.created}
+            label: announce
+"""
+
+TESTS = """\
+route: oa-expense-to-voucher
+cases:
+  - name: a large claim goes to review
+    input: {body: {claim_id: "EXP-1", amount: 60000.00}}
+    mocks: {create-voucher: {body: {voucher_id: "V-1", amount: 60000.00}}}
+    expect:
+      published: [{exchange: finance.review, routing_key: voucher.large}]
+  - name: a small claim is announced
+    input: {body: {claim_id: "EXP-2", amount: 10}}
+    mocks: {create-voucher: {body: {voucher_id: "V-2", amount: 10}}}
+    expect:
+      body: {voucher_id: "V-2", amount: 10}
+"""
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write(tmp_path, {"adapters/ledger-rest.yaml": ADAPTER, "routes/oa-expense.yaml": ROUTE,
+                            "routes/tests/oa-expense.yaml": TESTS})
+
+
+def esb_cli(root: Path, *args: str, env: dict | None = None):
+    return CliRunner().invoke(esb, ["--root", str(root), *args], env=ENV if env is None else env,
+                              catch_exceptions=False)
+
+
+def test_validate_says_ok_and_exits_0_on_a_clean_project(project):
+    result = esb_cli(project, "routes", "validate")
+    assert result.exit_code == 0
+    assert result.stdout == "OK: 1 routes, 1 adapters\n"
+
+
+def test_validate_lists_each_problem_with_file_line_and_a_fix_and_exits_1(project):
+    write(project, {"routes/broken.yaml": """\
+        name: broken
+        source: {queue: broken}
+        steps:
+          - valdate: {json_schema: transformers/x.json}
+        """})
+    result = esb_cli(project, "routes", "validate")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "routes/broken.yaml:4:5: unknown step kind 'valdate' — Did you mean 'validate'?", "1 problem"]
+
+
+def test_validate_reports_an_unset_secret_variable(project):
+    result = esb_cli(project, "routes", "validate", env={"LEDGER_TOKEN": None})
+    assert result.exit_code == 1
+    assert "adapters/ledger-rest.yaml:4:" in result.stdout
+    assert "the variable ${LEDGER_TOKEN} is not set" in result.stdout
+
+
+def test_other_commands_print_config_problems_one_a_line_on_stderr(project):
+    write(project, {"routes/broken.yaml": "name: broken\nsource: {queue: broken}\nsteps: [{to: {}}]\n"})
+    result = esb_cli(project, "routes", "list")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "routes/broken.yaml:3:10: 'to' is missing the required field 'adapter' — "
+        "add `adapter:` (the adapter's name (adapters/NAME.yaml))",
+        "routes/broken.yaml:3:10: 'to' is missing the required field 'operation' — "
+        "add `operation:` (an operation listed in the adapter's `operations`)"]
+
+
+def test_list_shows_each_route_with_its_source_steps_adapters_and_concurrency(project):
+    result = esb_cli(project, "routes", "list")
+    assert result.exit_code == 0
+    row = next(line for line in result.stdout.splitlines() if "oa-expense-to-voucher" in line)
+    for cell in ("oa.events/expense.approved → oa-expense-to-voucher", "│ 5 ", "ledger-rest", "16"):
+        assert cell in row
+
+
+def test_show_prints_each_step_with_settings_and_the_adapter_with_its_secret_masked(project):
+    result = esb_cli(project, "routes", "show", "oa-expense-to-voucher")
+    assert result.exit_code == 0
+    assert "s3cr3t" not in result.output
+    assert "token: '***'" in result.stdout
+    assert "  - create-voucher  to  ledger-rest.create_voucher" in result.stdout
+    assert "      compensate: cancel_voucher" in result.stdout
+    assert "\n      when amount > `50000`:\n        - send-to-review  publish\n" in result.stdout
+    assert "\n      otherwise:\n        - announce  publish\n" in result.stdout
+    assert "base_url: https://ledger.example.com/api" in result.stdout
+
+
+def test_show_of_an_unknown_route_suggests_the_nearest_name(project):
+    result = esb_cli(project, "routes", "show", "oa-expense-to-vouchr")
+    assert result.exit_code == 1
+    assert result.stderr == "no route is named 'oa-expense-to-vouchr' — Did you mean 'oa-expense-to-voucher'?\n"
+
+
+def test_graph_mermaid_draws_the_steps_the_choice_conditions_and_the_exchanges(project):
+    result = esb_cli(project, "routes", "graph", "oa-expense-to-voucher")
+    assert result.exit_code == 0
+    text = result.stdout
+    assert text.startswith("flowchart LR\n")
+    assert '["create-voucher<br/>ledger-rest.create_voucher"]' in text
+    assert '{"choice-3<br/>choice"}' in text
+    assert '-->|"amount > `50000`"|' in text
+    assert '-->|"otherwise"|' in text
+    assert '{{"finance.review"}}' in text
+    assert '-.->|"voucher.large"|' in text
+
+
+def test_graph_dot_draws_the_same_route_for_graphviz(project):
+    result = esb_cli(project, "routes", "graph", "oa-expense-to-voucher", "--format", "dot")
+    assert result.exit_code == 0
+    text = result.stdout
+    assert text.startswith('digraph "oa-expense-to-voucher" {')
+    assert '[label="create-voucher\\nledger-rest.create_voucher", shape=box, style=rounded]' in text
+    assert '[label="amount > `50000`"]' in text
+    assert "shape=diamond" in text
+
+
+def test_both_branches_of_a_choice_rejoin_before_the_end(project):
+    text = esb_cli(project, "routes", "graph", "oa-expense-to-voucher").stdout
+    edges_to_done = [line.split()[0] for line in text.splitlines() if line.strip().endswith("--> done")]
+    assert len(edges_to_done) == 2
+
+
+def test_graph_output_is_written_to_a_file(project, tmp_path):
+    target = tmp_path / "route.mmd"
+    result = esb_cli(project, "routes", "graph", "oa-expense-to-voucher", "--output", str(target))
+    assert result.exit_code == 0
+    assert target.read_text(encoding="utf-8").startswith("flowchart LR")
+
+
+def test_graph_svg_without_graphviz_says_how_to_get_it(project, monkeypatch):
+    monkeypatch.setattr("esb.routes.graph.shutil.which", lambda name: None)
+    result = esb_cli(project, "routes", "graph", "oa-expense-to-voucher", "--format", "svg")
+    assert result.exit_code == 1
+    assert "needs Graphviz's `dot` program" in result.stderr
+
+
+def test_explain_prints_the_description_each_field_and_the_example(tmp_path):
+    result = esb_cli(tmp_path, "routes", "explain", "to")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("to: Call an operation of an adapter")
+    assert any(line.split()[:3] == ["adapter", "string", "required"] for line in lines)
+    assert any(line.split()[:3] == ["into", "string", "optional"] for line in lines)
+    assert "  - to:\n      adapter: ledger-rest\n      operation: create_voucher\n" in result.stdout
+
+
+def test_explain_of_an_unknown_kind_suggests_the_nearest(tmp_path):
+    result = esb_cli(tmp_path, "routes", "explain", "publsh")
+    assert result.exit_code == 1
+    assert result.stderr == "no such step kind: publsh. Did you mean 'publish'?\n"
+
+
+def test_explain_without_a_kind_lists_every_kind_with_one_line(tmp_path):
+    result = esb_cli(tmp_path, "routes", "explain")
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == STEP_KINDS.names()
+
+
+def test_route_tests_print_a_line_per_case_and_a_summary(project):
+    result = esb_cli(project, "routes", "test")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == ["PASS oa-expense-to-voucher :: a large claim goes to review",
+                                          "PASS oa-expense-to-voucher :: a small claim is announced",
+                                          "2 passed, 0 failed"]
+
+
+def test_a_failing_route_test_prints_its_reasons_and_exits_1(project):
+    wrong = TESTS.replace('      body: {voucher_id: "V-2"', '      body: {voucher_id: "V-3"')
+    write(project, {"routes/tests/oa-expense.yaml": wrong})
+    result = esb_cli(project, "routes", "test", "oa-expense-to-voucher")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[1:] == [
+        'FAIL oa-expense-to-voucher :: a small claim is announced — body.voucher_id: expected "V-3", got "V-2" '
+        "(routes/tests/oa-expense.yaml:8)",
+        "1 passed, 1 failed"]
+
+
+def test_route_tests_of_an_unknown_route_suggest_the_nearest_name(project):
+    result = esb_cli(project, "routes", "test", "oa-expense")
+    assert result.exit_code == 1
+    assert "Did you mean 'oa-expense-to-voucher'?" in result.stderr
+
+
+def test_version_prints_the_package_version(tmp_path):
+    result = esb_cli(tmp_path, "--version")
+    assert result.exit_code == 0
+    assert __version__ in result.stdout
+
+
+def test_a_root_that_does_not_exist_is_refused(tmp_path):
+    result = esb_cli(tmp_path / "nowhere", "routes", "validate")
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
