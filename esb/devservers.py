@@ -8,15 +8,17 @@
     server.stop()
 
 A path is matched as it arrives on the wire (percent-encoded, without the query string).
-Queued responses for a path are served first, then the path's route; a path with neither
-answers 404 with a JSON body saying so.
+Queued responses for a path are served first, then the path's route, then the default
+(`set_default`); with none of these the server answers 404 with a JSON body saying so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import socket
+import ssl
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +57,7 @@ class RecordedRequest:
     query: str      # the raw query string ("" when there is none)
     headers: Headers
     body: bytes
+    received_at: float = dataclasses.field(default_factory=time.monotonic)  # to check waits between tries
 
     @property
     def target(self) -> str:
@@ -95,11 +98,13 @@ Handler = Callable[[RecordedRequest], StubResponse]
 class StubHttpServer:
     """An HTTP/1.1 server on 127.0.0.1 (a free port) in a background thread, answering what it is told."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None):
         self._address = (host, port)
+        self._ssl_context = ssl_context
         self._lock = threading.Lock()
         self._queues: dict[str, deque[StubResponse]] = defaultdict(deque)
         self._routes: dict[str, Handler] = {}
+        self._default: Handler = _not_found
         self._requests: list[RecordedRequest] = []
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -108,7 +113,9 @@ class StubHttpServer:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> StubHttpServer:
         self._server = _Server(self._address, _RequestHandler, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+        if self._ssl_context is not None:  # the handshake runs on accept; a refused one is dropped
+            self._server.socket = self._ssl_context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name=f"stub-http-{self.port}", daemon=True)
         self._thread.start()
         return self
@@ -138,8 +145,9 @@ class StubHttpServer:
 
     @property
     def url(self) -> str:
-        """`http://127.0.0.1:PORT`, with no trailing slash."""
-        return f"http://{self._address[0]}:{self.port}"
+        """`http://127.0.0.1:PORT` (https with an ssl_context), with no trailing slash."""
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self._address[0]}:{self.port}"
 
     # -- scripting -------------------------------------------------------------------------
     def enqueue(self, path: str, status: int = 200, body: Any = b"", headers: Mapping[str, str] | None = None,
@@ -152,6 +160,11 @@ class StubHttpServer:
         """Answer every request for `path` (once its queue is empty) with `handler(request)`."""
         with self._lock:
             self._routes[path] = handler
+
+    def set_default(self, response: StubResponse | Handler) -> None:
+        """Answer every request that no queue or route matches with this response (or handler)."""
+        with self._lock:
+            self._default = response if callable(response) else lambda request: response
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -169,14 +182,16 @@ class StubHttpServer:
             queue = self._queues.get(request.path)
             if queue:
                 return queue.popleft()
-            handler = self._routes.get(request.path)
-        if handler is not None:
-            return handler(request)
-        return StubResponse(404, {"error": f"the stub server has no response for {request.path}"})
+            handler = self._routes.get(request.path, self._default)
+        return handler(request)
 
     def _pause(self, seconds: float) -> bool:
         """Sleep for a response's delay; False when the server stopped meanwhile."""
         return not self._stopping.wait(seconds) if seconds > 0 else True
+
+
+def _not_found(request: RecordedRequest) -> StubResponse:
+    return StubResponse(404, {"error": f"the stub server has no response for {request.path}"})
 
 
 class _Server(ThreadingHTTPServer):
@@ -225,6 +240,7 @@ class _Server(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real endpoints do, so clients' pools are exercised
+    disable_nagle_algorithm = True  # headers and body go out in two writes: Nagle + delayed ACK cost 40 ms
     server: _Server
 
     def do_request(self) -> None:

@@ -19,3 +19,17 @@ def testdata() -> Path:
         pytest.fail(f"the shared test data is missing: expected {TESTDATA} "
                     "(clone the project beside shared/, as CI does)", pytrace=False)
     return TESTDATA
+
+
+# ---- HTTP stub server (owner: adapters) ------------------------------------------------------
+# One implementation, esb.devservers.StubHttpServer, shared with the bus tests and `esb demo`.
+from esb.devservers import StubHttpServer  # noqa: E402
+
+
+@pytest.fixture
+def http_stub():
+    """A scriptable HTTP server on 127.0.0.1 (a free port): `enqueue`, `route`, `requests`, `url`."""
+    server = StubHttpServer().start()
+    yield server
+    server.stop()
+# ---- end HTTP stub server --------------------------------------------------------------------

@@ -16,7 +16,7 @@ from esb.schemacheck import check
 from esb.yamlsource import Located
 
 MASK = "***"
-_SECRET_NAME = re.compile(r"password|secret|token|passphrase|api_key|private_key", re.I)
+_SECRET_NAME = re.compile(r"password|secret|token|passphrase|api[_-]?key|private_key|authorization|credential", re.I)
 
 
 @dataclasses.dataclass(frozen=True)

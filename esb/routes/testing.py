@@ -79,7 +79,9 @@ SCHEMA = {
                     "headers": {"type": "object"}}},
                 "mocks": {"type": "object", "description": "canned answers of `to` steps, by label",
                           "additionalProperties": {"type": "object", "additionalProperties": False, "properties": {
-                              "body": {}, "xml": _TEXT, "error": {"enum": sorted(ERROR_CLASSES)}, "message": _TEXT}}},
+                              "body": {}, "xml": _TEXT, "error": {"enum": sorted(ERROR_CLASSES)}, "message": _TEXT,
+                              "passthrough": {"const": True,
+                                              "description": "answer with the request unchanged"}}}},
                 "expect": {"type": "object", "additionalProperties": False, "properties": {
                     **_MESSAGE_CHECKS,
                     "xpath": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
@@ -108,6 +110,8 @@ class Mock:
     def answer(self, request: Message) -> Message:
         if self.error_class is not None:
             raise ERROR_CLASSES[self.error_class](self.error_message)
+        if self.response is None:  # passthrough
+            return request
         return dataclasses.replace(self.response, headers=request.headers, message_id=request.message_id)
 
 
@@ -209,6 +213,9 @@ class RecordingIO:
 
     def publish(self, step: Step, exchange: str, routing_key: str, message: Message) -> None:
         self.published.append(Publish(step.label, exchange, routing_key, message))
+
+    def completed(self, step: Step, message: Message) -> None:
+        """Compensation records are the runtime's business; route tests need none."""
 
 
 # --- loading -----------------------------------------------------------------------------------------
@@ -313,13 +320,15 @@ class _CaseLoader:
 
     def mock(self, label: str, config: dict, at: tuple) -> Mock | None:
         self.known_step(label, at, key=True, kind="to")
-        given = [k for k in ("body", "xml", "error") if k in config]
+        given = [k for k in ("body", "xml", "error", "passthrough") if k in config]
         if len(given) != 1:
-            self.error(at, f"the mock '{label}' needs exactly one of `body`, `xml` or `error`",
+            self.error(at, f"the mock '{label}' needs exactly one of `body`, `xml`, `error` or `passthrough`",
                        f"found: {', '.join(given) or 'none'}", key=True)
             return None
         if "error" in config:
             return Mock(error_class=config["error"], error_message=config.get("message", "mocked failure"))
+        if "passthrough" in config:
+            return Mock()
         response = Message(config["body"], JSON) if "body" in config else Message(config["xml"], XML)
         return Mock(response=response)
 

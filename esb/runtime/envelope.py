@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -65,8 +66,29 @@ def encode_body(body: Any, content_type: str) -> bytes:
     raise TransformError(f"a {content_type} body must be text or bytes, not {type(body).__name__}")
 
 
+# Headers RabbitMQ adds itself when it dead-letters (our retry tiers) or counts deliveries.
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+
+
 def user_headers(headers: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in headers.items() if not str(k).startswith(names.HEADER_PREFIX)}
+    """The message's own headers: without esb's state headers and without the broker's."""
+    return {k: _plain(v) for k, v in headers.items()
+            if not str(k).startswith((names.HEADER_PREFIX, *_BROKER_HEADERS))}
+
+
+def _plain(value: Any) -> Any:
+    """AMQP tables may hold timestamps and bytes; a message's headers hold JSON-able values."""
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def wire_headers(headers: Mapping[str, Any]) -> dict:

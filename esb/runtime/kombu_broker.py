@@ -97,8 +97,7 @@ class KombuBroker:
             if queue.ttl_ms is not None:
                 self._tiers[queue.name] = queue
         for binding in topology.bindings:
-            kombu.Queue(binding.queue, kombu.Exchange(binding.exchange), binding.routing_key,
-                        channel=channel).declare()
+            channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
 
     # -- publish ---------------------------------------------------------------------------
 

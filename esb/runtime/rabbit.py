@@ -75,6 +75,8 @@ class RabbitBroker:
             self._ioloop.add_callback_threadsafe(close)
             done.wait(5)
             self._thread.join(5)
+        if not self._thread.is_alive():
+            self._ioloop.close()  # its wake-up socket pair
 
     # -- commands from any thread ---------------------------------------------------------
 

@@ -84,7 +84,8 @@ class RuntimeIO:
         return self.runner.retrying()(impl.call, operation, message, idempotency_key=key)
 
     def publish(self, step: Step, exchange: str, routing_key: str, message: Message) -> None:
-        self.attempt.futures.append(self.runner.broker.publish(exchange, routing_key, to_outgoing(message)))
+        future = self.runner.broker.publish(exchange, routing_key, to_outgoing(message))
+        self.attempt.futures.append((step.label, future))
 
     def completed(self, step: Step, message: Message) -> None:
         self.attempt.compensations.append({
@@ -164,7 +165,9 @@ class RouteRunner:
             self._confirm(attempt.futures)
         except StepFailed as failed:
             return self._failed(attempt, failed, mlog)
-        except ProcessingError as exc:  # an output was not confirmed: redeliver the whole message
+        except PermanentError as exc:  # the broker returned an output: nothing is bound for it
+            return self._dead_letter(attempt, exc, exc.step, start, None, mlog)
+        except TransientError as exc:  # an output was not confirmed: give the message back
             raise RuntimeError(f"an output was not confirmed: {exc}") from exc
         if self.store is not None:
             self.store.finish(self.route.name, attempt.key, self.owner, {"dropped": result is None})
@@ -211,12 +214,17 @@ class RouteRunner:
                                    StepRecord(index, step.label, state, new[-1] if new else None))
         return record
 
-    def _confirm(self, futures: list[Future]) -> None:
-        done, pending = wait(futures, timeout=CONFIRM_TIMEOUT)
+    def _confirm(self, futures: list[tuple[str, Future]]) -> None:
+        """Wait until the broker confirmed every output; raise the first refusal, naming its step."""
+        _, pending = wait([f for _, f in futures], timeout=CONFIRM_TIMEOUT)
         if pending:
             raise TransientError("the broker did not confirm an output in time")
-        for future in done:
-            future.result()
+        for label, future in futures:
+            error = future.exception()
+            if isinstance(error, ProcessingError):
+                raise error.at_step(label)
+            if error is not None:
+                raise TransientError(f"publish failed: {error}", step=label)
 
     # -- failures -------------------------------------------------------------------------
 
@@ -226,8 +234,10 @@ class RouteRunner:
         mlog.warning("step_failed", error_class=error.error_class, error=_redact(str(error)))
         try:
             self._confirm(attempt.futures)
-        except ProcessingError as exc:
+        except TransientError as exc:
             raise RuntimeError(f"an output was not confirmed: {exc}") from exc
+        except PermanentError:
+            pass  # the failure being handled is the one to report
         if isinstance(error, TransientError) and attempt.state.attempt < self.route.retry.attempts:
             return self._delay(attempt, failed.message, failed.index, attempt.state.attempt + 1, mlog,
                                retry_after=error.retry_after)
@@ -245,7 +255,7 @@ class RouteRunner:
         state = RetryState(next_attempt, index, tuple(attempt.compensations),
                            attempt.state.first_failure or now_iso(), body, content_type or "", headers)
         outgoing = to_outgoing(message, state_headers(state))
-        self._confirm([self.broker.publish("", names.retry_queue(self.route.name, delay), outgoing)])
+        self._confirm([("retry", self.broker.publish("", names.retry_queue(self.route.name, delay), outgoing))])
         if self.store is not None and reason != "busy":
             self.store.release(self.route.name, attempt.key, self.owner)
         self.broker.ack(attempt.delivery)
@@ -275,7 +285,7 @@ class RouteRunner:
         from esb.runtime.broker import Outgoing
         letter = Outgoing(body, content_type or "application/octet-stream", wire_headers({**headers, **why}),
                           attempt.delivery.message_id or "")
-        self._confirm([self.broker.publish("", names.dead_letter_queue(self.route.name), letter)])
+        self._confirm([("dead-letter", self.broker.publish("", names.dead_letter_queue(self.route.name), letter))])
         if self.store is not None and attempt.key is not None:
             self.store.mark_dead(self.route.name, attempt.key, self.owner)
         self.broker.ack(attempt.delivery)

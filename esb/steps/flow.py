@@ -32,8 +32,11 @@ class FilterStep(Step):
     schema = {
         "description": "Let the message go on only when the condition is true; otherwise it stops "
                        "here, is acked and counted as filtered (not an error).",
-        "anyOf": [_CONDITION, {"type": "object", "additionalProperties": False, "required": ["when"],
-                               "properties": {"when": _CONDITION}}],
+        "type": ["string", "object"],  # the condition, or {when: condition}
+        "minLength": 1,
+        "additionalProperties": False,
+        "required": ["when"],
+        "properties": {"when": _CONDITION},
         "examples": ["total > `0`", {"when": "header('source') == 'oa'"}],
     }
 

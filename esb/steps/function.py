@@ -36,12 +36,11 @@ class FunctionStep(Step):
                        "as a package); what it returns becomes the body, with the same content type. JSON "
                        "numbers arrive as Decimal and must leave as Decimal or int, never float. Raise "
                        "esb.errors.BusinessError to dead-letter a message that breaks a business rule.",
-        "anyOf": [
-            {"type": "string", "pattern": r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$",
-             "description": "FILE.py:FUNCTION", "examples": ["transformers/functions/statement.py:reconcile"]},
-            {"type": "object", "additionalProperties": False, "required": ["file", "name"],
-             "properties": {"file": _FILE, "name": _NAME}},
-        ],
+        "type": ["string", "object"],  # FILE.py:FUNCTION, or {file, name}
+        "pattern": r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$",
+        "additionalProperties": False,
+        "required": ["file", "name"],
+        "properties": {"file": _FILE, "name": _NAME},
         "examples": ["transformers/functions/statement.py:reconcile",
                      {"file": "transformers/functions/statement.py", "name": "reconcile"}],
     }

@@ -25,17 +25,19 @@ class LogStep(Step):
         "description": "Log the event `route_log` with the message id, the step label, a text and "
                        "`fields` computed by JMESPath from the body. The body itself is never logged: "
                        "pick the fields you need. The message goes on unchanged.",
-        "anyOf": [
-            {"type": "string", "minLength": 1},
-            {"type": "object", "additionalProperties": False, "required": ["message"],
-             "properties": {
-                 "message": {"type": "string", "minLength": 1, "description": "the text of the log line"},
-                 "level": {"enum": list(LEVELS), "description": "info unless said otherwise"},
-                 "fields": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1},
-                            "description": "name: JMESPath expression, logged beside the text",
-                            "examples": [{"claim": "claim_id", "total": "total"}]},
-             }},
-        ],
+        # One schema for both forms (object keywords ignore text and the reverse): an anyOf
+        # would report the text form's complaint about a mapping with a typo in it.
+        "type": ["string", "object"],
+        "minLength": 1,
+        "additionalProperties": False,
+        "required": ["message"],
+        "properties": {
+            "message": {"type": "string", "minLength": 1, "description": "the text of the log line"},
+            "level": {"enum": list(LEVELS), "description": "info unless said otherwise"},
+            "fields": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1},
+                       "description": "name: JMESPath expression, logged beside the text",
+                       "examples": [{"claim": "claim_id", "total": "total"}]},
+        },
         "examples": ["voucher posted", {"message": "large voucher", "level": "warning",
                                         "fields": {"claim": "claim_id", "total": "total"}}],
     }

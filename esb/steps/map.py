@@ -12,7 +12,7 @@ from esb.transform.expressions import FUNCTION_HELP
 from esb.transform.mapping import SCHEMA as SPEC_SCHEMA
 from esb.transform.mapping import MappingSpec, compile_mapping, load_mapping
 
-_FILE = {"type": "string", "pattern": r"\.ya?ml$", "description": "a mapping spec file, relative to the project root",
+_FILE = {"type": "string", "minLength": 1, "description": "a mapping spec file, relative to the project root",
          "examples": ["transformers/expense-to-voucher.yaml"]}
 
 
@@ -24,11 +24,10 @@ class MapStep(Step):
                        "(transformers/*.yaml), or `output` (a tree whose text leaves are expressions) "
                        "or `expression` written inline. Numbers stay Decimal. Functions beyond "
                        "JMESPath's own: " + ", ".join(sorted(FUNCTION_HELP)) + ".",
-        "anyOf": [
-            _FILE,
-            {"type": "object", "additionalProperties": False,
-             "properties": {"file": _FILE, **SPEC_SCHEMA["properties"]}},
-        ],
+        "type": ["string", "object"],  # the file, or {file: ...}, or an inline spec
+        "minLength": 1,
+        "additionalProperties": False,
+        "properties": {"file": _FILE, **SPEC_SCHEMA["properties"]},
         "examples": ["transformers/expense-to-voucher.yaml",
                      {"output": {"voucher_no": "concat('EXP-', claim_id)", "source": "'OA'",
                                  "amount": "round(total, `2`)", "lines": "items[].{account: account, amount: amount}"}},

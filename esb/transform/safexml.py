@@ -27,6 +27,7 @@ _SAFE_FUNCTION_NAMESPACES = frozenset({
     "http://exslt.org/strings", "http://exslt.org/dates-and-times",
 })
 _FUNCTION_CALL = re.compile(r"([A-Za-z_][\w.-]*):([A-Za-z_][\w.-]*)\s*\(")
+_AVT = re.compile(r"\{([^{}]*)\}")
 _PROLOG_ITEM = re.compile(rb"\s+|<\?.*?\?>|<!--.*?-->", re.S)
 _XML_DECL_ENCODING = re.compile(r"""^(<\?xml\s[^>]*?\bencoding\s*=\s*["'])[^"']*(["'])""")
 _ERRORS_SHOWN = 3
@@ -54,10 +55,8 @@ def load_xsd(path: str | os.PathLike[str]) -> etree.XMLSchema:
     root = _parse_file(path, _new_parser(resolver))
     try:
         return etree.XMLSchema(root)
-    except etree.XMLSchemaParseError as exc:
-        if resolver.refused:
-            raise TransformError(f"XSD refused: {path.name} {resolver.refused[0]}") from None
-        raise TransformError(f"XSD {path.name} does not compile: {_first_error(exc)}") from None
+    except (etree.XMLSchemaParseError, TransformError) as exc:
+        raise _load_error("XSD", path, resolver, exc) from None
 
 
 def load_xslt(path: str | os.PathLike[str]) -> etree.XSLT:
@@ -69,10 +68,8 @@ def load_xslt(path: str | os.PathLike[str]) -> etree.XSLT:
     _refuse_extensions(root, path.name)
     try:
         return etree.XSLT(root, access_control=etree.XSLTAccessControl.DENY_ALL, regexp=False)
-    except etree.XSLTParseError as exc:
-        if resolver.refused:
-            raise TransformError(f"XSLT refused: {path.name} {resolver.refused[0]}") from None
-        raise TransformError(f"XSLT {path.name} does not compile: {_first_error(exc)}") from None
+    except (etree.XSLTParseError, TransformError) as exc:
+        raise _load_error("XSLT", path, resolver, exc) from None
 
 
 def apply_xslt(xslt: etree.XSLT, root: etree._Element,
@@ -97,6 +94,21 @@ def validate_xsd(schema: etree.XMLSchema, root: etree._Element) -> None:
         raise ValidationError(f"XML does not match its schema: {shown}{more}") from None
 
 
+def local_file(url: str, root: Path) -> Path | None:
+    """The file under root that url names, or None for anything remote or outside root."""
+    parts = urlsplit(url)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+        candidate = unquote(parts.path)
+    elif parts.scheme == "" and not parts.netloc:
+        candidate = unquote(url)
+    else:
+        return None
+    target = Path(candidate).resolve()
+    if not target.is_relative_to(root.resolve()) or not target.is_file():
+        return None
+    return target
+
+
 class _LocalFiles(etree.Resolver):
     """Serve includes and imports from files under one directory; refuse anything else.
 
@@ -113,15 +125,22 @@ class _LocalFiles(etree.Resolver):
     def resolve(self, url, pubid, context):
         target = local_file(url, self.root)
         if target is None:
-            reason = (f"refers to {url}, but esb reads schemas and stylesheets only from local "
-                      f"files under {self.root}")
-            self.refused.append(reason)
-            raise TransformError(f"XML refused: {reason}")
-        data = target.read_bytes()
-        vetted = _parse(data, _shared_parser(), base_url=str(target))
-        if self.check is not None:
-            self.check(vetted, target.name)
+            raise self._refuse(f"refers to {url}, but esb reads schemas and stylesheets only "
+                               f"from local files under {self.root}")
+        try:
+            data = target.read_bytes()
+            vetted = _parse(data, _shared_parser(), base_url=str(target))
+            if self.check is not None:
+                self.check(vetted, target.name)
+        except (OSError, TransformError) as exc:
+            raise self._refuse(f"includes {target.name}, which is refused: {exc}") from None
         return self.resolve_string(data, context, base_url=str(target))
+
+    def _refuse(self, reason: str) -> TransformError:
+        # libxml2 reports a failed include of a schema only as "failed to parse"; the reason
+        # is kept here for load_xsd and load_xslt to tell.
+        self.refused.append(reason)
+        return TransformError(f"XML refused: {reason}")
 
 
 class _RefuseAll(etree.Resolver):
@@ -237,7 +256,13 @@ def _syntax_message(exc: etree.XMLSyntaxError) -> str:
     return f"XML syntax error at line {line}, column {column}: {message.strip()}"
 
 
-def _first_error(exc: etree.Error) -> str:
+def _load_error(kind: str, path: Path, resolver: _LocalFiles, exc: Exception) -> TransformError:
+    if resolver.refused:
+        return TransformError(f"{kind} refused: {path.name} {resolver.refused[0]}")
+    return TransformError(f"{kind} {path.name} does not compile: {_first_error(exc)}")
+
+
+def _first_error(exc: Exception) -> str:
     entries = list(getattr(exc, "error_log", []))
     if not entries:
         return str(exc)
@@ -249,6 +274,14 @@ def _local_names(message: str) -> str:
     return re.sub(r"\{[^}]*\}", "", message)
 
 
+def _expressions(el: etree._Element) -> list[str]:
+    """The XPath an element carries: any attribute of an XSLT instruction, and the {...}
+    attribute value templates of a literal result element."""
+    if el.tag.startswith(f"{{{_XSL}}}"):
+        return list(el.attrib.values())
+    return [template for value in el.attrib.values() for template in _AVT.findall(value)]
+
+
 def _refuse_extensions(root: etree._Element, name: str) -> None:
     """Refuse extension elements and non-EXSLT extension functions before libxslt compiles."""
     for el in root.iter(etree.Element):
@@ -258,25 +291,10 @@ def _refuse_extensions(root: etree._Element, name: str) -> None:
         if declared is not None:
             raise TransformError(f"XSLT refused: {name} declares extension elements ({declared}), "
                                  "which esb never runs")
-        for value in el.attrib.values():
-            for call in _FUNCTION_CALL.finditer(value):
+        for expression in _expressions(el):
+            for call in _FUNCTION_CALL.finditer(expression):
                 uri = el.nsmap.get(call.group(1))
                 if uri not in _SAFE_FUNCTION_NAMESPACES:
                     raise TransformError(f"XSLT refused: {name} calls the extension function "
                                          f"{call.group(1)}:{call.group(2)}() from {uri}, which "
                                          "esb never runs")
-
-
-def local_file(url: str, root: Path) -> Path | None:
-    """The file under root that url names, or None for anything remote or outside root."""
-    parts = urlsplit(url)
-    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-        candidate = unquote(parts.path)
-    elif parts.scheme == "" and not parts.netloc:
-        candidate = unquote(url)
-    else:
-        return None
-    target = Path(candidate).resolve()
-    if not target.is_relative_to(root.resolve()) or not target.is_file():
-        return None
-    return target

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from esb.errors import TransformError
-from esb.transform.safexml import local_file, parse_xml, read_xml_file
+from esb.transform.safexml import LIBXML2_MAX_DEPTH, load_xsd, local_file, parse_xml, read_xml_file
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 _XML_NS = "http://www.w3.org/XML/1998/namespace"
@@ -46,7 +46,10 @@ def xml_to_json(xml: bytes | str | etree._Element, *, force_list: Iterable[str] 
     root = xml if etree.iselement(xml) else parse_xml(xml)
     converter = _ToJson(frozenset(force_list), shape)
     ctype = shape.root_type(root.tag) if shape is not None else None
-    return {_written_name(root): converter.element(root, ctype, {})}
+    try:
+        return {_written_name(root): converter.element(root, ctype, {})}
+    except RecursionError:  # only for a tree built elsewhere: parse_xml stops at 256 levels
+        raise TransformError("XML to JSON failed: the document nests too deeply") from None
 
 
 class _ToJson:
@@ -63,18 +66,26 @@ class _ToJson:
                     result["@xmlns" if prefix is None else f"@xmlns:{prefix}"] = uri
         for key, value in el.attrib.items():
             result["@" + _attribute_name(key, nsmap)] = value
+        if len(el):
+            text = self._children(el, result, nsmap, ctype)
+        else:  # a leaf, most elements of a message: no text to gather from tails
+            text = el.text and (el.text.strip(_XML_SPACE) or None)
+        if not result:
+            return text
+        if text is not None:
+            result["#text"] = text
+        return result
+
+    def _children(self, el: etree._Element, result: dict[str, Any], nsmap: dict,
+                  ctype: str | None) -> str | None:
+        """Add el's child elements to result; return el's own text, gathered around them."""
         children = self.shape.children(ctype) if ctype is not None else None
         texts = [el.text]
         for child in el:
             texts.append(child.tail)
             if type(child.tag) is str:  # comments, PIs and entities have a function as tag
                 self._add_child(result, child, children, nsmap)
-        text = "".join(t for t in texts if t and not t.isspace()).strip(_XML_SPACE) or None
-        if not result:
-            return text
-        if text is not None:
-            result["#text"] = text
-        return result
+        return "".join(t for t in texts if t and not t.isspace()).strip(_XML_SPACE) or None
 
     def _add_child(self, result: dict[str, Any], child: etree._Element,
                    children: Mapping[str, Child] | None, nsmap: dict) -> None:
@@ -119,7 +130,7 @@ def json_to_xml(obj: Any, *, root: str | None = None, pretty: bool = False) -> s
     A dict with one key is the document; anything else is wrapped in an element named `root`.
     """
     name, value = _root_item(obj, root)
-    element = _build(None, name, value, {}, f"$.{name}")
+    element = _build(None, name, value, {}, f"$.{name}", 1)
     body = etree.tostring(element, encoding="unicode", pretty_print=pretty)
     return f"{XML_DECLARATION}\n{body}"
 
@@ -127,7 +138,8 @@ def json_to_xml(obj: Any, *, root: str | None = None, pretty: bool = False) -> s
 def _root_item(obj: Any, root: str | None) -> tuple[str, Any]:
     if isinstance(obj, dict) and len(obj) == 1:
         (name, value), = obj.items()
-        if not isinstance(value, (list, tuple)) and not name.startswith(("@", "#")):
+        if isinstance(name, str) and not name.startswith(("@", "#")) \
+                and not isinstance(value, (list, tuple)):
             return name, value
     if root is None:
         raise TransformError("JSON to XML needs one root element: give the converter a root "
@@ -138,8 +150,12 @@ def _root_item(obj: Any, root: str | None) -> tuple[str, Any]:
     return root, obj
 
 
-def _build(parent: etree._Element | None, name: str, value: Any, scope: dict, path: str):
+def _build(parent: etree._Element | None, name: str, value: Any, scope: dict, path: str,
+           depth: int) -> etree._Element:
     """Create the element `name` for `value` (a dict, a scalar or None) under parent."""
+    if depth > LIBXML2_MAX_DEPTH:
+        raise TransformError(f"the data at {path} nests deeper than {LIBXML2_MAX_DEPTH} "
+                             "elements, more than esb would parse back")
     declared, attributes, text, children = _split(value, path)
     if declared:
         scope = {**scope, **declared}
@@ -161,9 +177,9 @@ def _build(parent: etree._Element | None, name: str, value: Any, scope: dict, pa
                 if isinstance(each, (list, tuple)):
                     raise TransformError(f"the list at {path}.{key}[{i}] sits directly in a list, "
                                          "which XML cannot express")
-                _build(el, key, each, scope, f"{path}.{key}[{i}]")
+                _build(el, key, each, scope, f"{path}.{key}[{i}]", depth + 1)
         else:
-            _build(el, key, item, scope, f"{path}.{key}")
+            _build(el, key, item, scope, f"{path}.{key}", depth + 1)
     return el
 
 
@@ -215,16 +231,17 @@ def _set_attribute(el: etree._Element, name: str, value: Any, scope: dict, path:
     try:
         el.set(key, text)
     except ValueError:
-        pass
-    else:
-        return
+        raise _attribute_error(el, key, path) from None
+
+
+def _attribute_error(el: etree._Element, key: str, path: str) -> TransformError:
     try:  # lxml says only "ValueError": find out whether the name or the value is at fault
         el.set(key, "")
     except ValueError:
-        raise TransformError(f"the key '@{name}' at {path} is not a valid XML attribute "
-                             "name") from None
-    raise TransformError(f"the attribute value at {path} holds characters XML cannot carry "
-                         "(control characters or lone surrogates)")
+        return TransformError(f"the key '{path.rpartition('.')[2]}' at {path} is not a valid XML "
+                              "attribute name")
+    return TransformError(f"the attribute value at {path} holds characters XML cannot carry "
+                          "(control characters or lone surrogates)")
 
 
 def _set_text(el: etree._Element, text: str, path: str) -> None:
@@ -282,6 +299,8 @@ class XsdShape:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> XsdShape:
+        """Tabulate an XSD; it must compile (see load_xsd), so its shape can be trusted."""
+        load_xsd(path)
         return _ShapeBuilder(Path(path)).build()
 
     def root_type(self, tag: str) -> str | None:
@@ -297,6 +316,8 @@ class XsdShape:
 
 _NO_CHILDREN: Mapping[str, Child] = MappingProxyType({})
 _MANY = 2  # occurrence counts saturate here: all that matters is "more than one"
+# child local name → (how many may occur, saturated at _MANY; the child's complex type key)
+_Counts = dict[str, tuple[int, str | None]]
 
 
 class _ShapeBuilder:
@@ -307,7 +328,7 @@ class _ShapeBuilder:
         self.elements: dict[str, tuple[etree._Element, str]] = {}
         self.complex_types: dict[str, tuple[etree._Element, str]] = {}
         self.groups: dict[str, tuple[etree._Element, str]] = {}
-        self.tables: dict[str, dict[str, tuple[int, str | None]]] = {}
+        self.tables: dict[str, _Counts] = {}
         self.pending: list[tuple[str, etree._Element, str]] = []
         # Keyed by the node itself, which also keeps lxml from handing out a new proxy for it.
         self.anonymous: dict[etree._Element, str] = {}
@@ -356,12 +377,11 @@ class _ShapeBuilder:
         return [(target, tns if is_include else None)]
 
     def _index(self, schema: etree._Element, tns: str) -> None:
-        for node in schema.iterchildren(etree.Element):
-            name = node.get("name")
-            kind = {"element": self.elements, "complexType": self.complex_types,
-                    "group": self.groups}.get(etree.QName(node).localname)
-            if name is not None and kind is not None:
-                kind.setdefault(f"{{{tns}}}{name}", (node, tns))
+        tables = {f"{{{_XS}}}element": self.elements, f"{{{_XS}}}complexType": self.complex_types,
+                  f"{{{_XS}}}group": self.groups}
+        for node in schema.iterchildren(*tables):
+            if node.get("name") is not None:
+                tables[node.tag].setdefault(f"{{{tns}}}{node.get('name')}", (node, tns))
 
     def _element_type(self, node: etree._Element, tns: str) -> str | None:
         inline = node.find(f"{{{_XS}}}complexType")
@@ -384,14 +404,14 @@ class _ShapeBuilder:
         matches = [k for k in table if k.rpartition("}")[2] == local]
         return matches[0] if len(matches) == 1 else None
 
-    def _table(self, key: str, node: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+    def _table(self, key: str, node: etree._Element, tns: str) -> _Counts:
         if key not in self.tables:
             self.tables[key] = {}  # a placeholder first: a type may contain itself
             self.tables[key] = self._content(node, tns)
         return self.tables[key]
 
-    def _content(self, ctype: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
-        counts: dict[str, tuple[int, str | None]] = {}
+    def _content(self, ctype: etree._Element, tns: str) -> _Counts:
+        counts: _Counts = {}
         for part in ctype.iterchildren(etree.Element):
             kind = etree.QName(part).localname
             if kind in ("sequence", "choice", "all", "group"):
@@ -400,7 +420,7 @@ class _ShapeBuilder:
                 counts = _in_sequence(counts, self._derived(part, tns))
         return counts
 
-    def _derived(self, content: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+    def _derived(self, content: etree._Element, tns: str) -> _Counts:
         """complexContent: an extension adds to its base's model; a restriction restates it."""
         derivation = next(content.iterchildren(etree.Element), None)
         if derivation is None:
@@ -412,7 +432,7 @@ class _ShapeBuilder:
                 counts = dict(self._table(base, *self.complex_types[base]))
         return _in_sequence(counts, self._content(derivation, tns))
 
-    def _particle(self, node: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+    def _particle(self, node: etree._Element, tns: str) -> _Counts:
         kind = etree.QName(node).localname
         if kind == "element":
             counts = self._element_particle(node, tns)
@@ -430,7 +450,7 @@ class _ShapeBuilder:
             return {}
         return _times(counts, _max_occurs(node))
 
-    def _element_particle(self, node: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+    def _element_particle(self, node: etree._Element, tns: str) -> _Counts:
         ref = node.get("ref")
         if ref is None:
             return {node.get("name", ""): (1, self._element_type(node, tns))}
@@ -440,7 +460,7 @@ class _ShapeBuilder:
         target, target_tns = self.elements[key]
         return {target.get("name", ""): (1, self._element_type(target, target_tns))}
 
-    def _group(self, node: etree._Element, tns: str) -> dict[str, tuple[int, str | None]]:
+    def _group(self, node: etree._Element, tns: str) -> _Counts:
         key = self._resolve(node, node.get("ref", ""), self.groups)
         if key is None:
             return {}
@@ -451,11 +471,12 @@ class _ShapeBuilder:
 
 
 def _max_occurs(node: etree._Element) -> int:
+    """maxOccurs, saturated: load_xsd has already checked that it is a number or unbounded."""
     value = node.get("maxOccurs", "1")
     return _MANY if value == "unbounded" else min(int(value), _MANY)
 
 
-def _in_sequence(a: dict, b: dict) -> dict:
+def _in_sequence(a: _Counts, b: _Counts) -> _Counts:
     """Names in a sequence add up: two particles named X allow two Xs."""
     merged = dict(a)
     for name, (count, ctype) in b.items():
@@ -464,7 +485,7 @@ def _in_sequence(a: dict, b: dict) -> dict:
     return merged
 
 
-def _in_choice(a: dict, b: dict) -> dict:
+def _in_choice(a: _Counts, b: _Counts) -> _Counts:
     """Only one branch of a choice occurs: a name counts as often as its busiest branch."""
     merged = dict(a)
     for name, (count, ctype) in b.items():
@@ -473,7 +494,7 @@ def _in_choice(a: dict, b: dict) -> dict:
     return merged
 
 
-def _times(counts: dict, occurs: int) -> dict:
+def _times(counts: _Counts, occurs: int) -> _Counts:
     if occurs == 1:
         return counts
     return {name: (min(count * occurs, _MANY), ctype) for name, (count, ctype) in counts.items()}

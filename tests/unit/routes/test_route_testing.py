@@ -344,3 +344,10 @@ def test_dropped_says_whether_a_filter_stopped_the_message(tmp_path):
     assert [r.passed for r in results] == [True, True, False, False]
     assert results[2].reasons == ["a filter dropped the message (write `dropped: true` if that is expected)"]
     assert results[3].reasons == ["expected a filter to drop the message, but it went through"]
+
+
+def test_a_passthrough_mock_answers_with_the_request_unchanged(tmp_path):
+    from esb.message import Message
+    from esb.routes.testing import Mock
+    request = Message({"a": 1})
+    assert Mock().answer(request) is request

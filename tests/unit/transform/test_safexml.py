@@ -267,8 +267,14 @@ def test_a_schema_may_not_include_a_file_outside_its_folder(tmp_path):
 def test_an_included_schema_with_a_dtd_is_refused(tmp_path, attacks):
     (tmp_path / "bomb.xsd").write_bytes((attacks / "xmlbomb.xml").read_bytes())
     (tmp_path / "main.xsd").write_text(_schema('<xs:include schemaLocation="bomb.xsd"/>'))
-    with pytest.raises(TransformError):
+    with pytest.raises(TransformError, match="main.xsd includes bomb.xsd, which is refused: .*DTD"):
         load_xsd(tmp_path / "main.xsd")
+
+
+def test_a_schema_that_does_not_compile_says_where(tmp_path):
+    (tmp_path / "bad.xsd").write_text(_schema('\n<xs:element name="a" type="NoSuchType"/>'))
+    with pytest.raises(TransformError, match="XSD bad.xsd does not compile: line 2: .*NoSuchType"):
+        load_xsd(tmp_path / "bad.xsd")
 
 
 def test_every_iso20022_schema_loads(testdata):
@@ -363,5 +369,24 @@ def test_a_stylesheet_may_import_one_beside_it_but_not_from_the_network(tmp_path
 def test_an_imported_stylesheet_is_checked_for_extensions_too(tmp_path, attacks):
     (tmp_path / "exec.xsl").write_bytes((attacks / "xalan_exec.xsl").read_bytes())
     main = _stylesheet(tmp_path, '<xsl:import href="exec.xsl"/>')
-    with pytest.raises(TransformError, match="getRuntime"):
+    with pytest.raises(TransformError, match="XSLT refused: t.xsl includes exec.xsl, .*getRuntime"):
         load_xslt(main)
+
+
+def test_extension_calls_are_found_in_attribute_value_templates_but_not_in_plain_text(tmp_path):
+    header = '<xsl:stylesheet xmlns:rt="urn:rt" '
+    plain = _stylesheet(tmp_path, '<xsl:template match="/"><out href="mailto:info(x)"/>'
+                                  "</xsl:template>", "plain.xsl")
+    plain.write_text(plain.read_text().replace("<xsl:stylesheet ", header))
+    assert load_xslt(plain) is not None
+    template = _stylesheet(tmp_path, '<xsl:template match="/"><out v="{rt:go()}"/>'
+                                     "</xsl:template>", "avt.xsl")
+    template.write_text(template.read_text().replace("<xsl:stylesheet ", header))
+    with pytest.raises(TransformError, match="rt:go"):
+        load_xslt(template)
+
+
+def test_a_stylesheet_that_does_not_compile_is_a_transform_error(tmp_path):
+    with pytest.raises(TransformError, match="XSLT t.xsl does not compile"):
+        load_xslt(_stylesheet(tmp_path, '<xsl:template match="/"><xsl:value-of select="(("/>'
+                                        "</xsl:template>"))

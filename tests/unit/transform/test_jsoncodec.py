@@ -1,0 +1,175 @@
+"""JSON for money: Decimal in, Decimal out, and nothing JSON does not allow."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from esb.errors import TransformError
+from esb.transform.jsoncodec import dumps, loads
+
+
+def test_a_fraction_keeps_its_digits():
+    value = loads('{"amount": 0.10}')["amount"]
+    assert isinstance(value, Decimal)
+    assert str(value) == "0.10"
+
+
+def test_integers_stay_integers_however_big():
+    assert loads("[7, -0, 123456789012345678901234567890]") == [7, 0, 123456789012345678901234567890]
+    assert all(type(n) is int for n in loads("[7, 123456789012345678901234567890]"))
+
+
+@pytest.mark.parametrize("text, digits", [("1e-7", "1E-7"), ("1.5E+3", "1.5E+3"),
+                                          ("-0.000", "-0.000"), ("18.150", "18.150")])
+def test_exponents_and_trailing_zeros_are_kept_exactly(text, digits):
+    assert str(loads(text)) == digits
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_numbers_are_refused(constant):
+    with pytest.raises(TransformError, match=f"{constant.lstrip('-')} is not a JSON number"):
+        loads(f'{{"amount": {constant}}}')
+
+
+def test_a_duplicate_key_is_refused_even_when_nested():
+    with pytest.raises(TransformError, match="the key 'amount' appears twice"):
+        loads('{"entry": {"amount": 1, "currency": "EUR", "amount": 2}}')
+
+
+@pytest.mark.parametrize("text", [r'{"memo": "ab\ud800"}', r'{"memo": "\udc00"}',
+                                  r'{"\ud800key": 1}', r'["\ud83d x"]'])
+def test_a_lone_surrogate_escape_is_refused(text):
+    with pytest.raises(TransformError, match="lone surrogate"):
+        loads(text)
+
+
+def test_a_surrogate_pair_escape_is_one_character():
+    assert loads(r'["\ud83d\ude00"]') == ["😀"]
+
+
+def test_an_escaped_backslash_before_u_is_not_a_surrogate():
+    assert loads(r'["\\ud800"]') == ["\\ud800"]
+
+
+def test_invalid_utf8_is_refused_with_its_byte_position():
+    with pytest.raises(TransformError, match="not valid UTF-8 at byte 10"):
+        loads(b'{"name": "\xff"}')
+
+
+def test_a_utf8_byte_order_mark_is_ignored():
+    assert loads(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+
+
+def test_a_syntax_error_gives_line_and_column():
+    with pytest.raises(TransformError, match="line 2, column 9"):
+        loads('{"a": 1,\n "b": 2,}')
+
+
+def test_an_integer_longer_than_python_reads_is_a_transform_error():
+    with pytest.raises(TransformError, match="a number is too long"):
+        loads("1" * 5000)
+
+
+def test_too_deep_nesting_is_a_transform_error():
+    with pytest.raises(TransformError, match="nests too deeply"):
+        loads("[" * 100_000 + "]" * 100_000)
+
+
+def test_decimals_are_written_digit_for_digit():
+    data = {"a": Decimal("0.10"), "b": Decimal("1E-7"), "c": Decimal("18.150"), "d": 10**30}
+    assert dumps(data) == '{"a":0.10,"b":1E-7,"c":18.150,"d":1000000000000000000000000000000}'
+
+
+@pytest.mark.parametrize("value", [Decimal("NaN"), Decimal("Infinity"), Decimal("-sNaN")])
+def test_a_non_finite_decimal_is_refused(value):
+    with pytest.raises(TransformError, match=r"at \$\.x\[0\]"):
+        dumps({"x": [value]})
+
+
+def test_a_float_is_refused_with_its_path():
+    with pytest.raises(TransformError, match=r"a float reached the JSON encoder at "
+                                             r"\$\.entries\[1\]\.amount; money must be Decimal"):
+        dumps({"entries": [{"amount": Decimal("1.00")}, {"amount": 1.0}]})
+
+
+def test_a_float_key_is_refused():
+    with pytest.raises(TransformError, match="a float reached the JSON encoder"):
+        dumps({1.5: "x"})
+
+
+def test_tuples_are_written_as_lists():
+    assert dumps({"a": (1, "x", None, True)}) == '{"a":[1,"x",null,true]}'
+
+
+def test_text_is_written_as_is_not_escaped_to_ascii():
+    assert dumps({"name": "Šiaulių \"bankas\"\n"}) == '{"name":"Šiaulių \\"bankas\\"\\n"}'
+
+
+def test_indent_gives_the_layout_of_json_dumps():
+    data = {"a": [1, {"b": None}], "c": {}, "d": []}
+    assert dumps(data, indent=2) == json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def test_an_unsupported_type_is_refused_with_its_path():
+    with pytest.raises(TransformError, match=r"type set reached the JSON encoder at \$\.tags"):
+        dumps({"tags": {"a"}})
+
+
+def test_data_that_contains_itself_is_refused():
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(TransformError, match="contains itself"):
+        dumps(loop)
+
+
+# JSON has one number type: loads reads an integer literal as int, so a Decimal with no
+# fractional digits and no exponent (Decimal("5")) comes back as the int 5. Every other
+# Decimal comes back with the same digits, exponent and sign.
+def _canonical(value):
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return ("int", value)
+    if isinstance(value, Decimal):
+        exact = value.as_tuple().exponent == 0
+        return ("int", int(value)) if exact else ("decimal", str(value))
+    if isinstance(value, str):
+        return ("str", value)
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return {key: _canonical(item) for key, item in value.items()}
+
+
+_text = st.text(st.characters(codec="utf-8"), max_size=10)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | _text
+    | st.decimals(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json, st.sampled_from([None, 2]))
+def test_dumps_then_loads_gives_back_the_same_data(value, indent):
+    assert _canonical(loads(dumps(value, indent=indent))) == _canonical(value)
+
+
+_plain_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | _text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_plain_json, st.sampled_from([None, 0, 4]))
+def test_without_decimals_the_text_is_what_json_dumps_writes(value, indent):
+    separators = (",", ":") if indent is None else (",", ": ")
+    expected = json.dumps(value, ensure_ascii=False, indent=indent, separators=separators)
+    assert dumps(value, indent=indent) == expected
