@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import structlog
 
 from esb import __version__
 from esb.cli.routes import print_problems, routes
+from esb.cli.run import run
 from esb.errors import ConfigErrors, EsbError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -39,11 +41,12 @@ class _Stderr:
         sys.stderr.flush()
 
 
-def configure_logging(level: str = "warning") -> None:
-    """structlog to stderr, as `key=value` lines; the one place logging is configured."""
+def configure_logging(level: str = "warning", fmt: str = "console") -> None:
+    """structlog to stderr, as `key=value` lines or JSON; the one place logging is configured."""
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso"), structlog.dev.ConsoleRenderer(colors=False)],
+                    structlog.processors.TimeStamper(fmt="iso"), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=False)
@@ -52,18 +55,35 @@ def configure_logging(level: str = "warning") -> None:
 @click.group(cls=EsbGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", default=".", show_default=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The project folder holding routes/, adapters/, transformers/ and config/.")
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="warning", show_default=True,
-              help="The least severe log lines shown (on stderr).")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None,
+              help="The least severe log lines shown on stderr [default: config for `run`, else warning].")
 @click.version_option(__version__, "--version", prog_name="esb")
 @click.pass_context
 def esb(ctx: click.Context, root: Path, log_level: str) -> None:
     """A lightweight enterprise service bus for finance integration."""
-    configure_logging(log_level)
+    if ctx.invoked_subcommand in ("run", "demo") and log_level is None:
+        settings = _settings_or_default(root)
+        configure_logging(settings.log_level, settings.log_format)
+    else:
+        configure_logging(log_level or "warning")
     ctx.obj = root
 
 
+def _settings_or_default(root: Path):
+    from esb.config import Settings, load_settings
+    try:
+        return load_settings(root.resolve(), os.environ)
+    except EsbError:
+        return Settings()
+
+
 esb.add_command(routes)
+esb.add_command(run)
 
 
 def main() -> None:
     esb(prog_name="esb")
+
+
+if __name__ == "__main__":
+    main()

@@ -56,8 +56,9 @@ class _Unencodable(Exception):
 
 
 # The stdlib's C encoder has no hook for Decimal (its `default` can only return a value it then
-# quotes) and none to refuse a float, so this walk is ours. Measured on a 0.7 MB statement it is
-# about as fast as json.dumps with default=str; the common types come first in the chain.
+# quotes) and none to refuse a float, so this walk is ours. On a 0.7 MB document it takes ~1.5x
+# the time of json.dumps(default=str), and beat the C encoder plus the placeholder substitution
+# and float scan it would need (measured, CPython 3.11). Common types come first in the chain.
 def _encode(o: Any, out: list[str], newline: str | None, step: str) -> None:
     t = type(o)
     if t is str:
@@ -85,7 +86,7 @@ def _encode_dict(o: dict, out: list[str], newline: str | None, step: str) -> Non
         out.append("{}")
         return
     inner = None if newline is None else newline + step
-    item_sep, key_sep = ("," , ":") if inner is None else ("," + inner, ": ")
+    item_sep, key_sep = (",", ":") if inner is None else ("," + inner, ": ")
     out.append("{" if inner is None else "{" + inner)
     first = True
     for key, value in o.items():

@@ -1,0 +1,73 @@
+"""`esb run`: one worker in this process, or N worker processes kept alive by a supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import structlog
+
+from esb.project import load_project
+from esb.runtime.runtime import Runtime, make_broker, open_store_for
+
+log = structlog.get_logger("esb.supervisor")
+RESTART_DELAY = 1.0
+
+
+def stop_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C): the cue to drain and exit."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, drain_timeout: float = 30.0) -> None:
+    """Run the routes in this process until SIGTERM/SIGINT, then drain in-flight messages."""
+    stop = stop_signals()
+    project = load_project(root)
+    url = broker_url or project.settings.broker_url
+    runtime = Runtime(project, make_broker(url, project.settings.heartbeat), routes, store=open_store_for(project))
+    runtime.start()
+    log.info("worker_ready", pid=os.getpid(), broker=_public(url))
+    stop.wait()
+    log.info("worker_draining", pid=os.getpid())
+    runtime.stop(drain_timeout)
+
+
+def supervise(root: Path, workers: int, broker_url: str | None, routes: list[str] | None,
+              log_level: str) -> int:
+    """Start `workers` processes; restart one that dies; on SIGTERM/SIGINT stop them all and wait."""
+    stop = stop_signals()
+    command = [sys.executable, "-m", "esb.cli.main", "--root", str(root), "--log-level", log_level, "run",
+               "--workers", "1"]
+    command += ["--broker", broker_url] if broker_url else []
+    for route in routes or []:
+        command += ["--route", route]
+    children = [subprocess.Popen(command) for _ in range(workers)]
+    log.info("supervisor_started", workers=workers, pids=[c.pid for c in children])
+    while not stop.wait(0.5):
+        for i, child in enumerate(children):
+            if child.poll() is not None:
+                log.warning("worker_died", pid=child.pid, exit_code=child.returncode)
+                time.sleep(RESTART_DELAY)
+                children[i] = subprocess.Popen(command)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    codes = [child.wait() for child in children]
+    log.info("supervisor_stopped", exit_codes=codes)
+    return max(codes, default=0)
+
+
+def _public(url: str) -> str:
+    """The broker URL without its password, for logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
