@@ -264,7 +264,8 @@ def _text(value: Any, path: str) -> str:
     if kind is Decimal:
         if not value.is_finite():
             raise TransformError(f"the Decimal {value} at {path} is not a number XML can carry")
-        return str(value)
+        # xs:decimal has no exponent: 1E-7 is written 0.0000001, digit for digit
+        return format(value, "f")
     if isinstance(value, float):
         raise TransformError(f"a float reached the XML encoder at {path}; money must be Decimal")
     if isinstance(value, str):  # subclasses such as enums: their value, not their name
