@@ -29,7 +29,7 @@ test: setup services  ## install, start what must run, run every test and every 
 	$(BIN)/esb routes test
 	$(BIN)/python -m pytest -q
 
-unit: setup  ## unit tests only (no broker)
+unit: setup services  ## unit tests only (need Redis for the store contract)
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: setup  ## ruff

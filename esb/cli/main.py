@@ -11,8 +11,11 @@ import click
 import structlog
 
 from esb import __version__
+from esb.cli.dlq import dlq
 from esb.cli.routes import print_problems, routes
 from esb.cli.run import run
+from esb.cli.send import send
+from esb.cli.status import status
 from esb.errors import ConfigErrors, EsbError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -79,6 +82,9 @@ def _settings_or_default(root: Path):
 
 esb.add_command(routes)
 esb.add_command(run)
+esb.add_command(dlq)
+esb.add_command(send)
+esb.add_command(status)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +61,7 @@ class Attempt:
 
     delivery: Delivery
     state: RetryState
+    owner: str = ""  # per delivery: a redelivered copy must not run beside the original
     key: str | None = None
     futures: list = dataclasses.field(default_factory=list)
     compensations: list = dataclasses.field(default_factory=list)
@@ -100,12 +102,15 @@ class RouteRunner:
         self.route, self.broker, self.adapters, self.owner = route, broker, adapters, owner
         self.lease_seconds = lease_seconds
         self.store = store if store is not None and (route.idempotency or _has_calls(route)) else None
+        # A route without side effects pays one write per message: no claim, only `done`.
+        self.claims = any(step.has_side_effects() for step in route.steps)
         self.tiers = retry_delays_ms(route)
         self.key_expression = compile_expression(route.idempotency.key) \
             if route.idempotency and route.idempotency.key else None
         self.pool = ThreadPoolExecutor(route.concurrency, thread_name_prefix=f"esb-{route.name}")
         self.log = log.bind(route=route.name)
         self._inflight = 0
+        self._attempt_ids = itertools.count(1)
         self._idle = threading.Condition()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -141,7 +146,7 @@ class RouteRunner:
     # -- one delivery ---------------------------------------------------------------------
 
     def handle(self, delivery: Delivery) -> None:
-        attempt = Attempt(delivery, read_state(delivery))
+        attempt = Attempt(delivery, read_state(delivery), f"{self.owner}:{next(self._attempt_ids)}")
         mlog = self.log.bind(message_id=delivery.message_id, attempt=attempt.state.attempt)
         try:
             message = self._restore(delivery, attempt.state)
@@ -150,8 +155,13 @@ class RouteRunner:
             return self._dead_letter(attempt, exc, "receive", attempt.state.resume_step, None, mlog)
         start, message = attempt.state.resume_step, message
         attempt.compensations = list(attempt.state.compensations)
-        if self.store is not None:
-            claim = self.store.claim(self.route.name, attempt.key, self.owner, self.lease_seconds)
+        if self.store is not None and not self.claims:
+            record = self.store.get(self.route.name, attempt.key)
+            if record is not None and record.state == "done":
+                self.broker.ack(delivery)
+                return mlog.info("duplicate_skipped", key=attempt.key)
+        elif self.store is not None:
+            claim = self.store.claim(self.route.name, attempt.key, attempt.owner, self.lease_seconds)
             if claim.status == "done":
                 self.broker.ack(delivery)
                 return mlog.info("duplicate_skipped", key=attempt.key)
@@ -170,7 +180,7 @@ class RouteRunner:
         except TransientError as exc:  # an output was not confirmed: give the message back
             raise RuntimeError(f"an output was not confirmed: {exc}") from exc
         if self.store is not None:
-            self.store.finish(self.route.name, attempt.key, self.owner, {"dropped": result is None})
+            self.store.finish(self.route.name, attempt.key, attempt.owner, {"dropped": result is None})
         self.broker.ack(delivery)
         mlog.info("message_acked", outputs=len(attempt.futures), filtered=result is None)
 
@@ -210,7 +220,7 @@ class RouteRunner:
             new = [c for c in attempt.compensations if c["step"] == step.label]
             state = {"body": encode_body(message.body, message.content_type).decode("utf-8"),
                      "content_type": message.content_type, "headers": dict(message.headers)}
-            self.store.record_step(self.route.name, attempt.key, self.owner,
+            self.store.record_step(self.route.name, attempt.key, attempt.owner,
                                    StepRecord(index, step.label, state, new[-1] if new else None))
         return record
 
@@ -256,13 +266,13 @@ class RouteRunner:
                            attempt.state.first_failure or now_iso(), body, content_type or "", headers)
         outgoing = to_outgoing(message, state_headers(state))
         self._confirm([("retry", self.broker.publish("", names.retry_queue(self.route.name, delay), outgoing))])
-        if self.store is not None and reason != "busy":
-            self.store.release(self.route.name, attempt.key, self.owner)
+        if self.store is not None and self.claims and reason != "busy":
+            self.store.release(self.route.name, attempt.key, attempt.owner)
         self.broker.ack(attempt.delivery)
         mlog.info("retry_scheduled", reason=reason, delay_ms=delay, next_attempt=next_attempt, resume_step=index)
 
     def _tier(self, next_attempt: int, retry_after: float | None) -> int:
-        base = self.tiers[min(next_attempt - 2, len(self.tiers) - 1)] if self.tiers else 1000
+        base = self.tiers[max(0, min(next_attempt - 2, len(self.tiers) - 1))] if self.tiers else 1000
         if retry_after:  # honour Retry-After: the first tier that waits at least that long
             longer = [t for t in self.tiers if t >= retry_after * 1000]
             return max(base, min(longer)) if longer else max(self.tiers or [base])
@@ -286,8 +296,8 @@ class RouteRunner:
         letter = Outgoing(body, content_type or "application/octet-stream", wire_headers({**headers, **why}),
                           attempt.delivery.message_id or "")
         self._confirm([("dead-letter", self.broker.publish("", names.dead_letter_queue(self.route.name), letter))])
-        if self.store is not None and attempt.key is not None:
-            self.store.mark_dead(self.route.name, attempt.key, self.owner)
+        if self.store is not None and self.claims and attempt.key is not None:
+            self.store.mark_dead(self.route.name, attempt.key, attempt.owner)
         self.broker.ack(attempt.delivery)
         mlog.warning("dead_lettered", step=step, error_class=error.error_class, compensation=compensation,
                      reason=_redact(str(error)))
