@@ -64,7 +64,8 @@ class StandInLedger:
         method, path = request.method, request.path
         if method == "POST" and path == "/vouchers":
             voucher = request.json()
-            accounts = {str(line.get("account")) for line in voucher.get("lines", []) if isinstance(line, dict)}
+            lines = [*voucher.get("entries", []), *voucher.get("lines", [])]
+            accounts = {str(line.get("account")) for line in lines if isinstance(line, dict)}
             if self.refuse_account in accounts:
                 return StubResponse(422, {"error": f"account {self.refuse_account} does not exist"})
             voucher_id = f"LV{next(self._numbers):06d}"

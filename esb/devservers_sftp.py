@@ -196,7 +196,7 @@ class SftpServer:
     def _launch(self) -> None:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
-        for attempt in range(3):  # the free port may be taken between choosing and binding it
+        for _ in range(3):  # the free port may be taken between choosing and binding it
             self.port = _free_port()
             config = self._need_work() / "sshd_config"
             config.write_text(self._config())

@@ -29,6 +29,8 @@ class Adapter(Protocol):
 
 ADAPTER_IMPLS = Registry("adapter kind", {
     "rest": "esb.adapters.rest:RestAdapter",
+    "soap": "esb.adapters.soap:SoapAdapter",
+    "sftp": "esb.adapters.sftp:SftpAdapter",
 })
 
 

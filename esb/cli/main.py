@@ -13,6 +13,7 @@ import structlog
 from esb import __version__
 from esb.cli.dlq import dlq
 from esb.cli.routes import print_problems, routes
+from esb.cli.demo import demo
 from esb.cli.run import run
 from esb.cli.send import send
 from esb.cli.status import status
@@ -82,6 +83,7 @@ def _settings_or_default(root: Path):
 
 esb.add_command(routes)
 esb.add_command(run)
+esb.add_command(demo)
 esb.add_command(dlq)
 esb.add_command(send)
 esb.add_command(status)

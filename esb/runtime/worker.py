@@ -126,6 +126,11 @@ class RouteRunner:
             self._idle.wait_for(lambda: self._inflight == 0, timeout)
         self.pool.shutdown(wait=True, cancel_futures=False)
 
+    def idle(self) -> bool:
+        """Nothing waiting in the route's queue and nothing in flight (retry tiers not counted)."""
+        depth = self.broker.queue_depth(self.route.source.queue)
+        return self._inflight == 0 and (depth is None or depth[0] == 0)
+
     def _on_delivery(self, delivery: Delivery) -> None:
         with self._idle:
             self._inflight += 1

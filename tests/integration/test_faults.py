@@ -15,11 +15,10 @@ from collections import Counter
 import pika
 import pika.exceptions
 import pytest
+from conftest import Bus, delete_queues, write_project  # noqa: E402  (tests/integration is on sys.path)
 
 from esb.devledger import StandInLedger
 from esb.runtime.broker import NotConfirmed
-
-from conftest import Bus, delete_queues, write_project  # noqa: E402  (tests/integration is on sys.path)
 
 LEDGER = """\
 name: ledger

@@ -1,0 +1,197 @@
+"""`esb send`, `esb dlq ...` and `esb status` against a RabbitMQ project written into tmp_path."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pika
+import pytest
+from click.testing import CliRunner
+
+from esb.cli.main import esb
+from esb.devservers import StubHttpServer
+from esb.idempotency import SqliteStore
+from esb.project import load_project
+from esb.runtime import dlq
+from esb.runtime.runtime import Runtime, make_broker
+
+RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+ENV = {"COLUMNS": "200"}
+
+ROUTE = """\
+name: r-{uid}
+source: {{exchange: in-{uid}, binding_key: "#"}}
+concurrency: 2
+retry: {{attempts: 3, in_process: 0, backoff: {{initial: 1s, multiplier: 2, max: 2s}}}}
+steps:
+  - label: create-voucher
+    to: {{adapter: ledger, operation: create_voucher, into: receipt}}
+  - label: archive
+    to: {{adapter: ledger, operation: archive}}
+  - publish: {{exchange: out-{uid}, routing_key: done}}
+"""
+
+ADAPTER = """\
+name: ledger
+kind: rest
+base_url: {url}
+timeout: 2s
+operations:
+  create_voucher: {{method: POST, path: /vouchers}}
+  archive: {{method: POST, path: /archive}}
+"""
+
+
+@pytest.fixture
+def uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def ledger():
+    with StubHttpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def project(tmp_path: Path, uid: str, ledger) -> Path:
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError:
+        pytest.fail("RabbitMQ is not running on 127.0.0.1:5672: start it with `rabbitmq-server -detached`",
+                    pytrace=False)
+    files = {"config/esb.yaml": f"broker: {{url: '{RABBIT_URL}'}}\nstore: {{path: {tmp_path / 'idem.sqlite3'}}}\n",
+             "adapters/ledger.yaml": ADAPTER.format(url=ledger.url), "routes/r.yaml": ROUTE.format(uid=uid),
+             "claim.json": '{"claim_id": "C-1", "amount": 10.05}'}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    yield tmp_path
+    with pika.BlockingConnection(pika.URLParameters(RABBIT_URL)) as connection:
+        channel = connection.channel()
+        for queue in (f"r-{uid}", f"r-{uid}.dlq", f"r-{uid}.retry.1000ms", f"r-{uid}.retry.2000ms"):
+            channel.queue_delete(queue)
+        for exchange in (f"in-{uid}", f"out-{uid}"):
+            channel.exchange_delete(exchange)
+
+
+def esb_cli(root: Path, *args: str, stdin: str | None = None):
+    return CliRunner().invoke(esb, ["--root", str(root), *args], env=ENV, input=stdin, catch_exceptions=False)
+
+
+def dead_letters(root: Path, uid: str, ledger, *message_ids: str, failing: str = "/vouchers") -> None:
+    """Run the route until each message (sent with `esb send`) is dead-lettered by a 400, then stop it."""
+    ledger.set_default(lambda request: __import__("esb.devservers").devservers.StubResponse(
+        400 if request.path == failing else 201, {"voucher_no": "V-1"}))
+    runtime = Runtime(load_project(root, {}), make_broker(RABBIT_URL), store=SqliteStore(str(root / "idem.sqlite3")))
+    runtime.start()
+    try:
+        for message_id in message_ids:
+            assert esb_cli(root, "send", f"r-{uid}", str(root / "claim.json"), "--id", message_id,
+                           "--header", "source=oa").stdout == f"{message_id}\n"
+        wait_for_dead_letters(uid, len(message_ids))
+    finally:
+        runtime.stop(drain_timeout=10)
+
+
+def wait_for_dead_letters(uid: str, count: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(dlq.browse(RABBIT_URL, f"r-{uid}")) == count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"r-{uid}.dlq never held {count} dead letters")
+
+
+def test_send_publishes_the_file_to_the_route_with_its_headers_and_prints_the_message_id(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"M-{uid}")
+    [letter] = dlq.browse(RABBIT_URL, f"r-{uid}")
+    assert letter.id == f"M-{uid}" and letter.content_type == "application/json"
+    assert dict(letter.headers) == {"source": "oa"}
+    assert letter.body == b'{"claim_id": "C-1", "amount": 10.05}'
+
+
+def test_send_to_an_exchange_where_nothing_is_bound_fails_saying_so(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"M-{uid}")  # declares the route's exchanges
+    result = esb_cli(project, "send", "--exchange", f"out-{uid}", "--key", "nobody", str(project / "claim.json"))
+    assert result.exit_code == 1
+    assert f"nothing is bound to exchange 'out-{uid}' for key 'nobody'" in result.stderr
+
+
+def test_send_without_a_route_or_exchange_key_is_a_usage_error(project):
+    result = esb_cli(project, "send", str(project / "claim.json"))
+    assert result.exit_code == 2 and "esb send ROUTE FILE" in result.stderr
+
+
+def test_dlq_list_shows_id_age_step_error_class_and_reason(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"A-{uid}", f"B-{uid}")
+    result = esb_cli(project, "dlq", "list", f"r-{uid}")
+    assert result.exit_code == 0
+    for text in ("id", "age", "step", "error class", "reason", f"A-{uid}", f"B-{uid}", "create-voucher",
+                 "permanent", "HTTP 400", f"2 dead letters in r-{uid}.dlq"):
+        assert text in result.stdout
+    assert len(dlq.browse(RABBIT_URL, f"r-{uid}")) == 2  # listing leaves them in place
+
+
+def test_dlq_show_tells_why_and_pretty_prints_the_original_body(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"S-{uid}", failing="/archive")
+    result = esb_cli(project, "dlq", "show", f"S-{uid}")
+    assert result.exit_code == 0
+    out = result.stdout
+    for text in (f"id:            S-{uid}", f"route:         r-{uid}", "failed step:   archive  (step index 1)",
+                 "error class:   permanent  (PermanentError)", "attempts:      1", "compensation:  none",
+                 "headers:       source=oa", "first failure: 20", "last failure:  20",
+                 'body (application/json, 36 bytes):\n  {\n    "claim_id": "C-1",\n    "amount": 10.05\n  }',
+                 "body at step archive (application/json"):
+        assert text in out
+    assert "HTTP 400" in out
+
+
+def test_dlq_show_of_an_unknown_id_fails(project, uid):
+    result = esb_cli(project, "dlq", "show", "nope", "--route", f"r-{uid}", "--broker", RABBIT_URL)
+    assert result.exit_code == 1 and "no queue" in result.stderr and "guest:***@" in result.stderr
+
+
+def test_dlq_replay_moves_the_dead_letter_back_to_the_route_queue(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"R-{uid}", f"K-{uid}")
+    result = esb_cli(project, "dlq", "replay", f"r-{uid}", "--id", f"R-{uid}")
+    assert result.exit_code == 0 and result.stdout.endswith("replayed 1\n")
+    assert [letter.id for letter in dlq.browse(RABBIT_URL, f"r-{uid}")] == [f"K-{uid}"]
+    [row] = dlq.status(RABBIT_URL, load_project(project, {}))
+    assert (row.messages, row.dead_letters) == (1, 1)
+
+
+def test_dlq_replay_from_a_step_other_than_the_failed_one_is_refused(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"F-{uid}", failing="/archive")
+    result = esb_cli(project, "dlq", "replay", f"r-{uid}", "--all", "--from-step", "create-voucher")
+    assert result.exit_code == 1
+    assert "failed at step 'archive', not 'create-voucher'" in result.stderr
+    assert len(dlq.browse(RABBIT_URL, f"r-{uid}")) == 1
+
+
+def test_dlq_replay_needs_ids_or_all(project, uid):
+    result = esb_cli(project, "dlq", "replay", f"r-{uid}")
+    assert result.exit_code == 2 and "give --id ID (repeatable) or --all" in result.stderr
+
+
+def test_dlq_purge_asks_first_and_removes_only_the_named_dead_letter(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"P-{uid}", f"Q-{uid}")
+    declined = esb_cli(project, "dlq", "purge", f"r-{uid}", "--id", f"P-{uid}", stdin="n\n")
+    assert declined.exit_code == 1 and "guest:***@" in declined.stdout and ":guest@" not in declined.stdout
+    assert len(dlq.browse(RABBIT_URL, f"r-{uid}")) == 2
+    result = esb_cli(project, "dlq", "purge", f"r-{uid}", "--id", f"P-{uid}", "--yes")
+    assert result.exit_code == 0 and result.stdout == "purged 1\n"
+    assert [letter.id for letter in dlq.browse(RABBIT_URL, f"r-{uid}")] == [f"Q-{uid}"]
+
+
+def test_status_shows_depth_consumers_dead_letters_and_retrying_without_the_password(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"T-{uid}")
+    result = esb_cli(project, "status")
+    assert result.exit_code == 0
+    [row] = [line for line in result.stdout.splitlines() if f"r-{uid}" in line]
+    assert [cell.strip() for cell in row.strip("│ ").split("│")] == [f"r-{uid}", f"r-{uid}", "0", "0", "1", "0"]
+    assert "amqp://guest:***@127.0.0.1:5672/%2F" in result.stdout and ":guest@" not in result.stdout
