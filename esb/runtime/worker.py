@@ -172,7 +172,7 @@ class RouteRunner:
                 return mlog.info("duplicate_skipped", key=attempt.key)
             if claim.status == "busy":
                 return self._delay(attempt, message, start, attempt.state.attempt, mlog, reason="busy")
-            if claim.progress and start == 0:
+            if claim.progress and claim.progress[-1].index >= start:
                 start, message = self._resume_point(claim.progress, message, attempt)
         io = RuntimeIO(self, attempt)
         try:
@@ -204,7 +204,8 @@ class RouteRunner:
         return str(value)
 
     def _resume_point(self, progress, message: Message, attempt: Attempt) -> tuple[int, Message]:
-        """A redelivery after a crash: continue after the last side effect the store recorded."""
+        """A redelivery after a crash: continue after the last side effect the store recorded,
+        which may be further than the resume point a retried message carries."""
         last = progress[-1]
         state = last.state
         body = decode_body(state["body"].encode("utf-8"), state["content_type"])
