@@ -12,11 +12,11 @@ help:  ## list the targets
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,demo]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install esb with its test tools
-	@scripts/setup-system
+	@scripts/setup-system openssh-server
 
 services:  ## start RabbitMQ (and check Redis) when they are not running
 	@scripts/ensure-services

@@ -26,6 +26,7 @@ How it runs here (checked on Debian 12, OpenSSH 9.2, as root in a container):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import pwd
@@ -142,19 +143,24 @@ class SftpServer:
         self._work = self._made_root = None
 
     def drop_connections(self) -> int:
-        """Kill every session sshd has open (its children and theirs), as a network failure would.
+        """Kill every session sshd has open, as a network failure would; returns how many processes died.
 
-        The listener stays up, so the next connection succeeds. Returns how many processes died.
+        The deepest processes die first and each parent reaps its own (sshd's session processes
+        exit when their child does): nothing is left to init as a zombie. The listener stays up,
+        so the next connection succeeds.
         """
         if self._process is None:
             return 0
-        victims = _descendants(self._process.pid)
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return len(victims)
+        killed, deadline = 0, time.monotonic() + 5
+        while (tree := _tree(self._process.pid)) and time.monotonic() < deadline:
+            parents = {ppid for ppid, _ in tree.values()}
+            for pid, (_, state) in tree.items():
+                if state != "Z" and pid not in parents:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                        killed += 1
+            time.sleep(0.01)
+        return killed
 
     def log(self) -> str:
         try:
@@ -269,24 +275,24 @@ def _unfit_for_chroot(path: Path) -> Path | None:
     return None
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`, read from /proc (children before grandchildren)."""
-    children: dict[int, list[int]] = {}
+def _tree(root: int) -> dict[int, tuple[int, str]]:
+    """Every process below `root`, read from /proc: pid -> (parent pid, state letter)."""
+    table: dict[int, tuple[int, str]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], list(children.get(pid, []))
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            table[int(entry.name)] = (int(fields[1]), fields[0])
+    below, todo = {}, [root]
     while todo:
-        child = todo.pop(0)
-        found.append(child)
-        todo += children.get(child, [])
-    return found
+        parent = todo.pop()
+        for pid, (ppid, state) in table.items():
+            if ppid == parent and pid not in below:
+                below[pid] = (ppid, state)
+                todo.append(pid)
+    return below
 
 
 def _free_port() -> int:

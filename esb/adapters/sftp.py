@@ -2,7 +2,9 @@
 
 Connection
     One SSH connection (paramiko) per adapter, opened on first use, shared by every thread of the
-    process (calls take turns behind a lock) and reopened when the server dropped it.
+    process (calls take turns behind a lock) and reopened when the server dropped it: a call
+    that fails on a reused connection with a connection error (not a timeout) is made once more
+    on a new one before it counts as failed.
     host keys   only those pinned in `known_hosts` (read again at each connect); an unknown or a
                 changed host key fails closed (PermanentError), it is never added.
     auth        `private_key` (an unencrypted Ed25519, ECDSA or RSA key file) and/or `password`;
@@ -42,6 +44,7 @@ import hashlib
 import io
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -120,18 +123,28 @@ class SftpConnection:
         return f"{self.host}:{self.port}"
 
     def run(self, action: Callable[[paramiko.SFTPClient], T], what: str) -> T:
+        """`action(sftp)`, once more on a new connection when a reused one turns out to be dropped.
+
+        Every action given is idempotent (an upload rewrites the same .part and renames it again),
+        so repeating one after a connection error is safe. A timeout is not repeated.
+        """
         with self._lock:
-            if self._closed:
-                raise TransientError(f"{self.name}: {what}: the adapter is closed")
-            try:
-                return action(self._session())
-            except _Failure as failure:
-                raise failure.kind(self._redact(f"{self.name}: {what}: {failure.text}")) from None
-            except Exception as exc:  # noqa: BLE001 - every library error is translated here, once
-                error = self._translate(exc)
-                if isinstance(error, TransientError) or self._closed:
-                    self._disconnect()
-                raise type(error)(self._redact(f"{self.name}: {what}: {error.message}")) from None
+            for last in (False, True):
+                if self._closed:
+                    raise TransientError(f"{self.name}: {what}: the adapter is closed")
+                reused = self._sftp is not None
+                try:
+                    return action(self._session())
+                except _Failure as failure:
+                    raise failure.kind(self._redact(f"{self.name}: {what}: {failure.text}")) from None
+                except Exception as exc:  # noqa: BLE001 - every library error is translated here, once
+                    error = self._translate(exc)
+                    if isinstance(error, TransientError):
+                        self._disconnect()
+                        if reused and not last and not _timed_out(exc) and not self._closed:
+                            continue  # a server dropping idle connections: not worth a failed call
+                    raise type(error)(self._redact(f"{self.name}: {what}: {error.message}")) from None
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Close now, even during a call (a reload): that call fails as transient."""
@@ -145,6 +158,7 @@ class SftpConnection:
             return self._sftp
         self._disconnect()
         client = paramiko.SSHClient()
+        started = time.monotonic()
         try:
             self._load_host_keys(client)
             client.set_missing_host_key_policy(_PinnedKeysOnly())
@@ -153,9 +167,19 @@ class SftpConnection:
                            channel_timeout=self.timeout, allow_agent=False, look_for_keys=False)
             sftp = client.open_sftp()
             sftp.get_channel().settimeout(self.timeout)
+        except paramiko.SSHException as exc:
+            client.close()
+            # When negotiation outlasts its timeout, paramiko's connect returns as if it had
+            # succeeded and the next step fails with "No existing session": call that a timeout.
+            if type(exc) is paramiko.SSHException and time.monotonic() - started >= self.timeout:
+                raise TimeoutError(f"no SSH session within {self.timeout:g}s") from None
+            raise
         except BaseException:
             client.close()
             raise
+        if self._closed:  # close() ran while this connection was being opened
+            client.close()
+            raise TransientError("the adapter was closed during the call")
         self._client, self._sftp = client, sftp
         return sftp
 
@@ -187,7 +211,7 @@ class SftpConnection:
             return PermanentError(f"{self.where} shares no SSH algorithm with esb ({_detail(exc)})")
         if isinstance(exc, (FileNotFoundError, PermissionError)):  # SFTP status replies: the session is fine
             return PermanentError(f"the server refused: {_detail(exc)}")
-        if isinstance(exc, TimeoutError) or "timed out" in str(exc):  # paramiko wraps some timeouts
+        if _timed_out(exc):
             return TransientError(f"timed out after {self.timeout:g}s talking to {self.where} ({_detail(exc)})")
         if isinstance(exc, (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError)):
             return TransientError(f"the connection to {self.where} failed ({_detail(exc)})")
@@ -324,6 +348,10 @@ def _existing_file(spec: AdapterSpec, root: Path, key: str, hint: str) -> Path:
     return path
 
 
+_ENCRYPTED = "is encrypted with a passphrase; give esb an unencrypted key readable only by it"
+_UNREADABLE = "cannot be read as an Ed25519, ECDSA or RSA private key"
+
+
 def _private_key(spec: AdapterSpec, root: Path) -> paramiko.PKey:
     """Load the key at open time; its path is a secret setting, so no message shows it."""
     path = root / str(spec.settings["private_key"])
@@ -333,9 +361,11 @@ def _private_key(spec: AdapterSpec, root: Path) -> paramiko.PKey:
     except FileNotFoundError:
         problem = "does not exist"
     except paramiko.PasswordRequiredException:
-        problem = "is encrypted with a passphrase; give esb an unencrypted key readable only by it"
-    except (OSError, paramiko.SSHException, ValueError, TypeError, UnicodeDecodeError):
-        problem = "cannot be read as an Ed25519, ECDSA or RSA private key"
+        problem = _ENCRYPTED
+    except TypeError as exc:  # cryptography's word for an OpenSSH-format key with a passphrase
+        problem = _ENCRYPTED if "password" in str(exc).lower() else _UNREADABLE
+    except (OSError, paramiko.SSHException, ValueError, UnicodeDecodeError):
+        problem = _UNREADABLE
     raise ConfigError(f"the private_key file of adapter '{spec.name}' {problem}", path=spec.path)
 
 
@@ -353,6 +383,16 @@ def _duration(spec: AdapterSpec, key: str, default: float) -> float:
 def _fingerprint(key: paramiko.PKey) -> str:
     digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode("ascii").rstrip("=")
     return f"{key.get_name()} SHA256:{digest}"
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """paramiko turns a banner timeout into an SSHException raised while handling the TimeoutError."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, TimeoutError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _detail(exc: BaseException) -> str:

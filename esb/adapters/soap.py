@@ -30,7 +30,10 @@ Outcome
                         PermanentError "SOAP fault <faultcode>: <faultstring>"
     Server/Receiver fault, HTTP 429 or 5xx without a fault, timeouts, connection errors
                         TransientError
-    a reply with a DOCTYPE or ENTITY, not well-formed or not matching the WSDL, over 64 MiB
+    HTTP 3xx or 4xx without a fault (redirects are never followed)
+                        PermanentError
+    a reply with a DOCTYPE or ENTITY, not well-formed, not a SOAP envelope, a Body holding
+    another element than the operation's response, over 64 MiB
                         PermanentError "hostile or malformed SOAP response ..."; nothing in it
                         is expanded (zeep: forbid_dtd, forbid_entities, strict, no huge trees)
     a body that does not fit the operation's request
@@ -89,8 +92,8 @@ MESSAGE_ID_HEADER = "X-Message-Id"
 # printable ASCII except `%`, as the REST adapter quotes header values: reversible, so distinct keys stay distinct
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 _PASSWORD_ELEMENT = re.compile(r"(<(?:[\w.-]+:)?Password\b[^>]*>).*?(</(?:[\w.-]+:)?Password\s*>)", re.S)
-_PERMANENT_FAULTS = ("client", "sender")
-_TRANSIENT_FAULTS = ("server", "receiver")
+_TRANSIENT_FAULTS = ("server", "receiver")  # and every other faultcode (Client, Sender, ...) is permanent
+_ENVELOPE_NAMESPACES = ("http://schemas.xmlsoap.org/soap/envelope/", "http://www.w3.org/2003/05/soap-envelope")
 
 
 class _Failure(Exception):
@@ -119,6 +122,7 @@ class SoapAdapter:
         wsse = settings.get("wsse") or {}
         self._secrets = _secret_forms(wsse.get("password"))
         _REDACTOR.add(self._secrets)  # before zeep can log anything of ours
+        self._transport: _Transport | None = None
         try:
             self._timeout = _timeout(spec)
             wsdl = (root / str(settings["wsdl"])).absolute()
@@ -129,6 +133,8 @@ class SoapAdapter:
             self._operations = {name: _operation(spec, binding, name, op["operation"])
                                 for name, op in spec.operations.items()}
         except BaseException:
+            if self._transport is not None:
+                self._transport.session.close()
             _REDACTOR.remove(self._secrets)
             raise
         self._closed = False
@@ -240,7 +246,7 @@ def _from_xml(value: Any) -> Any:
 
 def _request_failure(exc: Exception) -> _Failure:
     if isinstance(exc, (zeep.exceptions.Error, etree.LxmlError, ValueError, TypeError, LookupError)):
-        detail = getattr(exc, "message", None) or str(exc)
+        detail = str(exc) or type(exc).__name__  # zeep says what is missing or wrong, and where; never a value
         return _Failure(ValidationError, f"the message does not fit the WSDL operation's request: "
                                          f"{_short(detail)}")
     raise exc
@@ -297,15 +303,17 @@ def _response_failure(exc: Exception) -> _Failure:
         return _Failure(PermanentError, "hostile or malformed SOAP response: it declares entities "
                                         "(<!ENTITY>), which are never expanded")
     if isinstance(exc, zeep.exceptions.TransportError):
-        status = exc.status_code
-        if status == 429 or status >= 500:
-            return _Failure(TransientError, f"HTTP {status}{_snippet(exc.content)}")
-        if 200 <= status < 300:
-            return _Failure(PermanentError, f"hostile or malformed SOAP response (HTTP {status}): it is not "
-                                            "well-formed XML")
-        return _Failure(PermanentError, f"HTTP {status}{_snippet(exc.content)}")
+        if 200 <= exc.status_code < 300:
+            return _Failure(PermanentError, f"hostile or malformed SOAP response (HTTP {exc.status_code}): it is "
+                                            "not well-formed XML")
+        return _http_failure(exc.status_code, exc.content)
     detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return _Failure(PermanentError, f"hostile or malformed SOAP response: {_short(detail)}")
+
+
+def _http_failure(status: int, content: Any) -> _Failure:
+    kind = TransientError if status == 429 or status >= 500 else PermanentError
+    return _Failure(kind, f"HTTP {status} without a SOAP fault{_snippet(content)}")
 
 
 def _transport_failure(exc: requests.RequestException, timeout: float, closed: bool) -> _Failure:
@@ -385,7 +393,35 @@ class _Transport(zeep.Transport):
 
     def post_xml(self, address, envelope, headers):
         self.local.sent = True  # from here on a failure is the exchange's, not the request's
-        return super().post_xml(address, envelope, headers)
+        response = super().post_xml(address, envelope, headers)
+        self.local.status, self.local.head = response.status_code, response.content[: SNIPPET_CHARS * 4]
+        return response
+
+
+class _ReplyCheck(zeep.Plugin):
+    """Vets a parsed reply before zeep reads it: zeep would take an HTTP error page for a fault
+    without a code, and a Body holding some other element for an empty reply."""
+
+    def __init__(self, transport: _Transport):
+        self._local = transport.local
+
+    def ingress(self, envelope, http_headers, operation):
+        status = getattr(self._local, "status", 200)
+        namespace = etree.QName(envelope).namespace if isinstance(envelope.tag, str) else None
+        body = envelope.find(f"{{{namespace}}}Body") if namespace in _ENVELOPE_NAMESPACES else None
+        children = [child for child in body if isinstance(child.tag, str)] if body is not None else []
+        if children and children[0].tag == f"{{{namespace}}}Fault":
+            return envelope, http_headers  # zeep raises it as a Fault
+        if not 200 <= status < 300:
+            raise _http_failure(status, self._local.head)
+        expected = getattr(getattr(operation.output, "body", None), "qname", None)
+        if body is None:
+            raise _Failure(PermanentError, "hostile or malformed SOAP response: it is not a SOAP envelope")
+        if expected is not None and (not children or children[0].tag != expected):
+            found = etree.QName(children[0]).localname if children else "nothing"
+            raise _Failure(PermanentError, f"hostile or malformed SOAP response: the Body holds {found}, "
+                                           f"not {etree.QName(expected).localname}")
+        return envelope, http_headers
 
 
 # -- secrets in zeep's logs --------------------------------------------------------------------
@@ -394,18 +430,21 @@ class _Redactor(logging.Filter):
 
     def __init__(self):
         super().__init__()
-        self._secrets: collections.Counter[str] = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()  # adapters may share a password
+        self._secrets: tuple[str, ...] = ()  # longest first; replaced whole, so `filter` needs no lock
         self._lock = threading.Lock()
 
     def add(self, secrets: Iterable[str]) -> None:
         with self._lock:
-            self._secrets.update(secrets)
+            self._counts.update(secrets)
+            self._secrets = tuple(sorted(self._counts, key=len, reverse=True))
         _attach(self)
 
     def remove(self, secrets: Iterable[str]) -> None:
         with self._lock:
-            self._secrets.subtract(secrets)
-            self._secrets = +self._secrets
+            self._counts.subtract(secrets)
+            self._counts = +self._counts
+            self._secrets = tuple(sorted(self._counts, key=len, reverse=True))
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -413,7 +452,7 @@ class _Redactor(logging.Filter):
         except Exception:  # noqa: BLE001 - a broken record is logging's to report, not ours
             return True
         masked = _PASSWORD_ELEMENT.sub(rf"\g<1>{MASK}\g<2>", text)
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in self._secrets:
             masked = masked.replace(secret, MASK)
         if masked != text:
             record.msg, record.args = masked, ()
@@ -458,7 +497,8 @@ def _client(spec: AdapterSpec, wsdl: Path, transport: _Transport, wsse: Mapping[
                              xml_huge_tree=False)
     token = UsernameToken(str(wsse["username"]), str(wsse["password"])) if wsse else None
     try:
-        return zeep.Client(str(wsdl), wsse=token, transport=transport, settings=settings)
+        return zeep.Client(str(wsdl), wsse=token, transport=transport, settings=settings,
+                           plugins=[_ReplyCheck(transport)])
     except zeep.exceptions.ExternalReferenceForbidden as exc:
         raise ConfigError(f"the WSDL of '{spec.name}' refers to {exc.url}, "
                           "which is not a local file under the project root or beside the WSDL", path=spec.path,

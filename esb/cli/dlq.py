@@ -141,7 +141,9 @@ def replay(root: Path, route: str, ids: tuple[str, ...], everything: bool, from_
     """Send dead letters of ROUTE back to its queue, after the fix."""
     _ids_or_all(ids, everything)
     url, model = resolve_broker(root, broker_url), load_route(root, route)
-    with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
+    console = Console(stderr=True)  # stdout says only how many were replayed
+    with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
         task = bar.add_task("replay", total=len(ids) or None)
         count = engine.replay(url, route, ids=ids, replay_all=everything, from_step=from_step, route_model=model,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))

@@ -11,9 +11,9 @@ import click
 import structlog
 
 from esb import __version__
+from esb.cli.demo import demo
 from esb.cli.dlq import dlq
 from esb.cli.routes import print_problems, routes
-from esb.cli.demo import demo
 from esb.cli.run import run
 from esb.cli.send import send
 from esb.cli.status import status
@@ -65,7 +65,9 @@ def configure_logging(level: str = "warning", fmt: str = "console") -> None:
 @click.pass_context
 def esb(ctx: click.Context, root: Path, log_level: str) -> None:
     """A lightweight enterprise service bus for finance integration."""
-    if ctx.invoked_subcommand in ("run", "demo") and log_level is None:
+    if ctx.invoked_subcommand == "demo" and log_level is None:
+        configure_logging("error")  # the demo prints what happened to each scenario itself
+    elif ctx.invoked_subcommand == "run" and log_level is None:
         settings = _settings_or_default(root)
         configure_logging(settings.log_level, settings.log_format)
     else:

@@ -29,6 +29,7 @@ class RetryState:
     original_body: bytes | None = None
     original_content_type: str | None = None
     original_headers: Mapping[str, Any] | None = None
+    key: str | None = None
 
 
 def content_type_of(delivery: Delivery, default_format: str) -> str:
@@ -107,7 +108,8 @@ def read_state(delivery: Delivery) -> RetryState:
         first_failure=_text(h.get(names.FIRST_FAILURE)),
         original_body=_bytes(h.get(names.ORIGINAL_BODY)),
         original_content_type=_text(h.get(names.ORIGINAL_CONTENT_TYPE)),
-        original_headers=jsoncodec.loads(original_headers) if original_headers else None)
+        original_headers=jsoncodec.loads(original_headers) if original_headers else None,
+        key=_text(h.get(names.IDEMPOTENCY_KEY)))
 
 
 def state_headers(state: RetryState) -> dict:
@@ -118,6 +120,7 @@ def state_headers(state: RetryState) -> dict:
         names.ORIGINAL_BODY: state.original_body or b"",
         names.ORIGINAL_CONTENT_TYPE: state.original_content_type or "",
         names.ORIGINAL_HEADERS: jsoncodec.dumps(dict(state.original_headers or {})),
+        names.IDEMPOTENCY_KEY: state.key or "",
     }
 
 

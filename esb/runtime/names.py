@@ -25,6 +25,7 @@ ATTEMPT = HEADER_PREFIX + "attempt"              # deliveries so far, 1-based
 RESUME_STEP = HEADER_PREFIX + "resume-step"      # index of the step to resume at
 COMPENSATIONS = HEADER_PREFIX + "compensations"  # JSON list of completed side effects to undo
 FIRST_FAILURE = HEADER_PREFIX + "first-failure"  # ISO time of the first failure
+IDEMPOTENCY_KEY = HEADER_PREFIX + "idempotency-key"  # read from the original body: the state body may lack it
 
 DLQ_ROUTE = HEADER_PREFIX + "route"
 DLQ_STEP = HEADER_PREFIX + "failed-step"
@@ -35,7 +36,7 @@ DLQ_LAST_FAILURE = HEADER_PREFIX + "last-failure"
 DLQ_COMPENSATION = HEADER_PREFIX + "compensation"   # ok, failed: <why>, or none
 DLQ_DEAD_AT = HEADER_PREFIX + "dead-lettered-at"
 
-STATE_HEADERS = (ATTEMPT, RESUME_STEP, COMPENSATIONS, FIRST_FAILURE)
+STATE_HEADERS = (ATTEMPT, RESUME_STEP, COMPENSATIONS, FIRST_FAILURE, IDEMPOTENCY_KEY)
 ORIGINAL_BODY = HEADER_PREFIX + "original-body"           # bytes: the body as the source sent it
 ORIGINAL_CONTENT_TYPE = HEADER_PREFIX + "original-content-type"
 ORIGINAL_HEADERS = HEADER_PREFIX + "original-headers"     # JSON object of the source's headers

@@ -155,7 +155,7 @@ class RouteRunner:
         mlog = self.log.bind(message_id=delivery.message_id, attempt=attempt.state.attempt)
         try:
             message = self._restore(delivery, attempt.state)
-            attempt.key = self._key(message)
+            attempt.key = attempt.state.key or self._key(message)
         except ProcessingError as exc:
             return self._dead_letter(attempt, exc, "receive", attempt.state.resume_step, None, mlog)
         start, message = attempt.state.resume_step, message
@@ -269,7 +269,7 @@ class RouteRunner:
         delay = self._tier(next_attempt, retry_after)
         body, content_type, headers = attempt.original
         state = RetryState(next_attempt, index, tuple(attempt.compensations),
-                           attempt.state.first_failure or now_iso(), body, content_type or "", headers)
+                           attempt.state.first_failure or now_iso(), body, content_type or "", headers, attempt.key)
         outgoing = to_outgoing(message, state_headers(state))
         self._confirm([("retry", self.broker.publish("", names.retry_queue(self.route.name, delay), outgoing))])
         if self.store is not None and self.claims and reason != "busy":

@@ -85,7 +85,7 @@ class _ToJson:
             texts.append(child.tail)
             if type(child.tag) is str:  # comments, PIs and entities have a function as tag
                 self._add_child(result, child, children, nsmap)
-        return "".join(t for t in texts if t and not t.isspace()).strip(_XML_SPACE) or None
+        return "".join(t for t in texts if t and t.strip(_XML_SPACE)).strip(_XML_SPACE) or None
 
     def _add_child(self, result: dict[str, Any], child: etree._Element,
                    children: Mapping[str, Child] | None, nsmap: dict) -> None:

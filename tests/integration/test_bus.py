@@ -182,3 +182,23 @@ def test_an_unroutable_output_is_a_failure_not_a_drop(bus, run_routes, uid):
     bus.send(f"in-{uid}", "x", b'{"claim_id": "C-U"}')
     [letter] = bus.wait_for(dlq(uid), 1)
     assert "no queue is bound" in letter.headers["x-esb-reason"]
+
+
+def test_a_retry_keeps_the_idempotency_key_even_when_the_body_no_longer_holds_it(bus, run_routes, ledger, uid):
+    ledger.enqueue("/vouchers", 503, {"error": "busy"})
+    ledger.enqueue("/vouchers", 201, {"voucher_no": "V-K"})
+    steps = f"""\
+  - map: {{output: {{voucher_no: "concat('OA-', claim_id)"}}}}
+  - label: create-voucher
+    to: {{adapter: ledger, operation: create_voucher}}
+  - publish: {{exchange: out-{uid}, routing_key: done}}
+"""
+    run_routes({"adapters/ledger.yaml": LEDGER_ADAPTER.format(url=ledger.url),
+                "routes/r.yaml": relay_route(uid, steps, "idempotency: {key: claim_id}\n")})
+    bus.listen(f"seen-{uid}", f"out-{uid}")
+    bus.listen(dlq(uid))
+    bus.send(f"in-{uid}", "x", b'{"claim_id": "C-K"}')
+    [out] = bus.wait_for(f"seen-{uid}", 1)
+    assert jsoncodec.loads(out.body) == {"voucher_no": "V-K"}
+    assert bus.received[dlq(uid)] == []
+    assert len(ledger.requests_to("/vouchers")) == 2

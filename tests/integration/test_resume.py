@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-from esb.idempotency import _HOST, SqliteStore, StepRecord
-
 from test_bus import LEDGER_ADAPTER, relay_route
+
+from esb.idempotency import _HOST, SqliteStore, StepRecord
 
 
 def dead_owner() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import textwrap
 import time
@@ -12,8 +13,9 @@ import pika
 import pytest
 from click.testing import CliRunner
 
-from esb.cli.main import esb
-from esb.devservers import StubHttpServer
+from esb.cli.main import configure_logging, esb
+from esb.cli.send import route_target
+from esb.devservers import StubHttpServer, StubResponse
 from esb.idempotency import SqliteStore
 from esb.project import load_project
 from esb.runtime import dlq
@@ -85,8 +87,8 @@ def esb_cli(root: Path, *args: str, stdin: str | None = None):
 
 def dead_letters(root: Path, uid: str, ledger, *message_ids: str, failing: str = "/vouchers") -> None:
     """Run the route until each message (sent with `esb send`) is dead-lettered by a 400, then stop it."""
-    ledger.set_default(lambda request: __import__("esb.devservers").devservers.StubResponse(
-        400 if request.path == failing else 201, {"voucher_no": "V-1"}))
+    configure_logging("warning")  # the runtime's log lines go to stderr, never into a command's stdout
+    ledger.set_default(lambda request: StubResponse(400 if request.path == failing else 201, {"voucher_no": "V-1"}))
     runtime = Runtime(load_project(root, {}), make_broker(RABBIT_URL), store=SqliteStore(str(root / "idem.sqlite3")))
     runtime.start()
     try:
@@ -122,6 +124,14 @@ def test_send_to_an_exchange_where_nothing_is_bound_fails_saying_so(project, uid
     assert f"nothing is bound to exchange 'out-{uid}' for key 'nobody'" in result.stderr
 
 
+def test_send_uses_the_binding_key_when_it_names_one_key_else_the_route_queue(project, uid):
+    route = load_project(project, {}).routes[f"r-{uid}"]
+    assert route_target(route) == ("", f"r-{uid}")
+    exact = dataclasses.replace(route, source=dataclasses.replace(route.source, binding_key="expense.approved"))
+    assert route_target(exact) == (f"in-{uid}", "expense.approved")
+    assert route_target(route, key="expense.rejected") == (f"in-{uid}", "expense.rejected")
+
+
 def test_send_without_a_route_or_exchange_key_is_a_usage_error(project):
     result = esb_cli(project, "send", str(project / "claim.json"))
     assert result.exit_code == 2 and "esb send ROUTE FILE" in result.stderr
@@ -152,8 +162,14 @@ def test_dlq_show_tells_why_and_pretty_prints_the_original_body(project, uid, le
 
 
 def test_dlq_show_of_an_unknown_id_fails(project, uid):
-    result = esb_cli(project, "dlq", "show", "nope", "--route", f"r-{uid}", "--broker", RABBIT_URL)
-    assert result.exit_code == 1 and "no queue" in result.stderr and "guest:***@" in result.stderr
+    result = esb_cli(project, "dlq", "show", "nope", "--broker", RABBIT_URL)
+    assert result.exit_code == 1 and f"no dead letter nope in the DLQ of r-{uid}" in result.stderr
+
+
+def test_dlq_list_of_a_route_that_never_ran_names_the_queue_and_masks_the_password(project, uid):
+    result = esb_cli(project, "dlq", "list", f"r-{uid}")
+    assert result.exit_code == 1
+    assert f"there is no queue 'r-{uid}.dlq' on amqp://guest:***@127.0.0.1:5672/%2F" in result.stderr
 
 
 def test_dlq_replay_moves_the_dead_letter_back_to_the_route_queue(project, uid, ledger):

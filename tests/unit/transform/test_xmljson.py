@@ -422,3 +422,9 @@ def test_decimals_in_exponent_form_are_written_as_plain_xs_decimal_text():
     assert "<a>0.0000001</a>" in json_to_xml({"a": Decimal("1E-7")})
     assert "<a>1200</a>" in json_to_xml({"a": Decimal("1.2E+3")})
     assert "<a>12.30</a>" in json_to_xml({"a": Decimal("12.30")})
+
+
+def test_a_no_break_space_beside_children_is_text_not_whitespace():
+    from esb.transform.xmljson import json_to_xml, xml_to_json
+    value = {"A": {"A": None, "#text": "\xa0"}}
+    assert xml_to_json(json_to_xml(value)) == value

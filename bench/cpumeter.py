@@ -1,0 +1,70 @@
+"""CPU accounting during a measurement: ours (the bench and what it started), RabbitMQ's, and
+everyone else's. On a shared 2-core box another test suite can halve a figure; the bench says so."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TICK = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+
+
+def _busy_seconds() -> float:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """pid -> (ppid, command name, cpu seconds so far)."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        rest = text[text.rindex(")") + 2:].split()
+        table[int(entry.name)] = (int(rest[1]), name, (int(rest[11]) + int(rest[12])) / _TICK)
+    return table
+
+
+def _tree(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
+    ours = {root}
+    changed = True
+    while changed:
+        changed = False
+        for pid, (ppid, _, _) in table.items():
+            if ppid in ours and pid not in ours:
+                ours.add(pid)
+                changed = True
+    return ours
+
+
+class CpuMeter:
+    """Started when a measurement starts; `read` at its end. `subject`: the pid under test (its tree)."""
+
+    def __init__(self, subject: int | None = None):
+        self.subject = subject
+        self.busy = _busy_seconds()
+        self.table = _processes()
+
+    def read(self, wall: float) -> dict:
+        """Cores used on average over `wall` seconds: by the bench's processes, RabbitMQ, others."""
+        busy = _busy_seconds() - self.busy
+        table = _processes()
+        ours = _tree(table, os.getpid())
+
+        def delta(pids):
+            return sum(table[p][2] - self.table.get(p, (0, "", 0.0))[2] for p in pids)
+        rabbit = [p for p, (_, name, _) in table.items() if name in ("beam.smp", "erl_child_setup", "epmd")]
+        mine, broker = delta(ours), delta(rabbit)
+        wall = max(wall, 1e-9)
+        result = {"cores": CORES, "bench_and_workers": round(mine / wall, 2), "rabbitmq": round(broker / wall, 2),
+                  "others": round(max(busy - mine - broker, 0.0) / wall, 2), "total": round(busy / wall, 2)}
+        if self.subject is not None:
+            result["subject_cpu_s"] = round(delta(_tree(table, self.subject)), 3)
+        return result

@@ -1,0 +1,124 @@
+"""Scenario 3: an I/O-bound route. Each message is POSTed to a local endpoint that answers 201
+after 20 ms, and the answer is published. esb: a `to` (REST adapter) + `publish` route at
+concurrency 64 (so it uses the SQLite idempotency store of its temp project); baseline:
+bench/iorelay.py (pika + ThreadPoolExecutor(64) + one httpx client)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from bench import common
+from bench.relaybench import Run
+from esb.project import load_project
+from esb.runtime.runtime import project_topology
+
+ROUTE = """\
+name: {name}
+source: {{exchange: {name}.in, binding_key: "#"}}
+concurrency: {concurrency}
+steps:
+  - label: post-voucher
+    to: {{adapter: ledger, operation: create_voucher}}
+  - label: out
+    publish: {{exchange: {name}.out, routing_key: receipt}}
+"""
+
+ADAPTER = """\
+name: ledger
+kind: rest
+base_url: {url}
+timeout: 10s
+operations:
+  create_voucher: {{method: POST, path: /vouchers}}
+"""
+
+CONCURRENCY = 64
+
+
+class Endpoint:
+    """bench/httpsink.py in its own process."""
+
+    def __init__(self, delay: float):
+        self.proc = common.Proc("httpsink", [common.PYTHON, "-m", "bench.httpsink", "--delay", str(delay)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        line = self.proc.process.stdout.readline().decode()
+        if not line.startswith("PORT "):
+            self.proc.stop()
+            raise RuntimeError(f"the HTTP sink did not start: {self.proc.tail()}")
+        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+
+    def stats(self) -> dict:
+        self.proc.process.stdin.write(b"stats\n")
+        self.proc.process.stdin.flush()
+        return json.loads(self.proc.process.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.process.stdin.close()
+        self.proc.stop(10)
+
+
+def _prepare(admin: common.Admin, url: str, endpoint: Endpoint, count: int, tag: str):
+    name = f"bench-{tag}-{common.uid()}"
+    root = common.write_project({"routes/io.yaml": ROUTE.format(name=name, concurrency=CONCURRENCY),
+                                 "adapters/ledger.yaml": ADAPTER.format(url=endpoint.url),
+                                 "config/esb.yaml": common.config_yaml(url)}, tag)
+    admin.declare_topology(project_topology(load_project(root, {}), [name]))
+    sink = f"{name}.sink"
+    admin.queue(sink, bind_to=f"{name}.out")
+    preload = common.preload(url, f"{name}.in", "expense.approved", count, common.expense_body, name)
+    return root, name, sink, preload
+
+
+def _measure(admin, endpoint: Endpoint, proc: common.Proc, name: str, sink: str, count: int) -> tuple[float, dict]:
+    before = endpoint.stats()
+    watch = common.Stopwatch(admin, name, sink, count)
+    with common.running(proc):
+        seconds = watch.run(proc.process, timeout=60 + count / 50)
+        time.sleep(0.3)
+        left, _ = admin.depth(name)
+        out, _ = admin.depth(sink)
+        sample = admin.peek(sink)
+    after = endpoint.stats()
+    requests = after["requests"] - before["requests"]
+    body_ok = sample is not None and b'"voucher_id"' in sample[1]
+    details = {"source_left": left, "sink": out, "http_requests": requests,
+               "tcp_connections": after["connections"] - before["connections"],
+               "verified": left == 0 and out == count and body_ok, "cpu": watch.cpu}
+    return seconds, details
+
+
+def esb_io(url: str, endpoint: Endpoint, count: int, store: bool = True) -> Run:
+    """store=True: the real `esb run`; False: the same worker (bench/esbworker.py) with store=None."""
+    admin = common.Admin(url)
+    try:
+        root, name, sink, preload = _prepare(admin, url, endpoint, count, "bio")
+        if store:
+            proc = common.esb_run(root, url, 1, "esb-io")
+        else:
+            proc = common.Proc("esb-io-nostore", [common.PYTHON, "-m", "bench.esbworker", "--root", str(root),
+                                                  "--broker", url, "--no-store"])
+        seconds, details = _measure(admin, endpoint, proc, name, sink, count)
+        details.update(concurrency=CONCURRENCY, prefetch=CONCURRENCY, store="sqlite" if store else "none")
+        return Run("esb 1 worker" + ("" if store else " (store=None)"), count, seconds, preload, details)
+    finally:
+        admin.cleanup()
+        admin.close()
+
+
+def baseline_io(url: str, endpoint: Endpoint, count: int, prefetch: int = CONCURRENCY,
+                keepalive: int = CONCURRENCY) -> Run:
+    admin = common.Admin(url)
+    try:
+        _root, name, sink, preload = _prepare(admin, url, endpoint, count, "bib")
+        proc = common.Proc(f"baseline-io-p{prefetch}", [
+            common.PYTHON, "-m", "bench.iorelay", "--url", url, "--queue", name, "--exchange", f"{name}.out",
+            "--endpoint", endpoint.url + "/vouchers", "--threads", str(CONCURRENCY), "--prefetch", str(prefetch),
+            "--keepalive", str(keepalive)])
+        seconds, details = _measure(admin, endpoint, proc, name, sink, count)
+        details.update(threads=CONCURRENCY, prefetch=prefetch, keepalive=keepalive)
+        return Run(f"baseline prefetch {prefetch}", count, seconds, preload, details)
+    finally:
+        admin.cleanup()
+        admin.close()
