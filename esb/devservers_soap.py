@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import logging
 import threading
 import types
 import warnings
@@ -66,6 +67,8 @@ def load_spyne() -> types.SimpleNamespace:
             raise ImportError(f"the SOAP stand-in servers need spyne ({exc}): pip install 'esb[test]' "
                               "(or 'esb[demo]')") from exc
         _teach_six_find_spec(type(spyne_six._importer))
+        # A scripted fault is the point of a stand-in; spyne would log each one with a traceback.
+        logging.getLogger("spyne").setLevel(logging.CRITICAL)
         _spyne_modules = types.SimpleNamespace(
             **{name: getattr(spyne_pkg, name) for name in (
                 "Application", "ServiceBase", "rpc", "Unicode", "Decimal", "Boolean", "ComplexModel", "Fault")},

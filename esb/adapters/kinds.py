@@ -65,7 +65,10 @@ SOAP = _adapter("soap", "A SOAP service described by a local WSDL (tax, OA, olde
 }, ["wsdl", "operations"])
 
 SFTP = _adapter("sftp", "A bank's SFTP server: payment files out, statements in.", {
-    "host": _TEXT, "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+    "host": _TEXT,
+    "port": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 65535},
+                       {"type": "string", "pattern": "^[0-9]{1,5}$"}],
+             "description": "a whole number, or ${VAR} holding one", "examples": [22]},
     "username": _TEXT, "password": SECRET, "private_key": {**_FILE, "writeOnly": True},
     "known_hosts": {**_FILE, "description": "pinned host keys; never auto-added"},
     "timeout": DURATION,

@@ -74,7 +74,7 @@ _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-cou
 def user_headers(headers: Mapping[str, Any]) -> dict:
     """The message's own headers: without esb's state headers and without the broker's."""
     return {k: _plain(v) for k, v in headers.items()
-            if not str(k).startswith((names.HEADER_PREFIX, *_BROKER_HEADERS))}
+            if k not in names.INTERNAL_HEADERS and not str(k).startswith(_BROKER_HEADERS)}
 
 
 def _plain(value: Any) -> Any:

@@ -43,3 +43,10 @@ ORIGINAL_HEADERS = HEADER_PREFIX + "original-headers"     # JSON object of the s
 DLQ_ATTEMPTS = HEADER_PREFIX + "attempts"
 DLQ_STATE_BODY = HEADER_PREFIX + "failed-body"            # bytes: the body as it stood at the failed step
 DLQ_STATE_CONTENT_TYPE = HEADER_PREFIX + "failed-content-type"
+
+# esb's own bookkeeping, never shown to steps as message headers (file headers from the SFTP
+# poller, x-esb-file-*, are the message's and stay).
+INTERNAL_HEADERS = frozenset({
+    ATTEMPT, RESUME_STEP, COMPENSATIONS, FIRST_FAILURE, IDEMPOTENCY_KEY, ORIGINAL_BODY, ORIGINAL_CONTENT_TYPE,
+    ORIGINAL_HEADERS, DLQ_ROUTE, DLQ_STEP, DLQ_ERROR_CLASS, DLQ_EXCEPTION, DLQ_REASON, DLQ_LAST_FAILURE,
+    DLQ_COMPENSATION, DLQ_DEAD_AT, DLQ_ATTEMPTS, DLQ_STATE_BODY, DLQ_STATE_CONTENT_TYPE})

@@ -63,7 +63,7 @@ class Runtime:
     """Runs routes of a project until stopped; `stop()` drains in-flight messages."""
 
     def __init__(self, project: Project, broker: Broker, routes: Iterable[str] | None = None, store=None,
-                 owner: str | None = None, adapters=None):
+                 owner: str | None = None, adapters=None, pollers: bool = False):
         from esb.idempotency import owner_id
         self.project = project
         self.broker = broker
@@ -72,15 +72,28 @@ class Runtime:
         self.adapters = adapters or AdapterPool(project)
         owner = owner or owner_id()
         self.runners = [RouteRunner(project.routes[n], broker, self.adapters, store, owner) for n in self.route_names]
+        self.pollers = _inbound_pollers(project, broker) if pollers else []
+        self._stop_polling = threading.Event()
+        self._poll_threads: list[threading.Thread] = []
 
     def start(self) -> None:
         self.broker.start()
         self.broker.declare(project_topology(self.project, self.route_names))
         for runner in self.runners:
             runner.start()
-        log.info("runtime_started", routes=self.route_names)
+        for poller in self.pollers:
+            thread = threading.Thread(target=poller.run, args=(self._stop_polling,), daemon=True,
+                                      name=f"esb-poll-{poller.adapter}-{poller.inbound}")
+            thread.start()
+            self._poll_threads.append(thread)
+        log.info("runtime_started", routes=self.route_names, pollers=[f"{p.adapter}.{p.inbound}" for p in self.pollers])
 
     def stop(self, drain_timeout: float = 30.0) -> None:
+        self._stop_polling.set()
+        for thread in self._poll_threads:
+            thread.join(drain_timeout)
+        for poller in self.pollers:
+            poller.close()
         for runner in self.runners:
             runner.drain(drain_timeout)
         if hasattr(self.adapters, "close"):
@@ -89,6 +102,13 @@ class Runtime:
         if self.store is not None:
             self.store.close()
         log.info("runtime_stopped")
+
+
+def _inbound_pollers(project: Project, broker: Broker) -> list:
+    """One poller per `inbound` entry of each SFTP adapter; a file lock keeps one per machine polling."""
+    from esb.adapters.sftp_poller import SftpPoller
+    return [SftpPoller(spec, name, project.root, broker, "var/sftp-inbound.sqlite3")
+            for spec in project.adapters.values() if spec.kind == "sftp" for name in spec.inbound]
 
 
 def open_store_for(project: Project):

@@ -32,7 +32,8 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
     stop = stop_signals()
     project = load_project(root)
     url = broker_url or project.settings.broker_url
-    runtime = Runtime(project, make_broker(url, project.settings.heartbeat), routes, store=open_store_for(project))
+    runtime = Runtime(project, make_broker(url, project.settings.heartbeat), routes, store=open_store_for(project),
+                      pollers=True)
     runtime.start()
     log.info("worker_ready", pid=os.getpid(), broker=_public(url))
     stop.wait()
