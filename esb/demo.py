@@ -25,8 +25,7 @@ from esb.idempotency import SqliteStore
 from esb.project import load_project
 from esb.runtime import names
 from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
-from esb.runtime.kombu_broker import KombuBroker
-from esb.runtime.runtime import Runtime
+from esb.runtime.runtime import Runtime, make_broker
 from esb.transform import jsoncodec
 
 TIMEOUT = 20.0
@@ -143,24 +142,25 @@ def scenarios() -> list[Scenario]:
     return found
 
 
-def run_demo(root: Path, say: Callable[[str], None] = print) -> list[Outcome]:
-    """Run every scenario; return what happened to each."""
+def run_demo(root: Path, say: Callable[[str], None] = print, broker_url: str = "memory://") -> list[Outcome]:
+    """Run every scenario (on the embedded broker unless told otherwise); return what happened to each."""
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="esb-demo-")))
         ledger = stack.enter_context(StandInLedger())
         archive, env = _start_oa(stack)
         sftp, sftp_env = _start_bank_sftp(stack, work, say)
-        env.update(sftp_env, LEDGER_URL=ledger.url, ESB_BROKER_URL="memory://")
+        env.update(sftp_env, LEDGER_URL=ledger.url, ESB_BROKER_URL=broker_url)
         project = load_project(root, {**os.environ, **env})
-        broker = KombuBroker("memory://")
+        broker = make_broker(broker_url)
         runtime = Runtime(project, broker, store=SqliteStore(str(work / "idempotency.sqlite3")),
                           pollers=sftp is not None)
         demo = Demo(runtime, ledger, archive, sftp)
-        watcher = _watch(list(project.routes), demo)
+        watcher = _watch(list(project.routes), demo, broker_url)
         stack.callback(watcher.stop)
         runtime.start()
         stack.callback(runtime.stop, 10)
-        say(f"esb demo: {len(project.routes)} routes on the embedded broker; stand-ins: ledger {ledger.url}, "
+        where = "the embedded broker" if broker_url == "memory://" else "RabbitMQ"
+        say(f"esb demo: {len(project.routes)} routes on {where}; stand-ins: ledger {ledger.url}, "
             f"OA archive {archive.url}" + (f", bank SFTP {sftp.host}:{sftp.port}" if sftp else ""))
         return [_play(s, demo, say) for s in scenarios() if sftp is not None or not s.needs_sftp]
 
@@ -185,11 +185,11 @@ def _start_bank_sftp(stack: contextlib.ExitStack, work: Path, say):
                     "BANK_SFTP_KNOWN_HOSTS": str(server.known_hosts_path), "BANK_SFTP_POLL_EVERY": "300ms"}
 
 
-def _watch(routes: list[str], demo: Demo) -> KombuBroker:
+def _watch(routes: list[str], demo: Demo, broker_url: str):
     """Queues a person would look at: each route's dead letters, finance review, the ERP's inbox."""
     queues = [names.dead_letter_queue(r) for r in routes] + list(WATCHED)
     exchanges = tuple(dict.fromkeys((exchange, "topic") for exchange, _ in WATCHED.values()))
-    broker = KombuBroker("memory://")
+    broker = make_broker(broker_url)
     broker.start()
     broker.declare(Topology(exchanges, tuple(QueueSpec(q) for q in queues),
                             tuple(Binding(q, e, k) for q, (e, k) in WATCHED.items())))
