@@ -44,6 +44,29 @@ def _tree(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
     return ours
 
 
+def _threads(pids: set[int]) -> tuple[float, float, int]:
+    """(user s, system s, context switches) summed over every thread of `pids`."""
+    user = system = switches = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            user += int(fields[11])
+            system += int(fields[12])
+            for line in status.splitlines():
+                if line.endswith("ctxt_switches:") or "ctxt_switches:" in line:
+                    switches += int(line.split()[1])
+    return user / _TICK, system / _TICK, switches
+
+
 class CpuMeter:
     """Started when a measurement starts; `read` at its end. `subject`: the pid under test (its tree)."""
 
@@ -51,6 +74,7 @@ class CpuMeter:
         self.subject = subject
         self.busy = _busy_seconds()
         self.table = _processes()
+        self.threads = _threads(_tree(self.table, subject)) if subject is not None else None
 
     def read(self, wall: float) -> dict:
         """Cores used on average over `wall` seconds: by the bench's processes, RabbitMQ, others."""
@@ -66,5 +90,8 @@ class CpuMeter:
         result = {"cores": CORES, "bench_and_workers": round(mine / wall, 2), "rabbitmq": round(broker / wall, 2),
                   "others": round(max(busy - mine - broker, 0.0) / wall, 2), "total": round(busy / wall, 2)}
         if self.subject is not None:
-            result["subject_cpu_s"] = round(delta(_tree(table, self.subject)), 3)
+            tree = _tree(table, self.subject)
+            result["subject_cpu_s"] = round(delta(tree), 3)
+            user, system, switches = (b - a for a, b in zip(self.threads, _threads(tree), strict=True))
+            result.update(subject_user_s=round(user, 3), subject_sys_s=round(system, 3), subject_ctx_switches=switches)
         return result

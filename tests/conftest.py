@@ -33,3 +33,4 @@ def http_stub():
     yield server
     server.stop()
 # ---- end HTTP stub server --------------------------------------------------------------------
+

@@ -75,8 +75,7 @@ from urllib.parse import quote
 import httpx
 
 from esb import __version__
-from esb.adapters.spec import MASK, AdapterSpec
-from esb.durations import seconds
+from esb.adapters.spec import MASK, AdapterSpec, positive_seconds
 from esb.errors import ConfigError, PermanentError, ProcessingError, TransformError, TransientError
 from esb.message import BINARY, JSON, XML, Message
 from esb.transform import jsoncodec
@@ -137,8 +136,10 @@ class RestAdapter:
         self._idempotency_header = idempotency or None
         self._auth = _auth(spec, settings.get("auth") or {})
         self._secrets = _secrets(self._auth, self._headers, self._operations.values())
-        self._total = _duration(spec, "timeout", DEFAULT_TIMEOUT)
-        self._connect = min(_duration(spec, "connect_timeout", DEFAULT_CONNECT_TIMEOUT), self._total)
+        self._total = positive_seconds(spec, "timeout", spec.settings.get("timeout"), DEFAULT_TIMEOUT)
+        connect = positive_seconds(spec, "connect_timeout", spec.settings.get("connect_timeout"),
+                                   DEFAULT_CONNECT_TIMEOUT)
+        self._connect = min(connect, self._total)
         self._closed = False
         self._client = httpx.Client(
             timeout=httpx.Timeout(self._total, connect=self._connect),
@@ -498,16 +499,6 @@ def _header_values(spec: AdapterSpec, headers: dict[str, str]) -> dict[str, str]
                               path=spec.path, hint="HTTP headers carry ASCII only")
     return {name: str(value) for name, value in headers.items()}
 
-
-def _duration(spec: AdapterSpec, key: str, default: float) -> float:
-    value = spec.settings.get(key)
-    try:
-        result = default if value is None else seconds(value)
-    except ValueError as exc:
-        raise ConfigError(f"the adapter '{spec.name}': {key}: {exc}", path=spec.path) from None
-    if result <= 0:
-        raise ConfigError(f"the adapter '{spec.name}': {key} must be more than 0", path=spec.path)
-    return result
 
 
 def _tls(spec: AdapterSpec, root: Path, scheme: str) -> ssl.SSLContext | bool:

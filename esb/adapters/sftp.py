@@ -52,8 +52,7 @@ from typing import Any, TypeVar
 
 import paramiko
 
-from esb.adapters.spec import MASK, AdapterSpec
-from esb.durations import seconds
+from esb.adapters.spec import MASK, AdapterSpec, positive_seconds
 from esb.errors import ConfigError, EsbError, PermanentError, ProcessingError, TransformError, TransientError
 from esb.message import JSON, Message
 from esb.transform import jsoncodec
@@ -104,7 +103,7 @@ class SftpConnection:
         self.host = str(settings["host"])
         self.port = int(settings.get("port") or DEFAULT_PORT)
         self.username = str(settings["username"])
-        self.timeout = _duration(spec, "timeout", DEFAULT_TIMEOUT)
+        self.timeout = positive_seconds(spec, "timeout", spec.settings.get("timeout"), DEFAULT_TIMEOUT)
         self._known_hosts_name = str(settings["known_hosts"])
         self._known_hosts = _existing_file(spec, root, "known_hosts",
                                            "pin the server's host key there (ssh-keyscan, then check the "
@@ -368,16 +367,6 @@ def _private_key(spec: AdapterSpec, root: Path) -> paramiko.PKey:
         problem = _UNREADABLE
     raise ConfigError(f"the private_key file of adapter '{spec.name}' {problem}", path=spec.path)
 
-
-def _duration(spec: AdapterSpec, key: str, default: float) -> float:
-    value = spec.settings.get(key)
-    try:
-        result = default if value is None else seconds(value)
-    except ValueError as exc:
-        raise ConfigError(f"the adapter '{spec.name}': {key}: {exc}", path=spec.path) from None
-    if result <= 0:
-        raise ConfigError(f"the adapter '{spec.name}': {key} must be more than 0", path=spec.path)
-    return result
 
 
 def _fingerprint(key: paramiko.PKey) -> str:

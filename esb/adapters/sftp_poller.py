@@ -46,8 +46,7 @@ import paramiko
 import structlog
 
 from esb.adapters.sftp import SftpConnection
-from esb.adapters.spec import AdapterSpec
-from esb.durations import seconds
+from esb.adapters.spec import AdapterSpec, positive_seconds
 from esb.errors import ConfigError, PermanentError, ProcessingError
 from esb.message import BINARY, JSON, TEXT, XML
 from esb.runtime.broker import Broker, NotConfirmed, Outgoing, Unroutable
@@ -104,7 +103,7 @@ class SftpPoller:
         self.directory, self.pattern = _poll(spec, inbound_name, str(config["poll"]))
         self.archive = _archive(spec, inbound_name, config, self.directory)
         self.delete = bool(config.get("delete"))
-        self.every = _every(spec, config.get("every"))
+        self.every = positive_seconds(spec, "every", config.get("every"), DEFAULT_EVERY)
         self.max_bytes = int(config.get("max_bytes") or DEFAULT_MAX_BYTES)
         self.exchange = config["publish_to"]["exchange"]
         self.routing_key = config["publish_to"]["routing_key"]
@@ -325,14 +324,4 @@ def _archive(spec: AdapterSpec, inbound: str, config: dict, directory: str) -> s
         raise ConfigError(f"the inbound '{inbound}' of '{spec.name}' has both archive and delete: choose one",
                           path=spec.path)
     return posixpath.normpath(posixpath.join(directory, str(archive))) if archive else None
-
-
-def _every(spec: AdapterSpec, value: str | int | None) -> float:
-    try:
-        result = DEFAULT_EVERY if value is None else seconds(value)
-    except ValueError as exc:
-        raise ConfigError(f"the adapter '{spec.name}': every: {exc}", path=spec.path) from None
-    if result <= 0:
-        raise ConfigError(f"the adapter '{spec.name}': every must be more than 0", path=spec.path)
-    return result
 

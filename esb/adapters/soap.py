@@ -72,8 +72,7 @@ from zeep.wsse.username import UsernameToken
 from zeep.xsd.valueobjects import CompoundValue
 
 from esb import __version__
-from esb.adapters.spec import MASK, AdapterSpec
-from esb.durations import seconds
+from esb.adapters.spec import MASK, AdapterSpec, positive_seconds
 from esb.errors import ConfigError, PermanentError, ProcessingError, TransientError, ValidationError
 from esb.message import JSON, XML, Message
 from esb.registry import did_you_mean
@@ -124,7 +123,7 @@ class SoapAdapter:
         _REDACTOR.add(self._secrets)  # before zeep can log anything of ours
         self._transport: _Transport | None = None
         try:
-            self._timeout = _timeout(spec)
+            self._timeout = positive_seconds(spec, "timeout", spec.settings.get("timeout"), DEFAULT_TIMEOUT)
             wsdl = (root / str(settings["wsdl"])).absolute()
             self._transport = _Transport([root, wsdl.parent], self._timeout)
             self._client = _client(spec, wsdl, self._transport, wsse)
@@ -481,15 +480,7 @@ def _secret_forms(password: Any) -> tuple[str, ...]:
 
 
 # -- configuration -----------------------------------------------------------------------------
-def _timeout(spec: AdapterSpec) -> float:
-    value = spec.settings.get("timeout")
-    try:
-        result = DEFAULT_TIMEOUT if value is None else seconds(value)
-    except ValueError as exc:
-        raise ConfigError(f"the adapter '{spec.name}': timeout: {exc}", path=spec.path) from None
-    if result <= 0:
-        raise ConfigError(f"the adapter '{spec.name}': timeout must be more than 0", path=spec.path)
-    return result
+
 
 
 def _client(spec: AdapterSpec, wsdl: Path, transport: _Transport, wsse: Mapping[str, Any]) -> zeep.Client:

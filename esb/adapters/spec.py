@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from esb.adapters.kinds import ADAPTER_KINDS, FILE_FIELDS
+from esb.durations import seconds
 from esb.errors import ConfigError
 from esb.interpolate import interpolate
 from esb.registry import did_you_mean
@@ -33,6 +34,17 @@ class AdapterSpec:
     def shown(self) -> dict:
         """Settings as `esb routes show` prints them: every secret masked."""
         return mask_secrets(dict(self.settings))
+
+
+def positive_seconds(spec: AdapterSpec, key: str, value: Any, default: float) -> float:
+    """A duration setting of an adapter (`10s`, `500ms`, whole seconds) that must be above zero."""
+    try:
+        result = default if value is None else seconds(value)
+    except ValueError as exc:
+        raise ConfigError(f"the adapter '{spec.name}': {key}: {exc}", path=spec.path) from None
+    if result <= 0:
+        raise ConfigError(f"the adapter '{spec.name}': {key} must be more than 0", path=spec.path)
+    return result
 
 
 def mask_secrets(value: Any, key: str = "") -> Any:

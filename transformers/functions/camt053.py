@@ -6,6 +6,12 @@ become Decimal here, never float. Only booked entries (`Sts` BOOK) move the book
 OPBD/PRCD -> CLBD, so pending (PDNG) and information-only (INFO) entries are left out of both
 the reconciliation and the ledger posting. A reversal entry (`RvslInd` true) already carries the
 booking direction in `CdtDbtInd`, so it is signed like any other entry.
+
+`entries` gives the bank-neutral statement shape that the MT940 route's parser gives too,
+{message_id, statements: [{statement_id, account, currency, opening, closing, entries}]}, and
+`reconcile_statements` checks that shape: one reconciliation for camt.053 and MT940 alike. A
+statement is in one currency, its account's (Acct/Ccy, else its first booked balance's);
+balances in other currencies are left out, and an entry in another currency does not reconcile.
 """
 
 from __future__ import annotations
@@ -23,14 +29,13 @@ BOOKED = "BOOK"
 
 
 def reconcile(body: dict, headers: dict) -> dict:
-    """Check opening + signed booked entries = closing, per currency, for every statement."""
-    for stmt in statements(body):
-        _reconcile(stmt)
+    """Check opening + signed booked entries = closing for every statement; the body is unchanged."""
+    reconcile_statements(entries(body, headers), headers)
     return body
 
 
 def entries(body: dict, headers: dict) -> dict:
-    """The statements as the ledger's POST /entries wants them."""
+    """The statements as the ledger's POST /entries wants them, with their booked balances."""
     header = _child(_child(_document(body), "BkToCstmrStmt"), "GrpHdr") or {}
     return {"message_id": _text(_child(header, "MsgId")),
             "statements": [_statement(stmt) for stmt in statements(body)]}
@@ -43,23 +48,47 @@ def statements(body: Any) -> list[dict]:
     return found
 
 
-def _reconcile(stmt: dict) -> None:
-    sid = _statement_id(stmt)
-    opening, closing = _balances(stmt, sid)
-    moved: dict[str, Decimal] = defaultdict(Decimal)
-    for n, entry in enumerate(_booked(stmt), start=1):
-        amount, currency = _signed(entry, f"entry {n} of statement {sid}")
-        moved[currency] += amount
-    for currency in sorted(set(opening) | set(closing) | set(moved)):
-        if currency not in opening or currency not in closing:
-            missing = "opening (OPBD/PRCD)" if currency not in opening else "closing (CLBD)"
-            raise BusinessError(f"statement {sid} does not reconcile: no booked {missing} balance in {currency}")
-        total = opening[currency] + moved[currency]
-        if total != closing[currency]:
-            raise BusinessError(
-                f"statement {sid} does not reconcile: opening {opening[currency]} + entries {moved[currency]} "
-                f"!= closing {closing[currency]} {currency} (difference {closing[currency] - total})")
+# --- the reconciliation, on the bank-neutral shape (camt.053 and MT940) ------------------------
 
+def reconcile_statements(body: dict, headers: dict) -> dict:
+    """Check opening + signed entries = closing for every statement of {message_id, statements}."""
+    found = body.get("statements") if isinstance(body, dict) else None
+    if not isinstance(found, list) or not found:
+        raise ValidationError("not a list of statements: expected {message_id, statements: [...]} with statements")
+    for stmt in found:
+        _check_statement(stmt)
+    return body
+
+
+def _check_statement(stmt: dict) -> None:
+    sid, currency = stmt.get("statement_id") or "(without Id)", stmt.get("currency")
+    moved: dict[str, Decimal] = defaultdict(Decimal)
+    for n, entry in enumerate(stmt.get("entries") or [], start=1):
+        moved[entry.get("currency")] += _number(entry.get("amount"), f"entry {n} of statement {sid}")
+    other = sorted(str(c) for c in moved if c != currency)
+    if other:
+        raise BusinessError(f"statement {sid} does not reconcile: it has entries in {', '.join(other)}, "
+                            f"but its balances are in {currency}")
+    for which in ("opening", "closing"):
+        if stmt.get(which) is None:
+            raise BusinessError(f"statement {sid} does not reconcile: no booked {which} balance in {currency}")
+    opening = _number(stmt["opening"], f"the opening balance of statement {sid}")
+    closing = _number(stmt["closing"], f"the closing balance of statement {sid}")
+    total = opening + moved[currency]
+    if total != closing:
+        raise BusinessError(
+            f"statement {sid} does not reconcile: opening {opening} + entries {moved[currency]} "
+            f"!= closing {closing} {currency} (difference {closing - total})")
+
+
+def _number(value: Any, what: str) -> Decimal:
+    """An amount of the statement shape: Decimal or int (JSON numbers), never float or text."""
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
+        raise ValidationError(f"{what} is not an exact number: {value!r}")
+    return Decimal(value)
+
+
+# --- reading camt.053 ---------------------------------------------------------------------------
 
 def _balances(stmt: dict, sid: str) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
     """Opening and closing booked balances by currency (OPBD wins over PRCD)."""
@@ -76,14 +105,16 @@ def _balances(stmt: dict, sid: str) -> tuple[dict[str, Decimal], dict[str, Decim
 def _statement(stmt: dict) -> dict:
     sid = _statement_id(stmt)
     account = _child(stmt, "Acct") or {}
-    currency = _text(_child(account, "Ccy"))
+    opening, closing = _balances(stmt, sid)
     lines = []
     for n, entry in enumerate(_booked(stmt), start=1):
         amount, entry_currency = _signed(entry, f"entry {n} of statement {sid}")
         lines.append({"entry_ref": _entry_ref(entry, sid, n), "booking_date": _date(_child(entry, "BookgDt")),
                       "amount": amount, "currency": entry_currency, "description": _description(entry)})
-    return {"statement_id": sid, "account": _account(account),
-            "currency": currency or (lines[0]["currency"] if lines else None), "entries": lines}
+    currency = (_text(_child(account, "Ccy")) or next(iter(opening), None) or next(iter(closing), None)
+                or (lines[0]["currency"] if lines else None))
+    return {"statement_id": sid, "account": _account(account), "currency": currency,
+            "opening": opening.get(currency), "closing": closing.get(currency), "entries": lines}
 
 
 def _booked(stmt: dict) -> list[dict]:
