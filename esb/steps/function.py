@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from esb.errors import TransformError
-from esb.message import Message
+from esb.message import JSON, Message
 from esb.registry import did_you_mean
 from esb.steps.base import BuildContext, Step, StepIO
 
@@ -33,8 +33,9 @@ class FunctionStep(Step):
     kind = "function"
     schema = {
         "description": "Call `name(body, headers)` from a Python file (loaded by its path, never imported "
-                       "as a package); what it returns becomes the body, with the same content type. JSON "
-                       "numbers arrive as Decimal and must leave as Decimal or int, never float. Raise "
+                       "as a package); what it returns becomes the body, with the same content type, or JSON "
+                       "when it returns an object or a list (a parser of text, e.g. MT940). JSON numbers "
+                       "arrive as Decimal and must leave as Decimal or int, never float. Raise "
                        "esb.errors.BusinessError to dead-letter a message that breaks a business rule.",
         "type": ["string", "object"],  # FILE.py:FUNCTION, or {file, name}
         "pattern": r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$",
@@ -66,8 +67,7 @@ class FunctionStep(Step):
     def run(self, message: Message, io: StepIO) -> Message:
         # A copy, so a function that edits the body in place cannot change the state retries hold.
         result = self._function(copy.deepcopy(message.body), message.headers)
-        _check_result(result, message, f"{self.file}:{self.name}")
-        return message.with_body(result)
+        return message.with_body(result, _content_type(result, message, f"{self.file}:{self.name}"))
 
 
 def load_module(path: Path) -> ModuleType:
@@ -128,16 +128,19 @@ def _find(module: ModuleType, file: str, name: str, ctx: BuildContext, at: tuple
     return function
 
 
-def _check_result(result: Any, message: Message, where: str) -> None:
-    if message.is_json:
+def _content_type(result: Any, message: Message, where: str) -> str:
+    """The result's content type: JSON stays JSON; text or bytes stay what they were, or become JSON
+    when the function returns an object or a list (it parsed them)."""
+    if message.is_json or isinstance(result, (dict, list)):
         found = _float_at(result, "$")
         if found:
             raise TransformError(f"{where} returned a float at {found}; money must be Decimal (or int)")
-        return
+        return JSON
     wanted = str if isinstance(message.body, str) else bytes
     if not isinstance(result, wanted):
         raise TransformError(f"{where} returned {type(result).__name__}, but a {message.content_type} "
-                             f"body must be {wanted.__name__}")
+                             f"body must be {wanted.__name__}, or a JSON object or list")
+    return message.content_type
 
 
 def _float_at(value: Any, path: str) -> str | None:

@@ -40,7 +40,7 @@ OPTIONS = mt940.Options(reversal_sign=True, case_insensitive_marks=True, strip_b
 # The library splits a file the same way (mt940.parse_statements): each :20: starts a statement.
 STATEMENT_START = re.compile(r"(?m)^(?=:20:)")
 TAG = re.compile(r"(?m)^:\n?(\d{2}[A-Z]?|NS):")
-ONCE = {"20": ":20:", "25": ":25:", "28": ":28C:", "28C": ":28C:", "60F": ":60F:/:60M:", "60M": ":60F:/:60M:",
+ONCE = {"20": ":20:", "25": ":25:", "28": ":28:/:28C:", "28C": ":28:/:28C:", "60F": ":60F:/:60M:", "60M": ":60F:/:60M:",
         "62F": ":62F:/:62M:", "62M": ":62F:/:62M:"}
 MT942_TAGS = {"34F", "13D"}
 NO_REFERENCE = "NONREF"
@@ -52,12 +52,11 @@ logging.getLogger("mt940").setLevel(logging.CRITICAL)
 def parse(body: str | bytes, headers: dict) -> dict:
     """The statements of an MT940 file as {message_id, statements}; a ValidationError if it is not one."""
     text = _decoded(body)
-    blocks = [(text.count("\n", 0, match.start()) + 1, match.start())
-              for match in STATEMENT_START.finditer(text) if text.startswith(":20:", match.start())]
-    if not blocks:
+    starts = [match.start() for match in STATEMENT_START.finditer(text)]
+    if not starts:
         raise ValidationError("not an MT940 statement: no line starts with :20: (the statement's reference)")
-    ends = [start for _, start in blocks[1:]] + [len(text)]
-    found = [_statement(text[start:end], line) for (line, start), end in zip(blocks, ends, strict=True)]
+    found = [_statement(text[start:end], text.count("\n", 0, start) + 1)
+             for start, end in zip(starts, [*starts[1:], len(text)], strict=True)]
     return {"message_id": found[0]["statement_id"], "statements": found}
 
 
@@ -115,13 +114,18 @@ def _parsed(block: str, reference: str, line: int) -> mt940.models.Transactions:
         # A file-like object: the library would read a str that happens to name a file.
         return mt940.parse(io.StringIO(block), options=OPTIONS)
     except RuntimeError as exc:  # the library's "Unable to parse <tag> from <value>"
-        tag = exc.args[1] if len(exc.args) > 1 else None
-        field = f":{tag.id}:" if getattr(tag, "id", None) else "a field"
-        at = line + block.count("\n", 0, max(block.find(exc.args[2]), 0)) if len(exc.args) > 2 else line
-        raise ValidationError(f"statement {reference}: {field} near line {at} is not valid MT940, "
-                              "so the file cannot be read") from None
+        raise ValidationError(_unreadable(exc, block, reference, line)) from None
     except (ValueError, ArithmeticError) as exc:
         raise ValidationError(f"statement {reference} (line {line}) cannot be read: {exc}") from None
+
+
+def _unreadable(exc: RuntimeError, block: str, reference: str, line: int) -> str:
+    """Which field the library could not read and on which line; never the text (it goes to dead letters)."""
+    _, tag, value = (*exc.args, None, None, None)[:3]
+    field = f":{tag.id}:" if getattr(tag, "id", None) else "a field"
+    offset = block.find(value) if isinstance(value, str) and value else -1
+    at = line + block.count("\n", 0, offset) if offset >= 0 else line
+    return f"statement {reference}: {field} on line {at} is not valid MT940, so the file cannot be read"
 
 
 def _balance(balance: Any, what: str) -> tuple[Decimal, str]:

@@ -8,7 +8,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from esb.errors import BusinessError, TransformError
-from esb.message import XML, Message
+from esb.message import JSON, TEXT, XML, Message
 from esb.pipeline import StepFailed, run_steps
 from esb.routes.loader import build_route
 from esb.steps import STEP_KINDS
@@ -358,6 +358,14 @@ def test_function_written_as_file_and_name_keeps_an_xml_body_xml(tmp_path):
                        {"transformers/functions/vat.py": FUNCTIONS})
     result = run(route, "<a/>", content_type=XML)
     assert result.body == "<A/>" and result.content_type == XML
+
+
+def test_a_function_that_parses_text_into_an_object_makes_the_body_json(tmp_path):
+    parser = "def parse(body, headers):\n    return {'lines': body.splitlines()}\n"
+    route = route_with(tmp_path, "  - function: transformers/functions/p.py:parse\n",
+                       {"transformers/functions/p.py": parser})
+    result = run(route, ":20:REF\n:60F:C", content_type=TEXT)
+    assert result.body == {"lines": [":20:REF", ":60F:C"]} and result.content_type == JSON
 
 
 def test_a_business_error_from_a_function_passes_through(tmp_path):
