@@ -49,6 +49,22 @@ PAYMENT_ORDER = {
                                "bic": "PSSTFRPPLYO"}, "remittance": "Facture 2026-0518"}]}
 
 
+# The bank's answer to the payment file the demo uploads: one transaction rejected, account closed.
+PAIN002_REJECTED = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.002.001.03">
+  <CstmrPmtStsRpt>
+    <GrpHdr><MsgId>COBADEFF-STS-20261123-0001</MsgId><CreDtTm>2026-11-23T07:30:00+01:00</CreDtTm></GrpHdr>
+    <OrgnlGrpInfAndSts><OrgnlMsgId>ESB-PO-DEMO-0001</OrgnlMsgId><OrgnlMsgNmId>pain.001.001.03</OrgnlMsgNmId>
+      <GrpSts>RJCT</GrpSts></OrgnlGrpInfAndSts>
+    <OrgnlPmtInfAndSts><OrgnlPmtInfId>PO-DEMO-0001</OrgnlPmtInfId><PmtInfSts>RJCT</PmtInfSts>
+      <TxInfAndSts><OrgnlEndToEndId>INV-2026-0518</OrgnlEndToEndId><TxSts>RJCT</TxSts>
+        <StsRsnInf><Rsn><Cd>AC04</Cd></Rsn><AddtlInf>Account closed</AddtlInf></StsRsnInf></TxInfAndSts>
+    </OrgnlPmtInfAndSts>
+  </CstmrPmtStsRpt>
+</Document>
+"""
+
+
 @dataclasses.dataclass
 class Demo:
     """What the scenarios act on and look at."""
@@ -127,6 +143,15 @@ def scenarios() -> list[Scenario]:
                  lambda d: d.publish("erp.events", "payment.order.approved", PAYMENT_ORDER, "erp-PO-DEMO-0001"),
                  key=lambda _: "PO-DEMO-0001", needs_sftp=True),
     ]
+    found.append(Scenario("the bank's pain.002 rejects it (AC04): the order is updated in the ledger",
+                          "pain002-to-payment-status", "done",
+                          lambda d: d.drop_file("/status/pain002-0001.xml", PAIN002_REJECTED), needs_sftp=True))
+    mt940 = TESTDATA / "mt940" / "sberbank" / "171011_01234945.sta"
+    if mt940.is_file():
+        found.append(Scenario("the bank drops an MT940 statement on SFTP: reconciled, entries posted",
+                              "mt940-to-ledger", "done",
+                              lambda d: d.drop_file("/inbox/171011_01234945.sta", mt940.read_bytes()),
+                              needs_sftp=True))
     camt = TESTDATA / "iso20022" / "camt053"
     if camt.is_dir():
         found += [
@@ -251,4 +276,5 @@ def _judge(outcome: Outcome, demo: Demo, runner, message_id: str, effects_before
     elif posts == 0 and tries == 0:
         outcome.result, outcome.detail = "skipped", "a duplicate: acked without a second posting"
     else:
-        outcome.result, outcome.detail = "done", f"{posts} posting(s) in the ledger after {tries} request(s)"
+        applied = ", ".join(f"{m} {p}" for m, p, _ in list(demo.ledger.effects.values())[effects_before:])
+        outcome.result, outcome.detail = "done", f"the ledger applied {applied} after {tries} request(s)"

@@ -30,4 +30,4 @@ def test_the_finance_flows_come_out_right_on_rabbitmq(project_root, testdata, vh
     report = "\n".join(lines)
     assert [o.scenario.name for o in outcomes if not o.ok] == [], report
     assert "bank SFTP" in lines[0], "the SFTP flows did not run (is openssh-server installed?)\n" + report
-    assert len(outcomes) >= 9
+    assert len(outcomes) >= 11
