@@ -129,8 +129,26 @@ def write_project(root: Path, files: dict[str, str]) -> Path:
 
 
 @pytest.fixture
+def rabbit_bus(rabbit_url, uid):
+    bus = Bus(rabbit_url)
+    yield bus
+    bus.close()
+    delete_queues(rabbit_url, uid)
+
+
+@pytest.fixture
+def run_routes_on_rabbit(rabbit_url, tmp_path, uid):
+    yield from _runtimes(rabbit_url, tmp_path)
+    delete_queues(rabbit_url, uid)
+
+
+@pytest.fixture
 def run_routes(broker_url, tmp_path):
     """Start a Runtime on the project in tmp_path; stopped (drained) at the end of the test."""
+    yield from _runtimes(broker_url, tmp_path)
+
+
+def _runtimes(broker_url, tmp_path):
     started = []
 
     def start(files: dict[str, str], store: bool = True) -> Runtime:

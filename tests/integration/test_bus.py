@@ -202,3 +202,25 @@ def test_a_retry_keeps_the_idempotency_key_even_when_the_body_no_longer_holds_it
     assert jsoncodec.loads(out.body) == {"voucher_no": "V-K"}
     assert bus.received[dlq(uid)] == []
     assert len(ledger.requests_to("/vouchers")) == 2
+
+
+def test_a_transient_retry_resumes_at_the_failing_step_without_reposting(bus, run_routes, ledger, uid):
+    ledger.enqueue("/vouchers", 201, {"voucher_no": "V-5"})
+    ledger.enqueue("/archive", 503, {"error": "archive down"})
+    ledger.enqueue("/archive", 201, {"archive_id": "A-5"})
+    steps = f"""\
+  - label: create-voucher
+    to: {{adapter: ledger, operation: create_voucher, into: receipt}}
+  - label: archive
+    to: {{adapter: ledger, operation: archive, into: archived}}
+  - publish: {{exchange: out-{uid}, routing_key: done}}
+"""
+    run_routes({"adapters/ledger.yaml": LEDGER_ADAPTER.format(url=ledger.url),
+                "routes/r.yaml": relay_route(uid, steps)})
+    bus.listen(f"seen-{uid}", f"out-{uid}")
+    bus.send(f"in-{uid}", "x", b'{"claim_id": "C-5"}')
+    [out] = bus.wait_for(f"seen-{uid}", 1)
+    assert jsoncodec.loads(out.body) == {"claim_id": "C-5", "receipt": {"voucher_no": "V-5"},
+                                         "archived": {"archive_id": "A-5"}}
+    assert len(ledger.requests_to("/vouchers")) == 1
+    assert len(ledger.requests_to("/archive")) == 2

@@ -15,7 +15,7 @@ from collections import Counter
 import pika
 import pika.exceptions
 import pytest
-from conftest import Bus, delete_queues, write_project  # noqa: E402  (tests/integration is on sys.path)
+from conftest import Bus, write_project  # noqa: E402  (tests/integration is on sys.path)
 
 from esb.devledger import StandInLedger
 from esb.runtime.broker import NotConfirmed
@@ -46,14 +46,6 @@ steps:
 def ledger():
     with StandInLedger() as stand_in:
         yield stand_in
-
-
-@pytest.fixture
-def rabbit_bus(rabbit_url, uid):
-    bus = Bus(rabbit_url)
-    yield bus
-    bus.close()
-    delete_queues(rabbit_url, uid)
 
 
 class Worker:
