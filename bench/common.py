@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from esb.transform import jsoncodec
 
 ROOT = Path(__file__).resolve().parent.parent          # the project root: `python -m bench` runs from here
 VAR = ROOT / "var"
-LOGS = VAR / "bench-logs"
+LOGS = VAR / "bench-logs" / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")  # this run's own folder
 PYTHON = sys.executable
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -67,13 +69,34 @@ def expense_body(i: int) -> bytes:
 
 # -- temp projects -----------------------------------------------------------------------------
 
+_PROJECTS: list[Path] = []
+
+
 def write_project(files: dict[str, str], prefix: str) -> Path:
+    """A temp project folder (removed by remove_projects at the end of the bench)."""
     root = Path(tempfile.mkdtemp(prefix=f"esb-bench-{prefix}-"))
+    _PROJECTS.append(root)
     for name, text in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
     return root
+
+
+def create_store(root: Path) -> None:
+    """Create the project's SQLite store before the workers start, as a deployed store already exists.
+
+    Two `esb run --workers 2` children creating a fresh store at the same moment: one fails
+    ("database is locked" from PRAGMA journal_mode = WAL), exits, and is restarted a second
+    later (reported; that start-up race is not what the throughput figures are about).
+    """
+    from esb.idempotency import SqliteStore
+    SqliteStore(root / "var" / "idempotency.sqlite3").close()
+
+
+def remove_projects() -> None:
+    while _PROJECTS:
+        shutil.rmtree(_PROJECTS.pop(), ignore_errors=True)
 
 
 def config_yaml(url: str) -> str:
@@ -291,16 +314,25 @@ class Stopwatch:
 # -- processes ---------------------------------------------------------------------------------
 
 def log_file(name: str):
-    LOGS.mkdir(parents=True, exist_ok=True)
+    if not LOGS.exists():
+        LOGS.mkdir(parents=True)
+        for old in sorted(LOGS.parent.iterdir())[:-10]:  # keep the logs of the last 10 runs
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
     return open(LOGS / f"{name}.log", "wb")  # noqa: SIM115 - closed by Proc.stop
+
+
+_RUNS = itertools.count(1)
 
 
 class Proc:
     """A process the bench started: stopped (SIGTERM, then SIGKILL) by its own pid only."""
 
     def __init__(self, name: str, command: list[str], *, stdin=None, stdout=None, env: dict | None = None):
-        self.name = name
-        self.log = log_file(name)
+        self.name = f"{next(_RUNS):02d}-{name}"  # its log: var/bench-logs/<this run>/NN-name.log
+        self.log = log_file(self.name)
         self.process = subprocess.Popen(command, cwd=ROOT, stdin=stdin, stdout=stdout or self.log,
                                         stderr=self.log, env={**os.environ, **(env or {})})
 
@@ -319,9 +351,20 @@ class Proc:
         self.log.close()
         return self.process.returncode
 
+    @property
+    def log_path(self) -> Path:
+        return LOGS / f"{self.name}.log"
+
+    def log_lines(self) -> int:
+        """Lines the process wrote (an esb worker logs at warning: every line is a warning or an error)."""
+        if not self.log.closed:
+            self.log.flush()
+        return sum(1 for line in self.log_path.read_text(errors="replace").splitlines() if line.strip())
+
     def tail(self, lines: int = 15) -> str:
-        self.log.flush()
-        text = (LOGS / f"{self.name}.log").read_text(errors="replace").splitlines()
+        if not self.log.closed:
+            self.log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
 
@@ -337,6 +380,25 @@ def running(proc: Proc) -> Iterator[Proc]:
         yield proc
     finally:
         proc.stop()
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """One bench at a time on this machine: two would share the CPU and halve each other's figures."""
+    import fcntl
+    VAR.mkdir(exist_ok=True)
+    with open(VAR / "bench.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            print(f"another bench is running (pid {lock.read().strip() or '?'}): waiting for it to finish", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
 
 
 def rabbit_version() -> str:

@@ -9,7 +9,7 @@ import json
 import subprocess
 import time
 
-from bench import common
+from bench import common, profiling
 from bench.relaybench import Run
 from esb.project import load_project
 from esb.runtime.runtime import project_topology
@@ -64,6 +64,7 @@ def _prepare(admin: common.Admin, url: str, endpoint: Endpoint, count: int, tag:
     root = common.write_project({"routes/io.yaml": ROUTE.format(name=name, concurrency=CONCURRENCY),
                                  "adapters/ledger.yaml": ADAPTER.format(url=endpoint.url),
                                  "config/esb.yaml": common.config_yaml(url)}, tag)
+    common.create_store(root)
     admin.declare_topology(project_topology(load_project(root, {}), [name]))
     sink = f"{name}.sink"
     admin.queue(sink, bind_to=f"{name}.out")
@@ -71,11 +72,15 @@ def _prepare(admin: common.Admin, url: str, endpoint: Endpoint, count: int, tag:
     return root, name, sink, preload
 
 
-def _measure(admin, endpoint: Endpoint, proc: common.Proc, name: str, sink: str, count: int) -> tuple[float, dict]:
+def _measure(admin, endpoint: Endpoint, proc: common.Proc, name: str, sink: str, count: int,
+             profile: str | None = None) -> tuple[float, dict]:
     before = endpoint.stats()
     watch = common.Stopwatch(admin, name, sink, count)
+    recorder = profiling.Recorder(proc.pid, profile) if profile else None
     with common.running(proc):
-        seconds = watch.run(proc.process, timeout=60 + count / 50)
+        seconds = watch.run(proc.process, timeout=60 + count / 50, on_start=recorder.start if recorder else None)
+        if recorder:
+            recorder.stop()
         time.sleep(0.3)
         left, _ = admin.depth(name)
         out, _ = admin.depth(sink)
@@ -86,10 +91,12 @@ def _measure(admin, endpoint: Endpoint, proc: common.Proc, name: str, sink: str,
     details = {"source_left": left, "sink": out, "http_requests": requests,
                "tcp_connections": after["connections"] - before["connections"],
                "verified": left == 0 and out == count and body_ok, "cpu": watch.cpu}
+    if recorder:
+        details["profile"] = recorder.report()
     return seconds, details
 
 
-def esb_io(url: str, endpoint: Endpoint, count: int, store: bool = True) -> Run:
+def esb_io(url: str, endpoint: Endpoint, count: int, store: bool = True, profile: str | None = None) -> Run:
     """store=True: the real `esb run`; False: the same worker (bench/esbworker.py) with store=None."""
     admin = common.Admin(url)
     try:
@@ -99,8 +106,9 @@ def esb_io(url: str, endpoint: Endpoint, count: int, store: bool = True) -> Run:
         else:
             proc = common.Proc("esb-io-nostore", [common.PYTHON, "-m", "bench.esbworker", "--root", str(root),
                                                   "--broker", url, "--no-store"])
-        seconds, details = _measure(admin, endpoint, proc, name, sink, count)
-        details.update(concurrency=CONCURRENCY, prefetch=CONCURRENCY, store="sqlite" if store else "none")
+        seconds, details = _measure(admin, endpoint, proc, name, sink, count, profile)
+        details.update(concurrency=CONCURRENCY, prefetch=CONCURRENCY, store="sqlite" if store else "none",
+                       log_lines=proc.log_lines(), log=str(proc.log_path.relative_to(common.ROOT)))
         return Run("esb 1 worker" + ("" if store else " (store=None)"), count, seconds, preload, details)
     finally:
         admin.cleanup()

@@ -30,7 +30,12 @@ class Paced:
         self.connection = pika.SelectConnection(
             pika.URLParameters(url), on_open_callback=self._on_open,
             on_open_error_callback=lambda _c, e: self._fail(f"cannot connect: {e}"),
-            on_close_callback=lambda *_: self.connection.ioloop.stop())
+            on_close_callback=self._on_closed)
+
+    def _on_closed(self, _connection, reason) -> None:
+        if self.received < self.total and not self.error:
+            self.error = f"the connection closed: {reason} ({self.received} of {self.total} received)"
+        self.connection.ioloop.stop()
 
     def run(self, timeout: float) -> None:
         self.connection.ioloop.call_later(timeout, lambda: self._fail("timed out waiting for the outputs"))
@@ -61,6 +66,9 @@ class Paced:
         self._tick()
 
     def _tick(self) -> None:
+        if self.publisher is None or not self.publisher.is_open:
+            self._fail("the publishing channel closed")
+            return
         due = min(self.total, int((time.perf_counter() - self.began) * self.rate) + 1)
         while self.sent < due:
             i = self.sent
@@ -85,12 +93,26 @@ class Paced:
 
 
 def esb_latency(url: str, rate: float, seconds: float, warmup_seconds: float = 1.0) -> dict:
+    return _latency(url, rate, seconds, warmup_seconds, baseline_prefetch=None)
+
+
+def baseline_latency(url: str, rate: float, seconds: float, prefetch: int, warmup_seconds: float = 1.0) -> dict:
+    """The same through bench/relay.py: what the broker and pika alone contribute."""
+    return _latency(url, rate, seconds, warmup_seconds, baseline_prefetch=prefetch)
+
+
+def _latency(url: str, rate: float, seconds: float, warmup_seconds: float, baseline_prefetch: int | None) -> dict:
     admin = common.Admin(url)
     try:
         root, name, topology, sink = relaybench.relay_project(url, 16, "bl")
         admin.declare_topology(topology)
         admin.queue(sink, bind_to=f"{name}.out")
-        proc = common.esb_run(root, url, 1, "esb-latency")
+        if baseline_prefetch is None:
+            proc = common.esb_run(root, url, 1, "esb-latency")
+        else:
+            proc = common.Proc("baseline-latency", [
+                common.PYTHON, "-m", "bench.relay", "--url", url, "--queue", name, "--exchange", f"{name}.out",
+                "--prefetch", str(baseline_prefetch)])
         with common.running(proc):
             common.Stopwatch(admin, name, sink, 0).wait_consumers(1)
             total, warmup = int(rate * (seconds + warmup_seconds)), int(rate * warmup_seconds)
@@ -104,7 +126,7 @@ def esb_latency(url: str, rate: float, seconds: float, warmup_seconds: float = 1
             "achieved_rate": round(total / (paced.finished - paced.began), 1),
             "p50_ms": round(common.percentile(values, 50), 2), "p90_ms": round(common.percentile(values, 90), 2),
             "p99_ms": round(common.percentile(values, 99), 2), "p999_ms": round(common.percentile(values, 99.9), 2),
-            "max_ms": round(values[-1], 2) if values else None, "cpu": cpu,
+            "max_ms": round(values[-1], 2) if values else None, "cpu": cpu, "log_lines": proc.log_lines(),
         }
     finally:
         admin.cleanup()

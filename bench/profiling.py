@@ -12,7 +12,6 @@ from pathlib import Path
 from bench import common
 
 PY_SPY = shutil.which("py-spy", path=str(Path(common.PYTHON).parent)) or shutil.which("py-spy")
-_THREAD = re.compile(r"^(?:process \d+:\"[^\"]*\";)?thread \((0x[0-9A-Fa-f]+)\)(?:;|$)")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
@@ -21,10 +20,15 @@ def available() -> bool:
 
 
 class Recorder:
-    """`py-spy record --format raw --threads` from start() to stop(); --gil: only GIL-holding samples."""
+    """`py-spy record --format raw --threads` from start() to stop().
 
-    def __init__(self, pid: int, output: str, rate: int = 200, gil: bool = True):
-        self.pid, self.output, self.rate, self.gil = pid, output, rate, gil
+    gil=True samples only the thread holding the GIL: each sample is Python CPU time, so own time
+    per function is where the interpreter's time goes. idle=True (with gil=False) samples every
+    thread, waiting or not: where the wall time of each thread goes.
+    """
+
+    def __init__(self, pid: int, output: str, rate: int = 200, gil: bool = True, idle: bool = False):
+        self.pid, self.output, self.rate, self.gil, self.idle = pid, output, rate, gil, idle
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -32,6 +36,8 @@ class Recorder:
                    str(self.rate), "--nonblocking", "-o", self.output]
         if self.gil:
             command.append("--gil")
+        if self.idle:  # wall time: every thread, waiting or not
+            command.append("--idle")
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
@@ -93,12 +99,10 @@ def _short(frame: str) -> str:
 
 
 def _thread_kind(frames: list[str], thread: str) -> str:
-    """Name a thread by what it runs: the broker's I/O loop, a route pool thread, or the main thread."""
-    text = ";".join(frames)
-    if "_ioloop" in text or "select_connection" in text or "ioloop" in text:
+    """Group threads by role: py-spy labels them `thread (TID): NAME`; esb names its threads."""
+    name = thread.partition("): ")[2]
+    if name == "esb-broker-io" or any("IOLoop.start" in f for f in frames):
         return "broker I/O thread"
-    if "ThreadPoolExecutor" in text or "thread.py" in text and "_worker" in text:
+    if name.startswith("esb-") or any("concurrent/futures/thread.py" in f for f in frames):
         return "route pool threads"
-    if "<module>" in text:
-        return "main thread"
-    return thread
+    return name or "main thread"

@@ -6,7 +6,7 @@ xmljson.json_to_xml on {"Voucher": body}), publish persistent + mandatory in con
 ack a source only when its output is confirmed. Confirms are pipelined; since messages are
 handled in order, the contiguous confirmed prefix is acked with one multiple-ack.
 
-    python -m bench.relay --queue Q --exchange X --routing-key K --prefetch 300
+    python -m bench.relay --url URL --queue Q --exchange X --routing-key K --prefetch 500
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--queue", required=True)
     parser.add_argument("--exchange", required=True)
     parser.add_argument("--routing-key", default="voucher")
-    parser.add_argument("--prefetch", type=int, default=300)
+    parser.add_argument("--prefetch", type=int, default=500)
     parser.add_argument("--root", default="Voucher")
     args = parser.parse_args()
     Relay(args.url, args.queue, args.exchange, args.routing_key, args.prefetch, args.root).run()

@@ -71,7 +71,7 @@ def _verify(admin: common.Admin, source: str, sink: str, count: int) -> dict:
     return {"source_left": left, "sink": out, "xml_ok": xml_ok, "verified": ok}
 
 
-def esb_relay(url: str, count: int, workers: int, profile: str | None = None, concurrency: int = 16) -> Run:
+def esb_relay(url: str, count: int, workers: int, profile: str | None = None, concurrency: int = 500) -> Run:
     admin = common.Admin(url)
     try:
         root, name, sink, preload = _prepare(admin, url, count, concurrency)

@@ -28,7 +28,9 @@ ROUTE = {
             },
         },
         "concurrency": {"type": "integer", "minimum": 1, "maximum": 1024,
-                        "description": "messages processed at once (threads; the prefetch follows)"},
+                        "description": "messages in flight at once (the prefetch): threads for a route with "
+                                       "`to` or `function` steps; for a route that cannot block, the depth "
+                                       "of its pipeline of publisher confirms"},
         "idempotency": {
             "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
             "description": "what makes two messages the same: `key` (JMESPath into the body) or `header`",

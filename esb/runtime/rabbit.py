@@ -51,6 +51,9 @@ class RabbitBroker:
         self._returned: set[int] = set()
         self._seq = itertools.count(1)
         self._last_error = ""
+        self._outstanding: dict = {}   # consumer channel -> delivery tags not yet settled
+        self._to_ack: dict = {}        # consumer channel -> settled tags whose ack is not yet sent
+        self._flush_scheduled = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -81,6 +84,9 @@ class RabbitBroker:
     # -- commands from any thread ---------------------------------------------------------
 
     def _submit(self, command: Callable[[], None]) -> None:
+        if threading.current_thread() is self._thread:  # e.g. an ack from a confirm callback
+            command()
+            return
         self._commands.append(command)
         if not self._wake_pending:  # one wake-up per batch of commands, not one per command
             self._wake_pending = True
@@ -100,7 +106,7 @@ class RabbitBroker:
         return future
 
     def ack(self, delivery: Delivery) -> None:
-        self._submit(lambda: self._settle(delivery, lambda ch, tag: ch.basic_ack(tag)))
+        self._submit(lambda: self._settle(delivery, self._ack_later))
 
     def reject(self, delivery: Delivery, requeue: bool) -> None:
         self._submit(lambda: self._settle(delivery, lambda ch, tag: ch.basic_reject(tag, requeue=requeue)))
@@ -147,6 +153,8 @@ class RabbitBroker:
     def _on_closed(self, _connection, reason) -> None:
         self._publisher = None
         self._consumer_channels.clear()
+        self._outstanding.clear()
+        self._to_ack.clear()
         self._fail_pending(f"the connection closed before the confirm ({reason})")
         if self._closing:
             self._ioloop.stop()
@@ -191,7 +199,9 @@ class RabbitBroker:
     def _on_confirm(self, frame) -> None:
         method = frame.method
         acked = isinstance(method, pika.spec.Basic.Ack)
-        tags = [t for t in self._pending if t <= method.delivery_tag] if method.multiple else [method.delivery_tag]
+        # _pending is in publish order, so a `multiple` confirm takes tags from its front
+        tags = list(itertools.takewhile(lambda t: t <= method.delivery_tag, self._pending)) \
+            if method.multiple else [method.delivery_tag]
         for tag in tags:
             entry = self._pending.pop(tag, None)
             if entry is None:
@@ -219,6 +229,7 @@ class RabbitBroker:
         generation = self._generation
 
         def on_message(channel, method, properties, body):
+            self._outstanding.setdefault(channel, set()).add(method.delivery_tag)
             on_delivery(Delivery(body, properties.content_type, properties.headers or {}, properties.message_id,
                                  queue, method.redelivered, (channel, generation, method.delivery_tag)))
 
@@ -236,6 +247,8 @@ class RabbitBroker:
             channel.basic_cancel(f"esb-{queue}")
 
     def _on_consumer_closed(self, queue, channel, reason) -> None:
+        self._outstanding.pop(channel, None)
+        self._to_ack.pop(channel, None)
         if self._consumer_channels.get(queue) is channel:
             del self._consumer_channels[queue]
         if self._connection is not None and self._connection.is_open and queue in self._consumers:
@@ -245,8 +258,34 @@ class RabbitBroker:
     def _settle(self, delivery: Delivery, action) -> None:
         channel, generation, tag = delivery.tag
         if generation == self._generation and channel.is_open:
+            self._outstanding.get(channel, set()).discard(tag)
             action(channel, tag)
         # else: the delivery's connection is gone; the broker has requeued it already
+
+    def _ack_later(self, channel, tag: int) -> None:
+        """Acks are sent once per turn of the I/O loop, as few frames as possible (see _flush_acks)."""
+        self._to_ack.setdefault(channel, []).append(tag)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._ioloop.add_callback(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        """One `multiple` ack covers every tag below the lowest delivery still being processed
+        (all of those are settled); tags above it are acked one by one, so a slow message never
+        holds back the acks of the others."""
+        self._flush_scheduled = False
+        to_ack, self._to_ack = self._to_ack, {}
+        for channel, tags in to_ack.items():
+            if not channel.is_open:
+                continue
+            outstanding = self._outstanding.get(channel)
+            floor = min(outstanding) if outstanding else None
+            below = [t for t in tags if floor is None or t < floor]
+            if below:
+                channel.basic_ack(max(below), multiple=True)
+            for tag in tags:
+                if floor is not None and tag > floor:
+                    channel.basic_ack(tag)
 
     # -- one-off operations on a blocking connection -----------------------------------------
 

@@ -59,13 +59,15 @@ class Step:
 
     `run` returns the next message, or None when the message stops here (a filter).
     Subclasses set `kind`, `schema` (a JSON Schema fragment with description and examples,
-    used both to validate and by `esb routes explain`) and `side_effect` for steps whose
-    outcome the idempotency store must record (`to`, `publish`).
+    used both to validate and by `esb routes explain`), `side_effect` for steps whose outcome
+    the idempotency store must record (`to`, `publish`), and `blocking` for steps that may wait
+    on the outside world (`to`, `function`): those never run on the broker's thread.
     """
 
     kind: ClassVar[str]
     schema: ClassVar[dict]
     side_effect: ClassVar[bool] = False
+    blocking: ClassVar[bool] = False  # may wait on the outside world (an endpoint, unknown code)
     label: str
 
     @classmethod

@@ -31,6 +31,7 @@ _LOCK = threading.Lock()
 @dataclasses.dataclass(frozen=True)
 class FunctionStep(Step):
     kind = "function"
+    blocking = True  # unknown code: it may read a file or call out
     schema = {
         "description": "Call `name(body, headers)` from a Python file (loaded by its path, never imported "
                        "as a package); what it returns becomes the body, with the same content type, or JSON "

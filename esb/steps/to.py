@@ -16,6 +16,7 @@ _NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$"}
 class ToStep(Step):
     kind = "to"
     side_effect = True
+    blocking = True
     schema = {
         "description": "Call an operation of an adapter from adapters/*.yaml. The response replaces "
                        "the body, or is put into one field of it with `into`. `compensate` names the "
