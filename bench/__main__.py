@@ -26,7 +26,8 @@ import time
 
 from bench import common, cpumeter, iobench, latency, profiling, relaybench
 
-BASELINE_PREFETCH = 500  # = the esb route's `concurrency` (messages in flight), so both pipeline alike; `--tune` here: 100 → 3.7k, 300 → 4.2k, 500 → 4.3k, 1000 → 4.7k msg/s (brief: 100-500)
+# = the esb route's `concurrency` (messages in flight), so both pipeline alike;
+BASELINE_PREFETCH = 500  # `--tune` here: 100 → 3.7k, 300 → 4.2k, 500 → 4.3k, 1000 → 4.7k msg/s (brief: 100-500)
 NOISY = 0.25                # cores used by other processes during a run above which a figure is flagged
 
 

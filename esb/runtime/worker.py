@@ -1,13 +1,18 @@
-"""Run one route on a broker: consume, process on the route's threads, confirm outputs, then ack.
+"""Run one route on a broker: consume, process, confirm outputs, then ack.
 
-For each delivery (on one of the route's `concurrency` threads, never the broker's I/O thread):
-idempotency claim → steps (resuming at the failing step of a retried message) → every
-publish confirmed → record done → ack. A thread does not wait for the confirms of a message
-whose route keeps no store: the last confirm acks it on the broker's thread, so the route's
-threads move on to the next message (confirms are pipelined across messages). A transient failure goes to a delay tier with the
-message's state; a permanent one (or retries exhausted) runs the compensations of completed
-steps in reverse, then dead-letters the original message with why it died. Nothing is acked
-before what replaces it (outputs, retry state, dead letter) is confirmed.
+For each delivery: idempotency claim → steps (resuming at the failing step of a retried
+message) → every publish confirmed → record done → ack. A transient failure goes to a delay
+tier with the message's state; a permanent one (or retries exhausted) runs the compensations
+of completed steps in reverse, then dead-letters the original message with why it died.
+Nothing is acked before what replaces it (outputs, retry state, dead letter) is confirmed.
+
+Where steps run: a route with a step that may wait on the outside world (`to`, `function`) or
+on the idempotency store runs on `concurrency` threads of its own, never on the broker's I/O
+thread, so a slow endpoint cannot stall acks and confirms. A route that cannot block runs on
+the broker's thread (handing each message to a thread and back cost more than the work; see
+RouteRunner.inline), and only its failures, which wait for confirms, move to a thread. Nobody
+waits for the confirms of a route without a store: the last confirm acks the message, so
+confirms are pipelined across messages.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import itertools
+import queue
 import threading
 import time
 from collections.abc import Callable
-import queue
 from concurrent.futures import Future, wait
 from typing import Any
 
@@ -172,7 +177,7 @@ class RouteRunner:
         try:
             outcome = self.handle(delivery, inline=True)
         except Exception as exc:  # noqa: BLE001 - handed to a thread: the broker's thread never sleeps
-            self._work_on(lambda: (self._give_back(delivery, exc), self._settled()))
+            self._work_on(lambda exc=exc: (self._give_back(delivery, exc), self._settled()))
             return
         if outcome is not _PENDING:
             self._settled()
@@ -193,7 +198,7 @@ class RouteRunner:
             message = self._restore(delivery, attempt.state)
             attempt.key = attempt.state.key or self._key(message)
         except ProcessingError as exc:
-            return self._then(inline, delivery, lambda: self._dead_letter(
+            return self._then(inline, delivery, lambda exc=exc: self._dead_letter(
                 attempt, exc, "receive", attempt.state.resume_step, None, mlog))
         start, message = attempt.state.resume_step, message
         attempt.compensations = list(attempt.state.compensations)
@@ -218,7 +223,7 @@ class RouteRunner:
                 return self._ack_when_confirmed(attempt)
             self._confirm(attempt.futures)
         except StepFailed as failed:
-            return self._then(inline, delivery, lambda: self._failed(attempt, failed, mlog))
+            return self._then(inline, delivery, lambda failed=failed: self._failed(attempt, failed, mlog))
         except PermanentError as exc:  # the broker returned an output: nothing is bound for it
             return self._dead_letter(attempt, exc, exc.step, start, None, mlog)
         except TransientError as exc:  # an output was not confirmed: give the message back
