@@ -322,8 +322,12 @@ class RouteRunner:
         if self.store is None:
             return None
 
+        last = len(self.route.steps) - 1
+
         def record(index: int, step: Step, message: Message) -> None:
-            if not step.has_side_effects():
+            # Only a step that called out must not run twice; a publish repeated after a crash is
+            # at-least-once, and after the last step `done` is written at once anyway.
+            if index == last or not _calls_out(step):
                 return
             from esb.idempotency import StepRecord
             self._confirm(attempt.futures)  # a recorded publish must really have been sent
@@ -451,6 +455,10 @@ def _wait(state: tenacity.RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     retry_after = getattr(exc, "retry_after", None)
     return float(retry_after) if retry_after else _backoff(state)
+
+
+def _calls_out(step: Step) -> bool:
+    return step.blocking or any(_calls_out(s) for _, steps in step.branches() for s in steps)
 
 
 def _has_calls(route: Route) -> bool:

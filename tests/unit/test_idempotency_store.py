@@ -96,11 +96,12 @@ def _exact(value) -> str:
     return jsoncodec.dumps(value)
 
 
-def _claim_in_process(backend: Backend, route: str, keys: int, start, results) -> None:
+def _claim_in_process(backend: Backend, route: str, keys: int, start, results, finish) -> None:
     store, owner = backend.open(), owner_id()
     try:
         start.wait(60)
         results.put([store.claim(route, f"C-{i}", owner, 60).status for i in range(keys)])
+        finish.wait(60)  # stay alive: a dead owner's lease may rightly be taken over
     except Exception as exc:  # reported to the parent, which fails the test with it
         results.put(repr(exc))
     finally:
@@ -314,8 +315,8 @@ class TestIdempotencyStore:
 
     def test_two_processes_claiming_one_key_get_exactly_one_claim(self, backend, route):
         context = multiprocessing.get_context("spawn")
-        start, results, keys = context.Barrier(8), context.Queue(), 200
-        workers = [context.Process(target=_claim_in_process, args=(backend, route, keys, start, results))
+        start, finish, results, keys = context.Barrier(8), context.Barrier(8), context.Queue(), 200
+        workers = [context.Process(target=_claim_in_process, args=(backend, route, keys, start, results, finish))
                    for _ in range(8)]
         for worker in workers:
             worker.start()
