@@ -106,12 +106,17 @@ def uid() -> str:
     return uuid.uuid4().hex[:8]
 
 
-@pytest.fixture
-def bus(broker_url, uid):
-    bus = Bus(broker_url)
+def _bus(url: str, uid: str):
+    bus = Bus(url)
     yield bus
     bus.close()
-    delete_queues(broker_url, uid)
+    delete_queues(url, uid)
+
+
+@pytest.fixture
+def bus(broker_url, uid):
+    """A Bus on each broker in turn (the embedded one and RabbitMQ)."""
+    yield from _bus(broker_url, uid)
 
 
 @pytest.fixture
@@ -130,10 +135,7 @@ def write_project(root: Path, files: dict[str, str]) -> Path:
 
 @pytest.fixture
 def rabbit_bus(rabbit_url, uid):
-    bus = Bus(rabbit_url)
-    yield bus
-    bus.close()
-    delete_queues(rabbit_url, uid)
+    yield from _bus(rabbit_url, uid)
 
 
 @pytest.fixture
