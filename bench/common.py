@@ -160,13 +160,21 @@ class Admin:
 
     def cleanup(self) -> None:
         for name in reversed(self.queues):
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                self._open().queue_delete(name)
+            self._retry(lambda ch, name=name: ch.queue_delete(name))
         for name in reversed(self.exchanges):
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                self._open().exchange_delete(name)
+            self._retry(lambda ch, name=name: ch.exchange_delete(name))
         self.queues.clear()
         self.exchanges.clear()
+
+    def _retry(self, action) -> None:
+        """Once more on a fresh connection: a test may have closed ours (close_all_connections)."""
+        for _ in range(2):
+            try:
+                action(self._open())
+                return
+            except pika.exceptions.AMQPError:
+                with contextlib.suppress(Exception):
+                    self.connection.close()
 
     def _open(self):
         if not self.connection.is_open:

@@ -316,12 +316,24 @@ class SqliteStore:
             local.conn, local.pid = self._open(), os.getpid()
         return local.conn
 
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """WAL mode, which the file keeps once set. Switching needs an exclusive lock that SQLite
+        does not wait for (no busy handler), so workers opening a new store at once retry."""
+        deadline = time.monotonic() + self._busy_timeout
+        while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
     def _open(self) -> sqlite3.Connection:
         # isolation_level=None: autocommit, so single statements commit at once and claim's
         # BEGIN IMMEDIATE is ours. check_same_thread=False only so that close() can close them all.
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._use_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: survives a process crash
         with self._opened_lock:
             self._opened.append((os.getpid(), conn))

@@ -330,6 +330,32 @@ class TestIdempotencyStore:
             assert sorted(statuses) == [BUSY] * 7 + [CLAIMED]
 
 
+def _open_new_store(path: str, start, results) -> None:
+    start.wait(60)
+    try:
+        store = SqliteStore(path)
+        store.claim("r", "k", owner_id(), 60)
+        store.close()
+        results.put("ok")
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        results.put(repr(exc))
+
+
+def test_workers_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(6), context.Queue()
+    path = str(tmp_path / "new" / "idem.sqlite3")
+    workers = [context.Process(target=_open_new_store, args=(path, start, results)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+    results.close()
+    results.join_thread()
+    assert outcomes == ["ok"] * 6
+
+
 def _wait_until_zombie(pid: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
