@@ -100,8 +100,5 @@ class Broker(Protocol):
     def queue_depth(self, queue: str) -> tuple[int, int] | None:
         """(messages, consumers) of a queue, or None if it does not exist."""
 
-    def get(self, queue: str) -> Delivery | None:
-        """Fetch one message without a consumer (for `esb dlq`); None when the queue is empty."""
-
     def stop(self) -> None:
         """Stop consuming, wait for pending confirms, close."""

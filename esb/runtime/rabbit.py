@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
@@ -23,7 +22,7 @@ import structlog
 from pika.adapters.select_connection import IOLoop
 
 from esb.errors import TransientError
-from esb.runtime.broker import Binding, Delivery, NotConfirmed, OnDelivery, Outgoing, QueueSpec, Topology, Unroutable
+from esb.runtime.broker import Delivery, NotConfirmed, OnDelivery, Outgoing, QueueSpec, Topology, Unroutable
 
 log = structlog.get_logger("esb.broker")
 RECONNECT_DELAY = 1.0
@@ -312,9 +311,6 @@ class RabbitBroker:
                 return None
             return ok.method.message_count, ok.method.consumer_count
 
-    def get(self, queue: str) -> Delivery | None:
-        raise NotImplementedError("use esb.runtime.dlq for reading dead letters")
-
     def _where(self) -> str:
         return f"{self.params.host}:{self.params.port}"
 
@@ -331,5 +327,3 @@ def queue_arguments(queue: QueueSpec) -> dict:
         arguments["x-dead-letter-routing-key"] = queue.dead_letter_to
     return arguments
 
-
-__all__ = ["RabbitBroker", "Binding", "QueueSpec", "queue_arguments", "time"]

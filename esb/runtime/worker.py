@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 import tenacity
 
-from esb.errors import PermanentError, ProcessingError, TransformError, TransientError
+from esb.errors import PermanentError, ProcessingError, TransientError
 from esb.message import Message
 from esb.pipeline import StepFailed, run_steps
 from esb.routes.model import Route
@@ -49,7 +49,6 @@ from esb.runtime.envelope import (
 )
 from esb.runtime.topology import retry_delays_ms
 from esb.steps.base import Step
-from esb.transform import jsoncodec
 from esb.transform.expressions import compile_expression
 
 log = structlog.get_logger("esb.worker")
@@ -196,7 +195,7 @@ class RouteRunner:
         attempt = Attempt(delivery, read_state(delivery), f"{self.owner}:{next(self._attempt_ids)}")
         mlog = self.log.bind(message_id=delivery.message_id, attempt=attempt.state.attempt)
         try:
-            message = self._restore(delivery, attempt.state)
+            message = to_message(delivery, self.route.source.format)
             attempt.key = attempt.state.key or self._key(message)
         except ProcessingError as exc:
             return self._then(inline, delivery, lambda exc=exc: self._dead_letter(
@@ -293,9 +292,6 @@ class RouteRunner:
             time.sleep(1.0)
             self.broker.reject(attempt.delivery, requeue=True)
         self._settled()
-
-    def _restore(self, delivery: Delivery, state: RetryState) -> Message:
-        return to_message(delivery, self.route.source.format)
 
     def _key(self, message: Message) -> str:
         spec = self.route.idempotency
@@ -470,5 +466,3 @@ def _redact(text: str) -> str:
     """Dead letters and logs get at most 1 KB of reason; adapters already keep secrets out."""
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
-
-__all__ = ["RouteRunner", "RuntimeIO", "TransformError", "jsoncodec"]

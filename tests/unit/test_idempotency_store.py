@@ -96,7 +96,22 @@ def _exact(value) -> str:
     return jsoncodec.dumps(value)
 
 
-def _claim_in_process(backend: Backend, route: str, keys: int, start, results, finish) -> None:
+def _in_processes(count: int, target, *args) -> list:
+    """Run `target(start, finish, results, *args)` in `count` processes at once; what each reported."""
+    context = multiprocessing.get_context("spawn")
+    start, finish, results = context.Barrier(count), context.Barrier(count), context.Queue()
+    workers = [context.Process(target=target, args=(start, finish, results, *args)) for _ in range(count)]
+    for worker in workers:
+        worker.start()
+    reports = [results.get(timeout=90) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+    results.close()
+    results.join_thread()
+    return reports
+
+
+def _claim_in_process(start, finish, results, backend: Backend, route: str, keys: int) -> None:
     store, owner = backend.open(), owner_id()
     try:
         start.wait(60)
@@ -314,23 +329,13 @@ class TestIdempotencyStore:
         assert sorted(statuses) == [BUSY] * 15 + [CLAIMED]
 
     def test_two_processes_claiming_one_key_get_exactly_one_claim(self, backend, route):
-        context = multiprocessing.get_context("spawn")
-        start, finish, results, keys = context.Barrier(8), context.Barrier(8), context.Queue(), 200
-        workers = [context.Process(target=_claim_in_process, args=(backend, route, keys, start, results, finish))
-                   for _ in range(8)]
-        for worker in workers:
-            worker.start()
-        reports = [results.get(timeout=90) for _ in workers]
-        for worker in workers:
-            worker.join(30)
-        results.close()
-        results.join_thread()
+        reports = _in_processes(8, _claim_in_process, backend, route, 200)
         assert all(isinstance(report, list) for report in reports), reports
         for statuses in zip(*reports, strict=True):  # one key's claims, one per process
             assert sorted(statuses) == [BUSY] * 7 + [CLAIMED]
 
 
-def _open_new_store(path: str, start, results) -> None:
+def _open_new_store(start, finish, results, path: str) -> None:
     start.wait(60)
     try:
         store = SqliteStore(path)
@@ -342,17 +347,7 @@ def _open_new_store(path: str, start, results) -> None:
 
 
 def test_workers_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Barrier(6), context.Queue()
-    path = str(tmp_path / "new" / "idem.sqlite3")
-    workers = [context.Process(target=_open_new_store, args=(path, start, results)) for _ in range(6)]
-    for worker in workers:
-        worker.start()
-    outcomes = [results.get(timeout=60) for _ in workers]
-    for worker in workers:
-        worker.join(30)
-    results.close()
-    results.join_thread()
+    outcomes = _in_processes(6, _open_new_store, str(tmp_path / "new" / "idem.sqlite3"))
     assert outcomes == ["ok"] * 6
 
 

@@ -3,12 +3,11 @@
 from decimal import Decimal
 
 import pytest
+from routebuild import route_builders
 
 from esb.errors import TransformError
 from esb.message import JSON, XML, Message
 from esb.pipeline import StepFailed, run_steps
-from esb.routes.loader import build_route
-from esb.yamlsource import parse_yaml
 
 HEAD = "name: r\nsource: {exchange: erp.events, binding_key: k}\nsteps:\n"
 DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -24,18 +23,7 @@ class NoIO:
         raise AssertionError("conversions must not publish")
 
 
-def build(tmp_path, steps: str, files: dict | None = None):
-    for name, text in (files or {}).items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return build_route(parse_yaml(HEAD + steps, "r.yaml"), tmp_path, {}, {})
-
-
-def route_with(tmp_path, steps: str, files: dict | None = None):
-    route, errors = build(tmp_path, steps, files)
-    assert errors == []
-    return route
+build, route_with = route_builders(HEAD)
 
 
 def run(route, body, content_type=JSON) -> Message:

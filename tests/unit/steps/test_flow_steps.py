@@ -5,15 +5,14 @@ from decimal import Decimal
 
 import pytest
 import structlog
+from routebuild import route_builders
 from structlog.testing import capture_logs
 
 from esb.errors import BusinessError, TransformError
 from esb.message import JSON, TEXT, XML, Message
 from esb.pipeline import StepFailed, run_steps
-from esb.routes.loader import build_route
 from esb.steps import STEP_KINDS
 from esb.steps.function import load_module
-from esb.yamlsource import parse_yaml
 
 HEAD = "name: r\nsource: {exchange: oa.events, binding_key: k}\nsteps:\n"
 CLAIM = {"claim_id": "C-17", "total": Decimal("60000.00"), "currency": "EUR",
@@ -33,18 +32,7 @@ class FakeIO:
         self.published.append((step.label, exchange, routing_key, message))
 
 
-def build(tmp_path, steps: str, files: dict | None = None):
-    for name, text in (files or {}).items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return build_route(parse_yaml(HEAD + steps, "r.yaml"), tmp_path, {}, {})
-
-
-def route_with(tmp_path, steps: str, files: dict | None = None):
-    route, errors = build(tmp_path, steps, files)
-    assert errors == []
-    return route
+build, route_with = route_builders(HEAD)
 
 
 def errors_of(tmp_path, steps: str, files: dict | None = None) -> list:

@@ -1,15 +1,13 @@
 """The `validate` step: JSON Schema and XSD checks, with problems named by field and by line."""
 
-import json
 from decimal import Decimal
 
 import pytest
+from routebuild import route_builders
 
 from esb.errors import ValidationError
 from esb.message import JSON, XML, Message
 from esb.pipeline import StepFailed, run_steps
-from esb.routes.loader import build_route
-from esb.yamlsource import parse_yaml
 
 HEAD = "name: r\nsource: {exchange: oa.events, binding_key: k}\nsteps:\n"
 
@@ -35,18 +33,7 @@ class NoIO:
         raise AssertionError("validate must not publish")
 
 
-def build(tmp_path, steps: str, files: dict | None = None):
-    for name, text in (files or {}).items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text if isinstance(text, str) else json.dumps(text))
-    return build_route(parse_yaml(HEAD + steps, "r.yaml"), tmp_path, {}, {})
-
-
-def route_with(tmp_path, steps: str, files: dict | None = None):
-    route, errors = build(tmp_path, steps, files)
-    assert errors == []
-    return route
+build, route_with = route_builders(HEAD)
 
 
 def failure(route, body, content_type=JSON) -> ValidationError:
