@@ -12,7 +12,7 @@ help:  ## list the targets
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,demo]'
+	$(BIN)/pip install -q -e '.[test,demo,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install esb with its test tools

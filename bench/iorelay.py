@@ -1,6 +1,7 @@
 """Baseline I/O-bound relay: a pika consumer handing each message to a ThreadPoolExecutor that
-POSTs it with one shared httpx client; the answer is published (persistent, mandatory, confirm
-mode) from the I/O thread, and the source acked when that publish is confirmed.
+POSTs it with one shared HTTP client (httpx by default; `--client urllib3`, the one esb's REST
+adapter uses); the answer is published (persistent, mandatory, confirm mode) from the I/O thread,
+and the source acked when that publish is confirmed.
 
     python -m bench.iorelay --url URL --queue Q --exchange X --endpoint http://127.0.0.1:P/vouchers
 """
@@ -12,18 +13,19 @@ import functools
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import httpx
 import pika
+import urllib3
 
 
 class IoRelay:
     def __init__(self, url: str, queue: str, exchange: str, routing_key: str, endpoint: str,
-                 threads: int, prefetch: int, keepalive: int):
+                 threads: int, prefetch: int, keepalive: int, client: str = "httpx"):
         self.queue, self.exchange, self.routing_key, self.endpoint = queue, exchange, routing_key, endpoint
         self.prefetch = prefetch
-        self.client = httpx.Client(timeout=10.0, limits=httpx.Limits(max_connections=max(threads, 100),
-                                                                     max_keepalive_connections=keepalive))
+        self.post = _httpx_post(endpoint, threads, keepalive) if client == "httpx" else _urllib3_post(endpoint, threads)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="io")
         self.channel = None
         self.seq = 0
@@ -38,7 +40,6 @@ class IoRelay:
         signal.signal(signal.SIGTERM, lambda *_: self.connection.ioloop.add_callback_threadsafe(self._stop))
         self.connection.ioloop.start()
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.client.close()
 
     def _stop(self) -> None:
         if self.connection.is_open:
@@ -61,12 +62,7 @@ class IoRelay:
         self.pool.submit(self._call, method.delivery_tag, properties, body)
 
     def _call(self, tag: int, properties, body: bytes) -> None:  # on a pool thread
-        try:
-            response = self.client.post(self.endpoint, content=body, headers={
-                "Content-Type": "application/json", "Idempotency-Key": properties.message_id or ""})
-            answer = response.content if response.status_code == 201 else None
-        except httpx.HTTPError:
-            answer = None
+        answer = self.post(body, {"Content-Type": "application/json", "Idempotency-Key": properties.message_id or ""})
         self.connection.ioloop.add_callback_threadsafe(functools.partial(self._publish, tag, properties, answer))
 
     def _publish(self, tag: int, properties, answer: bytes | None) -> None:  # on the I/O thread
@@ -99,6 +95,33 @@ class IoRelay:
                 self.channel.basic_ack(tag)
 
 
+def _httpx_post(endpoint: str, threads: int, keepalive: int):
+    client = httpx.Client(timeout=10.0, limits=httpx.Limits(max_connections=max(threads, 100),
+                                                            max_keepalive_connections=keepalive))
+
+    def post(body: bytes, headers: dict) -> bytes | None:
+        try:
+            response = client.post(endpoint, content=body, headers=headers)
+        except httpx.HTTPError:
+            return None
+        return response.content if response.status_code == 201 else None
+    return post
+
+
+def _urllib3_post(endpoint: str, threads: int):
+    url = urlsplit(endpoint)
+    pool = urllib3.HTTPConnectionPool(url.hostname, url.port, maxsize=threads, block=True, timeout=10.0,
+                                      retries=False)
+
+    def post(body: bytes, headers: dict) -> bytes | None:
+        try:
+            response = pool.urlopen("POST", url.path, body=body, headers=headers, redirect=False)
+        except urllib3.exceptions.HTTPError:
+            return None
+        return response.data if response.status == 201 else None
+    return post
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
@@ -109,9 +132,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=64)
     parser.add_argument("--prefetch", type=int, default=64)
     parser.add_argument("--keepalive", type=int, default=64)
+    parser.add_argument("--client", choices=("httpx", "urllib3"), default="httpx")
     args = parser.parse_args()
     IoRelay(args.url, args.queue, args.exchange, args.routing_key, args.endpoint, args.threads,
-            args.prefetch, args.keepalive).run()
+            args.prefetch, args.keepalive, args.client).run()
 
 
 if __name__ == "__main__":

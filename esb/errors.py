@@ -11,7 +11,7 @@
             └── BusinessError     a business rule does not hold (e.g. a statement does not reconcile)
 
 Adapters translate library exceptions into this tree at the edge; nothing above them sees
-an httpx, zeep or paramiko exception.
+a urllib3, zeep or paramiko exception.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from esb.adapters import rest
 from esb.adapters.base import open_adapter
 from esb.adapters.rest import RestAdapter
 from esb.adapters.spec import AdapterSpec
@@ -290,6 +291,30 @@ def test_more_than_three_redirects_are_refused(make_adapter, http_stub):
     assert len(http_stub.requests) == 4
 
 
+def test_a_redirect_to_an_unreadable_location_is_refused(make_adapter, http_stub):
+    http_stub.enqueue("/vouchers", 307, b"", {"Location": "http://127.0.0.1:notaport/vouchers"})
+    with pytest.raises(PermanentError, match="invalid location"):
+        call(make_adapter(), "create_voucher")
+
+
+def test_a_redirect_path_with_unsafe_characters_is_sent_percent_encoded(make_adapter, http_stub):
+    http_stub.enqueue("/vouchers", 303, b"", {"Location": "/vouchers/V 9?x=a b"})
+    http_stub.enqueue("/vouchers/V%209", 200, {"voucher_no": "V-9"})
+    assert call(make_adapter(), "create_voucher").body == {"voucher_no": "V-9"}
+    assert http_stub.requests[1].target == "/vouchers/V%209?x=a%20b"
+
+
+# -- limits ------------------------------------------------------------------------------------
+def test_a_response_over_the_size_limit_is_permanent_and_the_next_call_works(make_adapter, http_stub, monkeypatch):
+    monkeypatch.setattr(rest, "MAX_RESPONSE_BYTES", 64 * 1024)
+    http_stub.enqueue("/vouchers", 200, b"x" * (256 * 1024), {"Content-Type": "application/octet-stream"})
+    http_stub.enqueue("/vouchers", 201, {"voucher_no": "V-2"})
+    adapter = make_adapter()
+    with pytest.raises(PermanentError, match="larger than"):
+        call(adapter, "create_voucher")
+    assert call(adapter, "create_voucher").body == {"voucher_no": "V-2"}
+
+
 # -- secrets -----------------------------------------------------------------------------------
 SECRET_SETTINGS = {
     "bearer": {"auth": {"bearer": {"token": TOKEN}}},
@@ -367,6 +392,16 @@ def test_tls_is_verified_and_ca_file_trusts_a_private_ca(make_adapter, tmp_path)
             call(make_adapter(base_url=server.url), "create_voucher")
         trusted = make_adapter(root=tmp_path, base_url=server.url, ca_file=cert.name)
         assert call(trusted, "create_voucher").body == {"voucher_no": "V-1"}
+
+
+def test_verify_tls_false_accepts_an_untrusted_certificate_without_a_warning_per_call(make_adapter, tmp_path):
+    cert, key = _self_signed_certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with StubHttpServer(ssl_context=context) as server:
+        server.route("/vouchers", lambda request: StubResponse(201, {"voucher_no": "V-1"}))
+        adapter = make_adapter(base_url=server.url, verify_tls=False)
+        assert call(adapter, "create_voucher").body == {"voucher_no": "V-1"}  # warnings are errors here
 
 
 def test_a_missing_ca_file_is_a_config_error(make_adapter, tmp_path):
