@@ -35,7 +35,8 @@ class Message:
         object.__setattr__(self, "headers", _frozen_headers(self.headers))
 
     def with_body(self, body: Any, content_type: str | None = None) -> Message:
-        return dataclasses.replace(self, body=body, content_type=content_type or self.content_type)
+        # not dataclasses.replace: every step calls this, and replace looks the fields up each time
+        return Message(body, content_type or self.content_type, self.headers, self.message_id)
 
     def with_headers(self, **changes: Any) -> Message:
         return dataclasses.replace(self, headers={**self.headers, **changes})

@@ -27,7 +27,6 @@ the pollers of an inbound on one machine only.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
@@ -191,7 +190,7 @@ class SftpPoller:
                             headers, sha256)
         try:
             self._broker.publish(self.exchange, self.routing_key, outgoing).result(CONFIRM_TIMEOUT)
-        except concurrent.futures.TimeoutError:
+        except TimeoutError:
             raise NotConfirmed(f"{file.path}: no confirm from the broker within {CONFIRM_TIMEOUT:g}s") from None
         except Unroutable:
             raise Unroutable(f"{file.path}: nothing is bound to exchange '{self.exchange}' for key "

@@ -97,10 +97,13 @@ def wire_headers(headers: Mapping[str, Any]) -> dict:
     return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in headers.items()}
 
 
+_FIRST_ATTEMPT = RetryState()  # frozen: one instance serves every message that is not a retry
+
+
 def read_state(delivery: Delivery) -> RetryState:
     h = delivery.headers or {}
     if names.ATTEMPT not in h:
-        return RetryState()
+        return _FIRST_ATTEMPT
     original_headers = h.get(names.ORIGINAL_HEADERS)
     return RetryState(
         attempt=int(h[names.ATTEMPT]), resume_step=int(h.get(names.RESUME_STEP, 0)),

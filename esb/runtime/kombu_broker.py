@@ -16,12 +16,11 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 
 import kombu
 import structlog
 
-from esb.runtime.broker import Delivery, OnDelivery, Outgoing, QueueSpec, Topology, Unroutable
+from esb.runtime.broker import Confirmation, Delivery, OnDelivery, Outgoing, QueueSpec, Topology, Unroutable
 
 log = structlog.get_logger("esb.broker")
 POLL = 0.005
@@ -68,8 +67,8 @@ class KombuBroker:
                 time.sleep(POLL)
         self._drain_commands()
 
-    def _submit(self, command: Callable[[], None]) -> Future:
-        future: Future = Future()
+    def _submit(self, command: Callable[[], None]) -> Confirmation:
+        future = Confirmation()
 
         def run():
             try:
@@ -101,7 +100,7 @@ class KombuBroker:
 
     # -- publish ---------------------------------------------------------------------------
 
-    def publish(self, exchange: str, routing_key: str, message: Outgoing) -> Future:
+    def publish(self, exchange: str, routing_key: str, message: Outgoing) -> Confirmation:
         return self._submit(lambda: self._publish(exchange, routing_key, message))
 
     def _publish(self, exchange: str, routing_key: str, message: Outgoing) -> None:

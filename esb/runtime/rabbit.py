@@ -1,8 +1,8 @@
 """RabbitBroker: pika's asynchronous connection on its own I/O thread, pipelined confirms.
 
 Worker threads never touch pika objects: they queue commands that the I/O thread runs.
-Every publish gets a Future that completes when the broker acks it (pipelined: many are
-in flight at once); a mandatory publish the broker returns fails its Future as Unroutable.
+Every publish gets a Confirmation that completes when the broker acks it (pipelined: many are
+in flight at once); a mandatory publish the broker returns fails it as Unroutable.
 When the connection drops, pending confirms fail (their sources stay unacked and come back),
 acks of deliveries from the old connection are dropped, and the broker reconnects and
 re-subscribes. Declarations and one-off reads use a short-lived blocking connection.
@@ -14,7 +14,6 @@ import collections
 import itertools
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 
 import pika
 import pika.exceptions
@@ -22,7 +21,16 @@ import structlog
 from pika.adapters.select_connection import IOLoop
 
 from esb.errors import TransientError
-from esb.runtime.broker import Delivery, NotConfirmed, OnDelivery, Outgoing, QueueSpec, Topology, Unroutable
+from esb.runtime.broker import (
+    Confirmation,
+    Delivery,
+    NotConfirmed,
+    OnDelivery,
+    Outgoing,
+    QueueSpec,
+    Topology,
+    Unroutable,
+)
 
 log = structlog.get_logger("esb.broker")
 RECONNECT_DELAY = 1.0
@@ -46,7 +54,7 @@ class RabbitBroker:
         self._generation = 0
         self._consumers: dict[str, tuple[int, OnDelivery]] = {}
         self._consumer_channels: dict[str, pika.channel.Channel] = {}
-        self._pending: dict[int, tuple[Future, str]] = {}   # publish seq -> (future, message id)
+        self._pending: dict[int, tuple[Confirmation, str]] = {}   # publish seq -> (confirmation, message id)
         self._returned: set[int] = set()
         self._seq = itertools.count(1)
         self._last_error = ""
@@ -97,8 +105,8 @@ class RabbitBroker:
         while commands:
             commands.popleft()()
 
-    def publish(self, exchange: str, routing_key: str, message: Outgoing) -> Future:
-        future: Future = Future()
+    def publish(self, exchange: str, routing_key: str, message: Outgoing) -> Confirmation:
+        future = Confirmation()
         properties = pika.BasicProperties(delivery_mode=2, content_type=message.content_type,
                                           headers=dict(message.headers), message_id=message.message_id)
         self._submit(lambda: self._publish(exchange, routing_key, message, properties, future))
@@ -175,7 +183,7 @@ class RabbitBroker:
             log.warning("broker_channel_closed", reason=str(reason))
             self._connection.channel(on_open_callback=self._on_publisher_open)
 
-    def _publish(self, exchange, routing_key, message: Outgoing, properties, future: Future) -> None:
+    def _publish(self, exchange, routing_key, message: Outgoing, properties, future: Confirmation) -> None:
         channel = self._publisher
         if channel is None or not channel.is_open:
             future.set_exception(NotConfirmed("not connected to RabbitMQ"))

@@ -24,7 +24,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, wait
 from typing import Any
 
 import structlog
@@ -35,7 +34,7 @@ from esb.message import Message
 from esb.pipeline import StepFailed, run_steps
 from esb.routes.model import Route
 from esb.runtime import names
-from esb.runtime.broker import Broker, Delivery
+from esb.runtime.broker import Broker, Confirmation, Delivery, wait_all
 from esb.runtime.envelope import (
     RetryState,
     decode_body,
@@ -90,7 +89,7 @@ class RuntimeIO:
     def call(self, step: Step, adapter: str, operation: str, message: Message) -> Message:
         impl = self.runner.adapters(adapter)
         key = f"{message.message_id}:{step.label}"
-        return self.runner.retrying()(impl.call, operation, message, idempotency_key=key)
+        return self.runner.retrying(impl.call, operation, message, idempotency_key=key)
 
     def publish(self, step: Step, exchange: str, routing_key: str, message: Message) -> None:
         future = self.runner.broker.publish(exchange, routing_key, to_outgoing(message))
@@ -118,6 +117,12 @@ class RouteRunner:
         # or `function` steps keep their threads.
         self.inline = self.store is None and not any(step.blocking for step in route.walk())
         self.tiers = retry_delays_ms(route)
+        # Quick in-process retries of a transient failure, bounded; longer waits go to a tier.
+        # Built once: it is thread-safe, and building one per call cost more than the call's own
+        # bookkeeping on the I/O route.
+        self.retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(route.retry.in_process + 1) | tenacity.stop_any(_long_retry_after),
+            wait=_wait, retry=tenacity.retry_if_exception_type(TransientError), reraise=True)
         self.key_expression = compile_expression(route.idempotency.key) \
             if route.idempotency and route.idempotency.key else None
         self.log = log.bind(route=route.name)
@@ -185,7 +190,8 @@ class RouteRunner:
     def _settled(self) -> None:
         with self._idle:
             self._inflight -= 1
-            self._idle.notify_all()
+            if not self._inflight:  # only drain() waits, and only for zero
+                self._idle.notify_all()
 
     # -- one delivery ---------------------------------------------------------------------
 
@@ -193,27 +199,26 @@ class RouteRunner:
         """Process one delivery. `inline` (on the broker's thread) must never block: failures,
         which wait for confirms of retry state or dead letters, move to a thread of their own."""
         attempt = Attempt(delivery, read_state(delivery), f"{self.owner}:{next(self._attempt_ids)}")
-        mlog = self.log.bind(message_id=delivery.message_id, attempt=attempt.state.attempt)
         try:
             message = to_message(delivery, self.route.source.format)
             attempt.key = attempt.state.key or self._key(message)
         except ProcessingError as exc:
             return self._then(inline, delivery, lambda exc=exc: self._dead_letter(
-                attempt, exc, "receive", attempt.state.resume_step, None, mlog))
+                attempt, exc, "receive", attempt.state.resume_step, None, self._log(attempt)))
         start, message = attempt.state.resume_step, message
         attempt.compensations = list(attempt.state.compensations)
         if self.store is not None and not self.claims:
             record = self.store.get(self.route.name, attempt.key)
             if record is not None and record.state == "done":
                 self.broker.ack(delivery)
-                return mlog.info("duplicate_skipped", key=attempt.key)
+                return self._log(attempt).info("duplicate_skipped", key=attempt.key)
         elif self.store is not None:
             claim = self.store.claim(self.route.name, attempt.key, attempt.owner, self.lease_seconds)
             if claim.status == "done":
                 self.broker.ack(delivery)
-                return mlog.info("duplicate_skipped", key=attempt.key)
+                return self._log(attempt).info("duplicate_skipped", key=attempt.key)
             if claim.status == "busy":
-                return self._delay(attempt, message, start, attempt.state.attempt, mlog, reason="busy")
+                return self._delay(attempt, message, start, attempt.state.attempt, self._log(attempt), reason="busy")
             if claim.progress and claim.progress[-1].index >= start:
                 start, message = self._resume_point(claim.progress, message, attempt)
         io = RuntimeIO(self, attempt)
@@ -223,15 +228,19 @@ class RouteRunner:
                 return self._ack_when_confirmed(attempt)
             self._confirm(attempt.futures)
         except StepFailed as failed:
-            return self._then(inline, delivery, lambda failed=failed: self._failed(attempt, failed, mlog))
+            return self._then(inline, delivery, lambda failed=failed: self._failed(attempt, failed, self._log(attempt)))
         except PermanentError as exc:  # the broker returned an output: nothing is bound for it
-            return self._dead_letter(attempt, exc, exc.step, start, None, mlog)
+            return self._dead_letter(attempt, exc, exc.step, start, None, self._log(attempt))
         except TransientError as exc:  # an output was not confirmed: give the message back
             raise RuntimeError(f"an output was not confirmed: {exc}") from exc
         if self.store is not None:
             self.store.finish(self.route.name, attempt.key, attempt.owner, {"dropped": result is None})
         self.broker.ack(delivery)
-        mlog.info("message_acked", outputs=len(attempt.futures), filtered=result is None)
+        self._log(attempt).info("message_acked", outputs=len(attempt.futures), filtered=result is None)
+
+    def _log(self, attempt: Attempt):
+        """The log of one delivery: bound only when there is something to say (not per message)."""
+        return self.log.bind(message_id=attempt.delivery.message_id, attempt=attempt.state.attempt)
 
     def _then(self, inline: bool, delivery: Delivery, work: Callable[[], None]) -> object:
         """Do `work` now, or (inline) on a thread of its own that settles the delivery after it."""
@@ -259,7 +268,7 @@ class RouteRunner:
         remaining = [len(attempt.futures)]
         lock = threading.Lock()
 
-        def confirmed(_future: Future) -> None:
+        def confirmed(_future: Confirmation) -> None:
             with lock:
                 remaining[0] -= 1
                 if remaining[0]:
@@ -335,10 +344,9 @@ class RouteRunner:
                                    StepRecord(index, step.label, state, new[-1] if new else None))
         return record
 
-    def _confirm(self, futures: list[tuple[str, Future]]) -> None:
+    def _confirm(self, futures: list[tuple[str, Confirmation]]) -> None:
         """Wait until the broker confirmed every output; raise the first refusal, naming its step."""
-        _, pending = wait([f for _, f in futures], timeout=CONFIRM_TIMEOUT)
-        if pending:
+        if not wait_all((f for _, f in futures), CONFIRM_TIMEOUT):
             raise TransientError("the broker did not confirm an output in time")
         for label, future in futures:
             error = future.exception()
@@ -422,19 +430,13 @@ class RouteRunner:
             message = Message(decode_body(record["body"].encode("utf-8"), record["content_type"]),
                               record["content_type"], {}, record["message_id"])
             try:
-                self.retrying()(self.adapters(record["adapter"]).call, record["operation"], message,
+                self.retrying(self.adapters(record["adapter"]).call, record["operation"], message,
                                 idempotency_key=f"{record['message_id']}:{record['step']}:compensate")
                 mlog.info("compensated", compensated_step=record["step"])
             except Exception as exc:  # noqa: BLE001 - report every failed compensation, keep going
                 failures.append(f"{record['step']}: {_redact(str(exc))}")
                 mlog.error("compensation_failed", compensated_step=record["step"], error=_redact(str(exc)))
         return "failed: " + "; ".join(failures) if failures else "ok"
-
-    def retrying(self) -> tenacity.Retrying:
-        """Quick in-process retries of a transient failure, bounded; longer waits go to a tier."""
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.route.retry.in_process + 1) | tenacity.stop_any(_long_retry_after),
-            wait=_wait, retry=tenacity.retry_if_exception_type(TransientError), reraise=True)
 
 
 _PENDING = object()  # handle() returns it when the message is settled later, on confirms

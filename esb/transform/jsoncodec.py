@@ -23,8 +23,7 @@ def loads(data: bytes | str) -> Any:
     """Parse JSON; non-integers become Decimal, integers int. Refuses what JSON does not allow."""
     text = _decode(data)
     try:
-        value = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant,
-                           object_pairs_hook=_unique_keys)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise TransformError(f"JSON syntax error at line {exc.lineno}, column {exc.colno}: "
                              f"{exc.msg}") from None
@@ -32,7 +31,9 @@ def loads(data: bytes | str) -> Any:
         raise TransformError("JSON refused: the document nests too deeply to parse") from None
     except ValueError as exc:  # CPython's limit on the digits of an int (4300 by default)
         raise TransformError(f"JSON refused: a number is too long ({exc})") from None
-    if _SURROGATE_HINT.search(text):
+    # Strict UTF-8 bytes cannot hold a surrogate, so bytes need the regex only when they hold a
+    # \u escape: the `in` test is ~10x cheaper than the regex on a 1 KB message.
+    if ("\\u" in text or isinstance(data, str)) and _SURROGATE_HINT.search(text):
         _refuse_lone_surrogates(value)
     return value
 
@@ -171,6 +172,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
         raise TransformError(f"JSON refused: the key {duplicate!r} appears twice in one object")
     return obj
+
+
+# Built once, like json.loads's own default decoder (json.loads with arguments builds one per
+# call); a decoder keeps no state between documents, so threads share it.
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
 
 
 def _refuse_lone_surrogates(value: Any) -> None:
