@@ -136,13 +136,14 @@ def _io(args, results: dict, rows: list) -> None:
              f"(best of {args.repeat})")
     endpoint = iobench.Endpoint(0.02)
     try:
-        runs = {"baseline": [], "baseline_urllib3": [], "esb": [], "esb_nostore": []}
+        runs = {"baseline": [], "baseline_urllib3": [], "esb": [], "esb_nostore": [], "esb2": []}
         for _ in range(args.repeat):
             runs["baseline"].append(_attempt(iobench.baseline_io, args.url, endpoint, args.io_n))
             runs["baseline_urllib3"].append(_attempt(iobench.baseline_io, args.url, endpoint, args.io_n,
                                                      client="urllib3"))
             runs["esb"].append(_attempt(iobench.esb_io, args.url, endpoint, args.io_n))
             runs["esb_nostore"].append(_attempt(iobench.esb_io, args.url, endpoint, args.io_n, store=False))
+            runs["esb2"].append(_attempt(iobench.esb_io, args.url, endpoint, args.io_n, workers=2))
         if args.profile and profiling.available():
             _section("profile: py-spy on the esb I/O route (not a measured run)")
             path = str(common.VAR / "bench-profile-io.txt")
@@ -158,6 +159,8 @@ def _io(args, results: dict, rows: list) -> None:
     # esb's REST adapter uses urllib3: against a baseline on the same client, the ratio is esb's own cost
     rows.append(_throughput_row("  esb vs a baseline on urllib3 too (info)", esb, _best(runs["baseline_urllib3"]),
                                 None))
+    rows.append(_throughput_row("  esb 2 workers x 32 vs that baseline (info)", _best(runs["esb2"]),
+                                _best(runs["baseline_urllib3"]), None))
     share = 1 - esb.rate / bare.rate  # of the real route's time per message
     results["store_share_of_time"] = round(share, 3)
     print(f"  the SQLite idempotency store costs {share:.0%} of the esb route's time "

@@ -59,9 +59,10 @@ class Endpoint:
         self.proc.stop(10)
 
 
-def _prepare(admin: common.Admin, url: str, endpoint: Endpoint, count: int, tag: str):
+def _prepare(admin: common.Admin, url: str, endpoint: Endpoint, count: int, tag: str,
+             concurrency: int = CONCURRENCY):
     name = f"bench-{tag}-{common.uid()}"
-    root = common.write_project({"routes/io.yaml": ROUTE.format(name=name, concurrency=CONCURRENCY),
+    root = common.write_project({"routes/io.yaml": ROUTE.format(name=name, concurrency=concurrency),
                                  "adapters/ledger.yaml": ADAPTER.format(url=endpoint.url),
                                  "config/esb.yaml": common.config_yaml(url)}, tag)
     common.create_store(root)
@@ -96,20 +97,25 @@ def _measure(admin, endpoint: Endpoint, proc: common.Proc, name: str, sink: str,
     return seconds, details
 
 
-def esb_io(url: str, endpoint: Endpoint, count: int, store: bool = True, profile: str | None = None) -> Run:
-    """store=True: the real `esb run`; False: the same worker (bench/esbworker.py) with store=None."""
+def esb_io(url: str, endpoint: Endpoint, count: int, store: bool = True, profile: str | None = None,
+           workers: int = 1) -> Run:
+    """store=True: the real `esb run --workers N`, each worker at concurrency 64/N (so 64 calls are in
+    flight, as in the baseline); False: one worker (bench/esbworker.py) with store=None."""
     admin = common.Admin(url)
+    concurrency = CONCURRENCY // workers
     try:
-        root, name, sink, preload = _prepare(admin, url, endpoint, count, "bio")
+        root, name, sink, preload = _prepare(admin, url, endpoint, count, "bio", concurrency)
         if store:
-            proc = common.esb_run(root, url, 1, "esb-io")
+            proc = common.esb_run(root, url, workers, f"esb-io-w{workers}")
         else:
             proc = common.Proc("esb-io-nostore", [common.PYTHON, "-m", "bench.esbworker", "--root", str(root),
                                                   "--broker", url, "--no-store"])
         seconds, details = _measure(admin, endpoint, proc, name, sink, count, profile)
-        details.update(concurrency=CONCURRENCY, prefetch=CONCURRENCY, store="sqlite" if store else "none",
+        details.update(concurrency=concurrency, prefetch=concurrency, processes=workers,
+                       store="sqlite" if store else "none",
                        log_lines=proc.log_lines(), log=str(proc.log_path.relative_to(common.ROOT)))
-        return Run("esb 1 worker" + ("" if store else " (store=None)"), count, seconds, preload, details)
+        what = f"esb {workers} worker{'s' if workers > 1 else ''}" + ("" if store else " (store=None)")
+        return Run(what, count, seconds, preload, details)
     finally:
         admin.cleanup()
         admin.close()
