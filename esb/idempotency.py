@@ -80,6 +80,7 @@ class IdempotencyStore(Protocol):
     def record_step(self, route: str, key: str, owner: str, record: StepRecord) -> None: ...
     def release(self, route: str, key: str, owner: str) -> None: ...
     def finish(self, route: str, key: str, owner: str, outcome: dict) -> None: ...
+    def finish_many(self, route: str, finished: list[tuple[str, str, dict]]) -> list[LeaseLost | None]: ...
     def mark_dead(self, route: str, key: str, owner: str) -> None: ...
     def get(self, route: str, key: str) -> Record | None: ...
     def close(self) -> None: ...
@@ -199,6 +200,15 @@ ON CONFLICT (route, key) DO UPDATE SET state = 'done', lease_until = 0, progress
 WHERE state = 'in_progress' AND owner = excluded.owner
 """
 
+_ROWS_PER_STATEMENT = 100  # 5 parameters a row; old SQLite builds allow 999 per statement
+
+
+def _finish_rows(count: int) -> str:
+    """_FINISH for `count` rows in one statement: one commit, one wait for the GIL, for all."""
+    head, _, tail = _FINISH.partition("VALUES (?, ?, 'done', ?, 0, 0, '', ?, ?)")
+    return head + "VALUES " + ", ".join(["(?, ?, 'done', ?, 0, 0, '', ?, ?)"] * count) + tail
+
+
 _MARK_DEAD = """
 UPDATE idempotency SET state = 'dead', lease_until = 0, progress = '', updated_at = ?
 WHERE route = ? AND key = ? AND state = 'in_progress' AND owner = ?
@@ -264,6 +274,20 @@ class SqliteStore:
         if not self._write(_FINISH, (route, key, owner, jsoncodec.dumps(outcome), time.time())):
             self._unless_already(DONE, route, key, owner, "finish")
 
+    def finish_many(self, route: str, finished: list[tuple[str, str, dict]]) -> list[LeaseLost | None]:
+        """`finish` for (key, owner, outcome) each, in one statement per 100: a group commit.
+        Returns, for each, None or the LeaseLost that `finish` would have raised."""
+        now = time.time()
+        rows = [(route, key, owner, jsoncodec.dumps(outcome), now) for key, owner, outcome in finished]
+        changed = 0
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start:start + _ROWS_PER_STATEMENT]
+            with self._db() as db:
+                changed += db.execute(_finish_rows(len(chunk)), [v for row in chunk for v in row]).rowcount
+        if changed == len(rows):
+            return [None] * len(rows)
+        return [self._finish_error(route, key, owner) for key, owner, _ in finished]  # rare: look at each
+
     def mark_dead(self, route: str, key: str, owner: str) -> None:
         if not self._write(_MARK_DEAD, (time.time(), route, key, owner)):
             self._unless_already(DEAD, route, key, owner, "mark it dead")
@@ -283,6 +307,13 @@ class SqliteStore:
         for pid, conn in opened:
             if pid == os.getpid():  # a connection inherited over fork belongs to the parent
                 conn.close()
+
+    def _finish_error(self, route: str, key: str, owner: str) -> LeaseLost | None:
+        try:
+            self._unless_already(DONE, route, key, owner, "finish")
+        except LeaseLost as lost:
+            return lost
+        return None
 
     def _unless_already(self, state: str, route: str, key: str, owner: str, action: str) -> None:
         """A repeat of the same finish or mark_dead, or a dead-letter of an absent key, is fine."""
@@ -463,6 +494,17 @@ class RedisStore:
     def finish(self, route: str, key: str, owner: str, outcome: dict) -> None:
         if not self._call(self._settle, route, key, [owner, DONE, jsoncodec.dumps(outcome), self._ttl_ms]):
             raise self._lease_lost(route, key, owner, "finish")
+
+    def finish_many(self, route: str, finished: list[tuple[str, str, dict]]) -> list[LeaseLost | None]:
+        """`finish` for each (key, owner, outcome), in one round trip (a pipeline)."""
+        with self._translated():
+            pipe = self._redis.pipeline(transaction=False)
+            for key, owner, outcome in finished:
+                self._settle(keys=[self.key(route, key)], args=[owner, DONE, jsoncodec.dumps(outcome), self._ttl_ms],
+                             client=pipe)
+            results = pipe.execute()
+        return [None if ok else self._lease_lost(route, key, owner, "finish")
+                for (key, owner, _), ok in zip(finished, results, strict=True)]
 
     def mark_dead(self, route: str, key: str, owner: str) -> None:
         if not self._call(self._settle, route, key, [owner, DEAD, "", self._ttl_ms]):

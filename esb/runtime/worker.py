@@ -11,8 +11,9 @@ on the idempotency store runs on `concurrency` threads of its own, never on the 
 thread, so a slow endpoint cannot stall acks and confirms. A route that cannot block runs on
 the broker's thread (handing each message to a thread and back cost more than the work; see
 RouteRunner.inline), and only its failures, which wait for confirms, move to a thread. Nobody
-waits for the confirms of a route without a store: the last confirm acks the message, so
-confirms are pipelined across messages.
+waits for the confirms of a message's outputs: the last confirm acks it (with a store, hands it
+to the route's Finisher, which records it done together with others, then acks), so confirms
+are pipelined across messages.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from esb.runtime.envelope import (
     user_headers,
     wire_headers,
 )
+from esb.runtime.finisher import Finisher
 from esb.runtime.topology import retry_delays_ms
 from esb.steps.base import Step
 from esb.transform.expressions import compile_expression
@@ -132,10 +134,13 @@ class RouteRunner:
         self._inflight = 0
         self._attempt_ids = itertools.count(1)
         self._idle = threading.Condition()
+        self._finisher = Finisher(route.name, self.store, broker, self._settled) if self.store is not None else None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._finisher is not None:
+            self._finisher.start()
         for thread in self._threads:
             thread.start()
         self.broker.consume(self.route.source.queue, self.route.concurrency, self._on_delivery)
@@ -150,6 +155,8 @@ class RouteRunner:
             self._work.put(None)
         for thread in self._threads:
             thread.join(timeout)
+        if self._finisher is not None:
+            self._finisher.stop(timeout)
 
     def idle(self) -> bool:
         """Nothing waiting in the route's queue and nothing in flight (retry tiers not counted)."""
@@ -224,19 +231,17 @@ class RouteRunner:
         io = RuntimeIO(self, attempt)
         try:
             result = run_steps(self.route.steps, message, io, start, self._recorder(attempt, io))
-            if self.store is None and attempt.futures:
-                return self._ack_when_confirmed(attempt)
-            self._confirm(attempt.futures)
         except StepFailed as failed:
             return self._then(inline, delivery, lambda failed=failed: self._failed(attempt, failed, self._log(attempt)))
-        except PermanentError as exc:  # the broker returned an output: nothing is bound for it
+        except PermanentError as exc:  # the broker returned an output a step recorded: nothing is bound for it
             return self._dead_letter(attempt, exc, exc.step, start, None, self._log(attempt))
-        except TransientError as exc:  # an output was not confirmed: give the message back
+        except TransientError as exc:  # an output a step recorded was not confirmed: give the message back
             raise RuntimeError(f"an output was not confirmed: {exc}") from exc
-        if self.store is not None:
-            self.store.finish(self.route.name, attempt.key, attempt.owner, {"dropped": result is None})
-        self.broker.ack(delivery)
-        self._log(attempt).info("message_acked", outputs=len(attempt.futures), filtered=result is None)
+        if self._finisher is not None:  # `done` is written (with others) once the outputs are confirmed
+            outcome = {"dropped": result is None}
+            return self._when_confirmed(attempt, start, lambda: self._finisher.finish(
+                delivery, attempt.key, attempt.owner, outcome))
+        return self._when_confirmed(attempt, start, lambda: self._acked(attempt, filtered=result is None))
 
     def _log(self, attempt: Attempt):
         """The log of one delivery: bound only when there is something to say (not per message)."""
@@ -262,9 +267,13 @@ class RouteRunner:
         time.sleep(1.0)
         self.broker.reject(delivery, requeue=True)
 
-    def _ack_when_confirmed(self, attempt: Attempt) -> object:
-        """Ack once the broker confirmed every output. The last confirm acks on the broker's thread;
-        a refused output sends the message back to a route thread to be dead-lettered or retried."""
+    def _when_confirmed(self, attempt: Attempt, start: int, settle: Callable[[], None]) -> object:
+        """`settle` the message once the broker confirmed every output: nobody waits, so confirms
+        are pipelined across messages. The last confirm calls it on the broker's thread (so it must
+        not block); a refused output sends the message to a thread of its own to be dead-lettered."""
+        if not attempt.futures:
+            settle()
+            return _PENDING
         remaining = [len(attempt.futures)]
         lock = threading.Lock()
 
@@ -274,26 +283,30 @@ class RouteRunner:
                 if remaining[0]:
                     return
             if any(f.exception() is not None for _, f in attempt.futures):
-                self._work_on(lambda: self._after_refusal(attempt))
+                self._work_on(lambda: self._after_refusal(attempt, start))
                 return
-            self.broker.ack(attempt.delivery)
-            self._settled()
-            self.log.info("message_acked", message_id=attempt.delivery.message_id, outputs=len(attempt.futures))
+            settle()
         for _, future in attempt.futures:
             future.add_done_callback(confirmed)
         return _PENDING
+
+    def _acked(self, attempt: Attempt, filtered: bool) -> None:
+        self.broker.ack(attempt.delivery)
+        self._settled()
+        self.log.info("message_acked", message_id=attempt.delivery.message_id, outputs=len(attempt.futures),
+                      filtered=filtered)
 
     def _work_on(self, task: Callable[[], None]) -> None:
         """Run `task` (which may block) off the broker's thread; it settles the message itself."""
         threading.Thread(target=task, name=f"esb-{self.route.name}-settle", daemon=True).start()
 
-    def _after_refusal(self, attempt: Attempt) -> None:
+    def _after_refusal(self, attempt: Attempt, start: int) -> None:
         mlog = self.log.bind(message_id=attempt.delivery.message_id, attempt=attempt.state.attempt)
         try:
             try:
                 self._confirm(attempt.futures)
             except PermanentError as exc:  # returned: nothing is bound for an output
-                self._dead_letter(attempt, exc, exc.step, attempt.state.resume_step, None, mlog)
+                self._dead_letter(attempt, exc, exc.step, start, None, mlog)
             except TransientError as exc:
                 raise RuntimeError(f"an output was not confirmed: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - never lose the message: give it back after a pause

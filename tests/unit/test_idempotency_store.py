@@ -273,6 +273,35 @@ class TestIdempotencyStore:
         store.mark_dead(route, "C-2", owner)
         assert (store.get(route, "C-1").state, store.get(route, "C-2").state) == (DONE, DEAD)
 
+    def test_finish_many_finishes_every_key_and_keeps_each_outcome(self, store, route):
+        owner = owner_id()
+        keys = [f"C-{i}" for i in range(250)]  # more than one SQLite statement holds
+        for key in keys:
+            store.claim(route, key, owner, 60)
+        finished = [(key, owner, {"voucher_id": f"V-{key}", "total": Decimal("0.10")}) for key in keys]
+        assert store.finish_many(route, finished) == [None] * len(keys)
+        assert {store.get(route, key).state for key in keys} == {DONE}
+        assert store.claim(route, "C-249", owner_id(), 60).outcome == {"voucher_id": "V-C-249",
+                                                                       "total": Decimal("0.10")}
+
+    def test_finish_many_reports_a_lost_lease_for_that_key_only(self, store, route):
+        first, second = owner_id(), owner_id()
+        store.claim(route, "C-1", first, 0.05)
+        store.claim(route, "C-2", first, 60)
+        time.sleep(0.15)
+        store.claim(route, "C-1", second, 60)  # took C-1 over
+        errors = store.finish_many(route, [("C-1", first, {}), ("C-2", first, {}), ("C-3", first, {})])
+        assert [type(e) for e in errors] == [LeaseLost, type(None), type(None)]
+        assert (store.get(route, "C-1").state, store.get(route, "C-1").owner) == (IN_PROGRESS, second)
+        assert (store.get(route, "C-2").state, store.get(route, "C-3").state) == (DONE, DONE)
+
+    def test_finish_many_twice_is_harmless(self, store, route):
+        owner = owner_id()
+        store.claim(route, "C-1", owner, 60)
+        assert store.finish_many(route, [("C-1", owner, {"n": 1})]) == [None]
+        assert store.finish_many(route, [("C-1", owner, {"n": 1})]) == [None]
+        assert store.get(route, "C-1").state == DONE
+
     def test_a_route_without_side_effects_can_finish_without_a_claim(self, store, route):
         store.finish(route, "C-1", owner_id(), {"published": 1})
         assert store.claim(route, "C-1", owner_id(), 60).outcome == {"published": 1}
