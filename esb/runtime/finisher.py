@@ -74,9 +74,9 @@ class Finisher:
                 given_back.append(delivery)
                 continue
             self.broker.ack(delivery)
-            self._settled()
             log.info("message_acked", route=self.route, message_id=delivery.message_id,
                      filtered=outcome.get("dropped", False))
+            self._settled()  # last: drain() may return, and the test or process end, right after
         if given_back:
             time.sleep(GIVE_BACK_PAUSE)
             for delivery in given_back:

@@ -292,9 +292,9 @@ class RouteRunner:
 
     def _acked(self, attempt: Attempt, filtered: bool) -> None:
         self.broker.ack(attempt.delivery)
-        self._settled()
         self.log.info("message_acked", message_id=attempt.delivery.message_id, outputs=len(attempt.futures),
                       filtered=filtered)
+        self._settled()  # last: drain() may return, and the process end, right after
 
     def _work_on(self, task: Callable[[], None]) -> None:
         """Run `task` (which may block) off the broker's thread; it settles the message itself."""
