@@ -191,23 +191,23 @@ UPDATE idempotency SET owner = NULL, lease_until = 0, updated_at = ?
 WHERE route = ? AND key = ? AND state = 'in_progress' AND owner = ?
 """
 
-# An absent record may be finished directly (a route without side effects skips claim).
-_FINISH = """
+_ROWS_PER_STATEMENT = 100  # 5 parameters a row; old SQLite builds allow 999 per statement
+
+
+def _finish_rows(count: int) -> str:
+    """Finish `count` records in one statement (one commit, one wait for the GIL, for all). An
+    absent record may be finished directly: a route without side effects skips claim."""
+    rows = ", ".join(["(?, ?, 'done', ?, 0, 0, '', ?, ?)"] * count)
+    return f"""
 INSERT INTO idempotency (route, key, state, owner, lease_until, lease_seconds, progress, outcome, updated_at)
-VALUES (?, ?, 'done', ?, 0, 0, '', ?, ?)
+VALUES {rows}
 ON CONFLICT (route, key) DO UPDATE SET state = 'done', lease_until = 0, progress = '',
     outcome = excluded.outcome, updated_at = excluded.updated_at
 WHERE state = 'in_progress' AND owner = excluded.owner
 """
 
-_ROWS_PER_STATEMENT = 100  # 5 parameters a row; old SQLite builds allow 999 per statement
 
-
-def _finish_rows(count: int) -> str:
-    """_FINISH for `count` rows in one statement: one commit, one wait for the GIL, for all."""
-    head, _, tail = _FINISH.partition("VALUES (?, ?, 'done', ?, 0, 0, '', ?, ?)")
-    return head + "VALUES " + ", ".join(["(?, ?, 'done', ?, 0, 0, '', ?, ?)"] * count) + tail
-
+_FINISH = _finish_rows(1)
 
 _MARK_DEAD = """
 UPDATE idempotency SET state = 'dead', lease_until = 0, progress = '', updated_at = ?
