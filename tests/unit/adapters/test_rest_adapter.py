@@ -382,38 +382,37 @@ def test_an_unknown_adapter_kind_is_a_config_error_naming_the_file():
         open_adapter(spec, Path("."))
 
 
-def test_tls_is_verified_and_ca_file_trusts_a_private_ca(make_adapter, tmp_path):
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[StubHttpServer, Path]]:
+    """An HTTPS stub with a self-signed certificate for IP 127.0.0.1 only; (server, certificate)."""
     cert, key = _self_signed_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     with StubHttpServer(ssl_context=context) as server:
         server.route("/vouchers", lambda request: StubResponse(201, {"voucher_no": "V-1"}))
-        with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED"):
-            call(make_adapter(base_url=server.url), "create_voucher")
-        trusted = make_adapter(root=tmp_path, base_url=server.url, ca_file=cert.name)
-        assert call(trusted, "create_voucher").body == {"voucher_no": "V-1"}
+        yield server, cert
 
 
-def test_a_trusted_certificate_for_another_host_name_is_refused(make_adapter, tmp_path):
-    cert, key = _self_signed_certificate(tmp_path)  # for IP 127.0.0.1 only
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    with StubHttpServer(ssl_context=context) as server:
-        server.route("/vouchers", lambda request: StubResponse(201, {"voucher_no": "V-1"}))
-        adapter = make_adapter(root=tmp_path, base_url=f"https://localhost:{server.port}", ca_file=cert.name)
-        with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED|match"):
-            call(adapter, "create_voucher")
-        assert server.requests == []
+def test_tls_is_verified_and_ca_file_trusts_a_private_ca(make_adapter, tls_server, tmp_path):
+    server, cert = tls_server
+    with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED"):
+        call(make_adapter(base_url=server.url), "create_voucher")
+    trusted = make_adapter(root=tmp_path, base_url=server.url, ca_file=cert.name)
+    assert call(trusted, "create_voucher").body == {"voucher_no": "V-1"}
 
 
-def test_verify_tls_false_accepts_an_untrusted_certificate_without_a_warning_per_call(make_adapter, tmp_path):
-    cert, key = _self_signed_certificate(tmp_path)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    with StubHttpServer(ssl_context=context) as server:
-        server.route("/vouchers", lambda request: StubResponse(201, {"voucher_no": "V-1"}))
-        adapter = make_adapter(base_url=server.url, verify_tls=False)
-        assert call(adapter, "create_voucher").body == {"voucher_no": "V-1"}  # warnings are errors here
+def test_a_trusted_certificate_for_another_host_name_is_refused(make_adapter, tls_server, tmp_path):
+    server, cert = tls_server
+    adapter = make_adapter(root=tmp_path, base_url=f"https://localhost:{server.port}", ca_file=cert.name)
+    with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED|match"):
+        call(adapter, "create_voucher")
+    assert server.requests == []
+
+
+def test_verify_tls_false_accepts_an_untrusted_certificate_without_a_warning_per_call(make_adapter, tls_server):
+    server, _ = tls_server
+    adapter = make_adapter(base_url=server.url, verify_tls=False)
+    assert call(adapter, "create_voucher").body == {"voucher_no": "V-1"}  # warnings are errors here
 
 
 def test_a_missing_ca_file_is_a_config_error(make_adapter, tmp_path):
