@@ -13,8 +13,10 @@ Request
                `idempotency_header`, turned off by `false`), `X-Message-Id`, then auth. The key
                and the id are sent percent-encoded outside printable ASCII and for `%` itself.
     limits     connect timeout 5s, total timeout 10s per call (redirects included), 128 pooled
-               connections, TLS verified (against `ca_file` instead of the default bundle when
-               given), responses up to 64 MiB, cookies never kept between calls.
+               connections, TLS verified (against `ca_file` instead of the system's CAs or
+               SSL_CERT_FILE when given), responses up to 64 MiB, cookies never kept between
+               calls. HTTP_PROXY and friends are not read: the adapter connects to base_url's
+               host itself, as configured.
     redirects  to the same scheme, host and port are followed, 3 at most: 303 becomes a GET
                without a body, 301/302/307/308 re-send the same method and body (re-signed), so a
                POST is never silently turned into a GET. A redirect anywhere else is refused.
