@@ -252,6 +252,13 @@ def test_a_5xx_is_transient_without_retry_after(make_adapter, http_stub):
     assert caught.value.retry_after is None
 
 
+def test_proxy_variables_of_the_environment_are_not_used(make_adapter, http_stub, monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{_free_port()}")
+    call(make_adapter(), "create_voucher")
+    assert [r.path for r in http_stub.requests] == ["/vouchers"]
+
+
 def test_a_refused_connection_is_transient(make_adapter):
     with pytest.raises(TransientError, match="connection failed"):
         call(make_adapter(base_url=f"http://127.0.0.1:{_free_port()}"), "create_voucher")
