@@ -134,6 +134,26 @@ def test_a_later_permanent_failure_compensates_the_voucher_then_dead_letters(bus
     assert cancel.method == "DELETE"
 
 
+def test_an_unroutable_output_after_a_voucher_compensates_it_then_dead_letters(bus, run_routes, ledger, uid):
+    ledger.enqueue("/vouchers", 201, {"voucher_no": "V-8"})
+    ledger.enqueue("/vouchers/V-8", 204)
+    steps = f"""\
+  - label: create-voucher
+    to: {{adapter: ledger, operation: create_voucher, compensate: {{operation: cancel_voucher}}}}
+  - label: tell-erp
+    publish: {{exchange: nowhere-{uid}, routing_key: lost}}
+"""
+    run_routes({"adapters/ledger.yaml": LEDGER_ADAPTER.format(url=ledger.url),
+                "routes/r.yaml": relay_route(uid, steps)})
+    bus.listen(dlq(uid))
+    bus.send(f"in-{uid}", "x", b'{"claim_id": "C-8"}')
+    [letter] = bus.wait_for(dlq(uid), 1)
+    assert (letter.headers["x-esb-failed-step"], letter.headers["x-esb-compensation"]) == ("tell-erp", "ok")
+    assert "no queue is bound" in letter.headers["x-esb-reason"]
+    assert [r.method for r in ledger.requests_to("/vouchers")] == ["POST"]
+    assert [r.method for r in ledger.requests_to("/vouchers/V-8")] == ["DELETE"]
+
+
 def test_a_duplicate_publish_posts_once_and_both_copies_are_acked(bus, run_routes, ledger, uid):
     ledger.route("/vouchers", lambda request: __import__("esb.devservers").devservers.StubResponse(
         201, {"voucher_no": "V-D"}))
