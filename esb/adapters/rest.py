@@ -213,8 +213,8 @@ class RestAdapter:
         if self._idempotency_header:
             headers[self._idempotency_header] = quote(idempotency_key, safe=_HEADER_SAFE)
         headers["X-Message-Id"] = quote(message.message_id, safe=_HEADER_SAFE)
-        query = urlencode(params)  # form encoding, as before: a space is "+"
-        return _Request(op.method, self._prefix + path + (f"?{query}" if query else ""), headers, content)
+        # form encoding, as before: a space is "+"
+        return _Request(op.method, _target(self._prefix + path, urlencode(params)), headers, content)
 
     def _exchange(self, request: _Request, deadline: float) -> _Reply:
         remaining = deadline - time.monotonic()
@@ -226,11 +226,11 @@ class RestAdapter:
                                           headers=request.headers, redirect=False, assert_same_host=False,
                                           preload_content=False, timeout=timeout, pool_timeout=remaining)
         except (urllib3.exceptions.HTTPError, ValueError) as exc:
-            raise self._transport_failure(exc) from None
+            raise _transport_failure(exc, self._total, self._closed) from None
         try:
             return _Reply(response.status, response.headers, self._read(response, deadline))
         except urllib3.exceptions.HTTPError as exc:
-            raise self._transport_failure(exc) from None
+            raise _transport_failure(exc, self._total, self._closed) from None
         finally:
             response.close()  # a no-op after a complete read; otherwise drops a half-read connection
             response.release_conn()
@@ -246,11 +246,6 @@ class RestAdapter:
                 raise _Failure(TransientError, f"timed out after {self._total:g}s reading the response")
             chunks.append(chunk)
         return b"".join(chunks)
-
-    def _transport_failure(self, exc: Exception) -> _Failure:
-        if self._closed:  # a reload closed this adapter while a message was in flight
-            return _Failure(TransientError, "the adapter was closed during the call")
-        return _transport_failure(exc, self._total)
 
     def _follow(self, request: _Request, reply: _Reply) -> _Request:
         location = reply.headers.get("Location")
@@ -269,8 +264,7 @@ class RestAdapter:
         if reply.status == 303:  # "see other": the request was handled; fetch the result
             method, content = "GET", None
             headers.discard("Content-Type")
-        target = quote(url.path or "/", safe=_PATH_SAFE) + (f"?{quote(url.query, safe=_PATH_SAFE + '?')}"
-                                                            if url.query else "")
+        target = _target(quote(url.path or "/", safe=_PATH_SAFE), quote(url.query, safe=_PATH_SAFE + "?"))
         return _Request(method, target, headers, content)
 
     def _redact(self, text: str) -> str:
@@ -329,6 +323,11 @@ def _content(method: str, message: Message) -> tuple[bytes | None, str | None]:
     if body is None:
         return b"", message.content_type
     raise _Failure(TransformError, f"a {type(body).__name__} body cannot be sent as {message.content_type}")
+
+
+def _target(path: str, query: str) -> str:
+    """The request target: the encoded path, then "?" and the encoded query when there is one."""
+    return f"{path}?{query}" if query else path
 
 
 # -- outcomes ----------------------------------------------------------------------------------
@@ -395,7 +394,9 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _transport_failure(exc: Exception, total: float) -> _Failure:
+def _transport_failure(exc: Exception, total: float, closed: bool) -> _Failure:
+    if closed:  # a reload closed this adapter while a message was in flight
+        return _Failure(TransientError, "the adapter was closed during the call")
     detail = f"{type(exc).__name__}: {str(exc)[:SNIPPET_CHARS]}" if str(exc) else type(exc).__name__
     errors = urllib3.exceptions
     # before TimeoutError: urllib3 2.x derives NewConnectionError (refused, unreachable) from it
@@ -495,7 +496,7 @@ def _base_url(spec: AdapterSpec) -> tuple[str, tuple[str, str, int | None]]:
     if "@" in url.netloc:  # never echo the URL: it holds a credential
         raise ConfigError(f"the adapter '{spec.name}' has a user name or password in base_url", path=spec.path,
                           hint="put credentials under `auth:` (basic), from ${VAR}")
-    if origin[0] not in _DEFAULT_PORTS or not origin[1] or url.query or url.fragment or "?" in raw or "#" in raw:
+    if origin[0] not in _DEFAULT_PORTS or not origin[1] or "?" in raw or "#" in raw:  # even an empty query
         raise ConfigError(f"the adapter '{spec.name}' needs base_url as http(s)://host[:port][/prefix], "
                           "without a query or fragment", path=spec.path)
     return quote(url.path.rstrip("/"), safe=_PATH_SAFE), origin

@@ -17,24 +17,24 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
+from esb.runtime.broker import Delivery
 
-from esb.runtime.broker import Broker, Delivery
-
-log = structlog.get_logger("esb.worker")
-MAX_BATCH = 256          # messages finished in one go at most
-GIVE_BACK_PAUSE = 1.0    # seconds before a message that could not be finished is requeued
+MAX_BATCH = 256  # messages finished in one go at most
 
 
 class Finisher:
-    """One thread per route with a store: `finish(delivery, key, owner, outcome)` from any thread."""
+    """One thread per route with a store: `finish(delivery, key, owner, outcome)` from any thread.
 
-    def __init__(self, route: str, store: Any, broker: Broker, settled: Callable[[], None]):
-        self.route, self.store, self.broker, self._settled = route, store, broker, settled
+    `acked(delivery, filtered=...)` acks and settles a message once its `done` is written;
+    `give_back([(delivery, error), ...])` requeues those that could not be finished.
+    """
+
+    def __init__(self, route: str, store: Any, acked: Callable[..., None],
+                 give_back: Callable[[list[tuple[Delivery, Exception]]], None]):
+        self.route, self.store, self._acked, self._give_back = route, store, acked, give_back
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=f"esb-{route}-finish", daemon=True)
 
@@ -67,19 +67,11 @@ class Finisher:
             errors = self.store.finish_many(self.route, [(key, owner, outcome) for _, key, owner, outcome in batch])
         except Exception as exc:  # noqa: BLE001 - StoreUnavailable, or a bug: never lose the messages
             errors = [exc] * len(batch)
-        given_back = []
+        failed = []
         for (delivery, _, _, outcome), error in zip(batch, errors, strict=True):
-            if error is not None:
-                log.error("delivery_not_settled", route=self.route, message_id=delivery.message_id,
-                          error=f"{type(error).__name__}: {error}")
-                given_back.append(delivery)
-                continue
-            self.broker.ack(delivery)
-            log.info("message_acked", route=self.route, message_id=delivery.message_id,
-                     filtered=outcome.get("dropped", False))
-            self._settled()  # last: drain() may return, and the test or process end, right after
-        if given_back:
-            time.sleep(GIVE_BACK_PAUSE)
-            for delivery in given_back:
-                self.broker.reject(delivery, requeue=True)
-                self._settled()
+            if error is None:
+                self._acked(delivery, filtered=outcome.get("dropped", False))
+            else:
+                failed.append((delivery, error))
+        if failed:
+            self._give_back(failed)

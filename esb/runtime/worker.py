@@ -56,6 +56,7 @@ log = structlog.get_logger("esb.worker")
 CONFIRM_TIMEOUT = 30.0
 LEASE_SECONDS = 120.0
 MAX_REASON = 1024
+GIVE_BACK_PAUSE = 1.0  # seconds before a delivery esb could not settle is requeued (no hot requeue loop)
 IN_PROCESS_RETRY_AFTER_CAP = 2.0  # a longer Retry-After goes to a delay tier instead of blocking a thread
 
 
@@ -134,7 +135,8 @@ class RouteRunner:
         self._inflight = 0
         self._attempt_ids = itertools.count(1)
         self._idle = threading.Condition()
-        self._finisher = Finisher(route.name, self.store, broker, self._settled) if self.store is not None else None
+        self._finisher = Finisher(route.name, self.store, self._acked, self._not_finished) \
+            if self.store is not None else None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -241,7 +243,8 @@ class RouteRunner:
             outcome = {"dropped": result is None}
             return self._when_confirmed(attempt, start, lambda: self._finisher.finish(
                 delivery, attempt.key, attempt.owner, outcome))
-        return self._when_confirmed(attempt, start, lambda: self._acked(attempt, filtered=result is None))
+        return self._when_confirmed(attempt, start, lambda: self._acked(
+            delivery, outputs=len(attempt.futures), filtered=result is None))
 
     def _log(self, attempt: Attempt):
         """The log of one delivery: bound only when there is something to say (not per message)."""
@@ -263,9 +266,21 @@ class RouteRunner:
 
     def _give_back(self, delivery: Delivery, exc: Exception) -> None:
         """Something esb itself could not do (a confirm that never came): requeue after a pause."""
-        self.log.error("delivery_not_settled", message_id=delivery.message_id, error=f"{type(exc).__name__}: {exc}")
-        time.sleep(1.0)
-        self.broker.reject(delivery, requeue=True)
+        self._give_back_all([(delivery, exc)])
+
+    def _give_back_all(self, failed: list[tuple[Delivery, Exception]]) -> None:
+        """Requeue each delivery after one pause, not one pause per delivery."""
+        for delivery, exc in failed:
+            self.log.error("delivery_not_settled", message_id=delivery.message_id, error=f"{type(exc).__name__}: {exc}")
+        time.sleep(GIVE_BACK_PAUSE)
+        for delivery, _ in failed:
+            self.broker.reject(delivery, requeue=True)
+
+    def _not_finished(self, failed: list[tuple[Delivery, Exception]]) -> None:
+        """The Finisher could not record these done (lease lost, store down): give them back."""
+        self._give_back_all(failed)
+        for _ in failed:
+            self._settled()
 
     def _when_confirmed(self, attempt: Attempt, start: int, settle: Callable[[], None]) -> object:
         """`settle` the message once the broker confirmed every output: nobody waits, so confirms
@@ -290,10 +305,9 @@ class RouteRunner:
             future.add_done_callback(confirmed)
         return _PENDING
 
-    def _acked(self, attempt: Attempt, filtered: bool) -> None:
-        self.broker.ack(attempt.delivery)
-        self.log.info("message_acked", message_id=attempt.delivery.message_id, outputs=len(attempt.futures),
-                      filtered=filtered)
+    def _acked(self, delivery: Delivery, **facts: Any) -> None:
+        self.broker.ack(delivery)
+        self.log.info("message_acked", message_id=delivery.message_id, **facts)
         self._settled()  # last: drain() may return, and the process end, right after
 
     def _work_on(self, task: Callable[[], None]) -> None:
@@ -310,9 +324,7 @@ class RouteRunner:
             except TransientError as exc:
                 raise RuntimeError(f"an output was not confirmed: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - never lose the message: give it back after a pause
-            mlog.error("delivery_not_settled", error=f"{type(exc).__name__}: {exc}")
-            time.sleep(1.0)
-            self.broker.reject(attempt.delivery, requeue=True)
+            self._give_back(attempt.delivery, exc)
         self._settled()
 
     def _key(self, message: Message) -> str:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from esb.idempotency import LeaseLost, StoreUnavailable
-from esb.runtime import finisher
 from esb.runtime.broker import Delivery
 from esb.runtime.finisher import Finisher
 
@@ -25,32 +22,33 @@ class Store:
         return self.answer(finished)
 
 
-class Broker:
+class Runner:
+    """The route runner's side: what it acks (and after how many store calls), what it requeues."""
+
     def __init__(self, store):
-        self.store, self.events = store, []
+        self.store, self.events, self.settled = store, [], threading.Semaphore(0)
 
-    def ack(self, delivery):
+    def acked(self, delivery, **facts):
         self.events.append(("ack", delivery.message_id, len(self.store.calls)))
+        self.settled.release()
 
-    def reject(self, delivery, requeue):
-        self.events.append(("reject", delivery.message_id, requeue))
+    def give_back(self, failed):
+        for delivery, _ in failed:
+            self.events.append(("reject", delivery.message_id, True))
+            self.settled.release()
 
 
 def run(store, count):
-    broker, settled = Broker(store), threading.Semaphore(0)
-    worker = Finisher("oa-expense-to-voucher", store, broker, settled.release)
+    runner = Runner(store)
+    settled = runner.settled
+    worker = Finisher("oa-expense-to-voucher", store, runner.acked, runner.give_back)
     for i in range(count):  # queued before the thread starts: one batch
         worker.finish(Delivery(b"{}", "application/json", {}, f"m-{i}", "q", False, i), f"C-{i}", "w1", {})
     worker.start()
     for _ in range(count):
         assert settled.acquire(timeout=5), "a message was never settled"
     worker.stop(5)
-    return broker.events
-
-
-@pytest.fixture(autouse=True)
-def no_pause(monkeypatch):
-    monkeypatch.setattr(finisher, "GIVE_BACK_PAUSE", 0.0)
+    return runner.events
 
 
 def test_messages_are_finished_in_one_store_call_and_acked_after_it():
