@@ -90,7 +90,7 @@ def create_store(root: Path) -> None:
     ("database is locked" from PRAGMA journal_mode = WAL), exits, and is restarted a second
     later (reported; that start-up race is not what the throughput figures are about).
     """
-    from esb.idempotency import SqliteStore
+    from esb.store import SqliteStore
     SqliteStore(root / "var" / "idempotency.sqlite3").close()
 
 

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from esb.cli.main import configure_logging
-from esb.project import load_project
+from esb.loading.project import load_project
 from esb.runtime.runtime import Runtime, make_broker, open_store_for
 from esb.runtime.supervisor import stop_signals
 

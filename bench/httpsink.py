@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from esb.devservers import StubHttpServer, StubResponse
+from esb.testing.http import StubHttpServer, StubResponse
 
 
 def main() -> None:

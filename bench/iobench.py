@@ -11,7 +11,7 @@ import time
 
 from bench import common, profiling
 from bench.relaybench import Run
-from esb.project import load_project
+from esb.loading.project import load_project
 from esb.runtime.runtime import project_topology
 
 ROUTE = """\

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench import common, profiling
-from esb.project import load_project
+from esb.loading.project import load_project
 from esb.runtime.runtime import project_topology
 
 ROUTE = """\

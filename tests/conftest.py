@@ -22,8 +22,8 @@ def testdata() -> Path:
 
 
 # ---- HTTP stub server (owner: adapters) ------------------------------------------------------
-# One implementation, esb.devservers.StubHttpServer, shared with the bus tests and `esb demo`.
-from esb.devservers import StubHttpServer  # noqa: E402
+# One implementation, esb.testing.http.StubHttpServer, shared with the bus tests and `esb demo`.
+from esb.testing.http import StubHttpServer  # noqa: E402
 
 
 @pytest.fixture

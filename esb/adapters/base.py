@@ -7,8 +7,8 @@ from typing import Protocol
 
 from esb.adapters.spec import AdapterSpec
 from esb.errors import ConfigError
+from esb.loading.registry import Registry
 from esb.message import Message
-from esb.registry import Registry
 
 
 class Adapter(Protocol):

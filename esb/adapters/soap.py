@@ -74,8 +74,8 @@ from zeep.xsd.valueobjects import CompoundValue
 from esb import __version__
 from esb.adapters.spec import MASK, AdapterSpec, positive_seconds
 from esb.errors import ConfigError, PermanentError, ProcessingError, TransientError, ValidationError
+from esb.loading.registry import did_you_mean
 from esb.message import JSON, XML, Message
-from esb.registry import did_you_mean
 from esb.transform.safexml import local_file, parse_xml
 from esb.transform.xmljson import xml_to_json
 

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from esb.adapters.kinds import ADAPTER_KINDS, FILE_FIELDS
-from esb.durations import seconds
 from esb.errors import ConfigError
-from esb.interpolate import interpolate
-from esb.registry import did_you_mean
-from esb.schemacheck import check
-from esb.yamlsource import Located
+from esb.loading.durations import seconds
+from esb.loading.interpolate import interpolate
+from esb.loading.registry import did_you_mean
+from esb.loading.schemacheck import check
+from esb.loading.yamlsource import Located
 
 MASK = "***"
 _SECRET_NAME = re.compile(r"password|secret|token|passphrase|api[_-]?key|private_key|authorization|credential", re.I)

@@ -26,12 +26,12 @@ def resolve_broker(root: Path, given: str | None) -> str:
     """--broker, else the project's setting (config/esb.yaml, ESB_BROKER_URL)."""
     if given:
         return given
-    from esb.config import load_settings
+    from esb.loading.config import load_settings
     return load_settings(root.resolve(), os.environ).broker_url
 
 
 def load_route(root: Path, name: str):
-    from esb.project import load_project
+    from esb.loading.project import load_project
     return load_project(root).route(name)
 
 
@@ -71,7 +71,7 @@ def list_letters(root: Path, route: str, limit: int, broker_url: str | None) -> 
 def show(root: Path, message_id: str, route: str | None, broker_url: str | None) -> None:
     """Why dead letter ID died, then its original body."""
     if route is None:
-        from esb.project import load_project
+        from esb.loading.project import load_project
         routes = list(load_project(root).routes)
     else:
         routes = [route]

@@ -76,7 +76,7 @@ def esb(ctx: click.Context, root: Path, log_level: str) -> None:
 
 
 def _settings_or_default(root: Path):
-    from esb.config import Settings, load_settings
+    from esb.loading.config import Settings, load_settings
     try:
         return load_settings(root.resolve(), os.environ)
     except EsbError:

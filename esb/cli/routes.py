@@ -16,7 +16,7 @@ from rich.text import Text
 
 from esb.adapters.spec import mask_secrets
 from esb.errors import ConfigError, ConfigErrors
-from esb.project import Project, load_project
+from esb.loading.project import Project, load_project
 from esb.routes import graph
 from esb.routes.model import Route
 from esb.routes.testing import TESTS_FOLDER, CaseResult, run_route_tests

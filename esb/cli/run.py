@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from esb.config import load_settings
+from esb.loading.config import load_settings
 
 
 @click.command()

@@ -18,7 +18,7 @@ from esb.runtime import dlq as engine
 @click.pass_obj
 def status(root: Path, broker_url: str | None) -> None:
     """A table of the project's routes as the broker sees them ('-': the queue does not exist yet)."""
-    from esb.project import load_project
+    from esb.loading.project import load_project
     project = load_project(root)
     url = resolve_broker(root, broker_url or project.settings.broker_url)
     table = Table("route", "queue", "depth", "consumers", "dlq", "retrying", title=Text(engine.mask_url(url)))

@@ -6,17 +6,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from esb.durations import seconds
 from esb.errors import ConfigError
-from esb.interpolate import interpolate
-from esb.registry import did_you_mean
+from esb.loading.durations import seconds
+from esb.loading.interpolate import interpolate
+from esb.loading.registry import did_you_mean
+from esb.loading.schemacheck import check
+from esb.loading.yamlsource import Located
 from esb.routes.model import Backoff, Idempotency, RetryPolicy, Route, Source
 from esb.routes.schema import LABEL, ROUTE, STEP_META_KEYS
-from esb.schemacheck import check
 from esb.steps import STEP_KINDS
 from esb.steps.base import BuildContext, Step
 from esb.transform.expressions import compile_expression
-from esb.yamlsource import Located
 
 
 def build_route(located: Located, root: Path, adapters: Mapping[str, Any],

@@ -25,15 +25,15 @@ from esb.errors import (
     TransientError,
     ValidationError,
 )
+from esb.loading.project import Project
+from esb.loading.registry import did_you_mean
+from esb.loading.schemacheck import check
+from esb.loading.yamlsource import Located, load_yaml
 from esb.message import JSON, TEXT, XML, Message
-from esb.pipeline import StepFailed, run_steps
-from esb.project import Project
-from esb.registry import did_you_mean
 from esb.routes.model import Route
-from esb.schemacheck import check
 from esb.steps.base import Step
+from esb.steps.pipeline import StepFailed, run_steps
 from esb.transform import jsoncodec, safexml
-from esb.yamlsource import Located, load_yaml
 
 TESTS_FOLDER = "routes/tests"
 ERROR_CLASSES = {cls.error_class: cls for cls in

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import structlog
 
-from esb.project import Project
+from esb.loading.project import Project
 from esb.runtime.broker import Broker, Topology
 from esb.runtime.topology import route_topology
 from esb.runtime.worker import RouteRunner
@@ -64,7 +64,7 @@ class Runtime:
 
     def __init__(self, project: Project, broker: Broker, routes: Iterable[str] | None = None, store=None,
                  owner: str | None = None, adapters=None, pollers: bool = False):
-        from esb.idempotency import owner_id
+        from esb.store import owner_id
         self.project = project
         self.broker = broker
         self.route_names = list(routes or project.routes)
@@ -112,7 +112,7 @@ def _inbound_pollers(project: Project, broker: Broker) -> list:
 
 
 def open_store_for(project: Project):
-    from esb.idempotency import open_store
+    from esb.store import open_store
     s = project.settings
     path = s.store_path if Path(s.store_path).is_absolute() else str(project.root / s.store_path)
     return open_store(s.store_kind, path, s.store_url)

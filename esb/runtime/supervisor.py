@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from esb.project import load_project
+from esb.loading.project import load_project
 from esb.runtime.runtime import Runtime, make_broker, open_store_for
 
 log = structlog.get_logger("esb.supervisor")

@@ -32,7 +32,6 @@ import tenacity
 
 from esb.errors import PermanentError, ProcessingError, TransientError
 from esb.message import Message
-from esb.pipeline import StepFailed, run_steps
 from esb.routes.model import Route
 from esb.runtime import names
 from esb.runtime.broker import Broker, Confirmation, Delivery, wait_all
@@ -50,6 +49,7 @@ from esb.runtime.envelope import (
 from esb.runtime.finisher import Finisher
 from esb.runtime.topology import retry_delays_ms
 from esb.steps.base import Step
+from esb.steps.pipeline import StepFailed, run_steps
 from esb.transform.expressions import compile_expression
 
 log = structlog.get_logger("esb.worker")
@@ -360,7 +360,7 @@ class RouteRunner:
             # at-least-once, and after the last step `done` is written at once anyway.
             if index == last or not _calls_out(step):
                 return
-            from esb.idempotency import StepRecord
+            from esb.store import StepRecord
             self._confirm(attempt.futures)  # a recorded publish must really have been sent
             new = [c for c in attempt.compensations if c["step"] == step.label]
             state = {"body": encode_body(message.body, message.content_type).decode("utf-8"),

@@ -1,6 +1,6 @@
 """Step kinds, registered by name; the pipeline knows only this registry."""
 
-from esb.registry import Registry
+from esb.loading.registry import Registry
 
 STEP_KINDS = Registry("step kind", {
     "validate": "esb.steps.validate:ValidateStep",

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from esb.errors import ConfigError
+from esb.loading.yamlsource import Located
 from esb.message import Message
-from esb.yamlsource import Located
 
 
 class StepIO(Protocol):

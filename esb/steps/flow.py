@@ -6,8 +6,8 @@ import dataclasses
 from typing import Any
 
 from esb.message import Message
-from esb.pipeline import run_nested
 from esb.steps.base import BuildContext, Step, StepIO
+from esb.steps.pipeline import run_nested
 from esb.transform.expressions import Expression, ExpressionError, compile_expression, is_true, search_message
 
 _CONDITION = {"type": "string", "minLength": 1,

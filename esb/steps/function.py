@@ -15,8 +15,8 @@ from types import ModuleType
 from typing import Any
 
 from esb.errors import TransformError
+from esb.loading.registry import did_you_mean
 from esb.message import JSON, Message
-from esb.registry import did_you_mean
 from esb.steps.base import BuildContext, Step, StepIO
 
 _FILE = {"type": "string", "pattern": r"\.py$", "description": "a Python file relative to the project root",

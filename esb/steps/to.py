@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from esb.errors import TransformError
+from esb.loading.registry import did_you_mean
 from esb.message import Message
-from esb.registry import did_you_mean
 from esb.steps.base import BuildContext, Step, StepIO
 
 _NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$"}

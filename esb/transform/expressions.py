@@ -50,8 +50,8 @@ from typing import Any
 from jmespath import exceptions, functions, lexer, parser, visitor
 
 from esb.errors import TransformError
+from esb.loading.registry import did_you_mean
 from esb.message import Message
-from esb.registry import did_you_mean
 from esb.transform import jsoncodec
 
 FUNCTION_HELP: dict[str, str] = {

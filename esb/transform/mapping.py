@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from esb.errors import ConfigError, ConfigErrors, TransformError
-from esb.schemacheck import check
+from esb.loading.schemacheck import check
+from esb.loading.yamlsource import Located, load_yaml
 from esb.transform.expressions import Expression, ExpressionError, compile_expression
-from esb.yamlsource import Located, load_yaml
 
 SCHEMA = {
     "type": "object",

@@ -13,10 +13,10 @@ from pathlib import Path
 import pika
 import pytest
 
-from esb.devservers import StubHttpServer
-from esb.project import load_project
+from esb.loading.project import load_project
 from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
 from esb.runtime.runtime import Runtime, make_broker
+from esb.testing.http import StubHttpServer
 
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -155,7 +155,7 @@ def _runtimes(broker_url, tmp_path):
 
     def start(files: dict[str, str], store: bool = True) -> Runtime:
         project = load_project(write_project(tmp_path, files), {})
-        from esb.idempotency import SqliteStore
+        from esb.store import SqliteStore
         runtime = Runtime(project, make_broker(broker_url),
                           store=SqliteStore(str(tmp_path / "idem.sqlite3")) if store else None)
         runtime.start()

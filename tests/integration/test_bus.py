@@ -155,7 +155,7 @@ def test_an_unroutable_output_after_a_voucher_compensates_it_then_dead_letters(b
 
 
 def test_a_duplicate_publish_posts_once_and_both_copies_are_acked(bus, run_routes, ledger, uid):
-    ledger.route("/vouchers", lambda request: __import__("esb.devservers").devservers.StubResponse(
+    ledger.route("/vouchers", lambda request: __import__("esb.testing.http").devservers.StubResponse(
         201, {"voucher_no": "V-D"}))
     steps = f"""\
   - label: create-voucher

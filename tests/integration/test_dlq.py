@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from esb.devservers import StubResponse
 from esb.errors import EsbError
 from esb.runtime import dlq
+from esb.testing.http import StubResponse
 from esb.transform import jsoncodec
 
 LEDGER_ADAPTER = """\

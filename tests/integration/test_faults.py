@@ -17,8 +17,8 @@ import pika.exceptions
 import pytest
 from conftest import Bus, write_project  # noqa: E402  (tests/integration is on sys.path)
 
-from esb.devledger import StandInLedger
 from esb.runtime.broker import NotConfirmed
+from esb.testing.ledger import StandInLedger
 
 LEDGER = """\
 name: ledger

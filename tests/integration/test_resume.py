@@ -7,7 +7,7 @@ import subprocess
 
 from test_bus import LEDGER_ADAPTER, relay_route
 
-from esb.idempotency import _HOST, SqliteStore, StepRecord
+from esb.store import _HOST, SqliteStore, StepRecord
 
 
 def dead_owner() -> str:

@@ -20,9 +20,9 @@ from esb.adapters.base import open_adapter
 from esb.adapters.sftp import SftpAdapter
 from esb.adapters.sftp_poller import FILE_MTIME, FILE_NAME, FILE_SHA256, FILE_SIZE, SftpPoller
 from esb.adapters.spec import AdapterSpec
-from esb.devservers_sftp import SftpServer, SshdMissing
 from esb.errors import ConfigError, PermanentError, TransientError
 from esb.message import BINARY, XML, Message
+from esb.testing.sftp import SftpServer, SshdMissing
 from esb.transform import jsoncodec
 
 STATEMENT = "camt053.v2.minimal.xml"

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from esb.errors import ConfigError, TransformError
-from esb.idempotency import (
+from esb.store import (
     BUSY,
     CLAIMED,
     DEAD,

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from esb.errors import ConfigErrors
-from esb.yamlsource import parse_yaml
+from esb.loading.yamlsource import parse_yaml
 
 
 def test_floats_become_exact_decimals():

@@ -18,9 +18,9 @@ import pytest
 
 from esb.adapters.base import Adapter, open_adapter
 from esb.adapters.spec import AdapterSpec
-from esb.devservers import StubHttpServer, StubResponse
 from esb.errors import PermanentError, TransientError
 from esb.message import Message
+from esb.testing.http import StubHttpServer, StubResponse
 
 TIMEOUT = 0.3  # the adapter's timeout in the timing-out case; the far side waits longer
 

@@ -24,9 +24,9 @@ from esb.adapters import rest
 from esb.adapters.base import open_adapter
 from esb.adapters.rest import RestAdapter
 from esb.adapters.spec import AdapterSpec
-from esb.devservers import StubHttpServer, StubResponse
 from esb.errors import ConfigError, PermanentError, ProcessingError, TransformError, TransientError
 from esb.message import XML, Message
+from esb.testing.http import StubHttpServer, StubResponse
 
 TOKEN = "s3cr3t-token"
 OPERATIONS = {

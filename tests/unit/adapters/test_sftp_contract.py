@@ -14,8 +14,8 @@ from test_adapter_contract import TIMEOUT, AdapterContract, Endpoint
 
 from esb.adapters.base import open_adapter
 from esb.adapters.spec import AdapterSpec
-from esb.devservers_sftp import SftpServer, SshdMissing
 from esb.message import Message
+from esb.testing.sftp import SftpServer, SshdMissing
 from esb.transform import jsoncodec
 
 

@@ -14,16 +14,16 @@ from lxml import etree
 from esb.adapters.base import open_adapter
 from esb.adapters.soap import SoapAdapter
 from esb.adapters.spec import AdapterSpec, load_adapter
-from esb.devservers import StubResponse
-from esb.devservers_soap import WSSE_NS, BlzServer, VoucherArchiveServer
 from esb.errors import ConfigError, PermanentError, TransientError, ValidationError
+from esb.loading.yamlsource import load_yaml
 from esb.message import XML, Message
+from esb.testing.http import StubResponse
+from esb.testing.soap import WSSE_NS, BlzServer, VoucherArchiveServer
 from esb.transform.safexml import parse_xml, read_xml_file
-from esb.yamlsource import load_yaml
 
 # spyne 2.14 (the stand-in servers) warns on import under Python 3.11: its vendored six 1.14
 # importer lacks find_spec (ImportWarning) and it imports the deprecated `cgi` module.
-# esb.devservers_soap teaches that importer find_spec, so nothing warns after the import.
+# esb.testing.soap teaches that importer find_spec, so nothing warns after the import.
 pytestmark = [
     pytest.mark.filterwarnings(r"ignore:_SixMetaPathImporter\.(find_spec|exec_module)\(\) not found:ImportWarning"),
     pytest.mark.filterwarnings(r"ignore:'cgi' is deprecated:DeprecationWarning:spyne\."),

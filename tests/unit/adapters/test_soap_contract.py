@@ -11,8 +11,8 @@ from test_adapter_contract import TIMEOUT, AdapterContract, Endpoint
 
 from esb.adapters.base import open_adapter
 from esb.adapters.spec import AdapterSpec
-from esb.devservers_soap import VoucherArchiveServer
 from esb.message import Message
+from esb.testing.soap import VoucherArchiveServer
 
 # spyne 2.14 warns on import under Python 3.11 (see test_soap_adapter.py); nothing else is filtered.
 pytestmark = [

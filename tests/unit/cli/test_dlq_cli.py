@@ -15,11 +15,11 @@ from click.testing import CliRunner
 
 from esb.cli.main import configure_logging, esb
 from esb.cli.send import route_target
-from esb.devservers import StubHttpServer, StubResponse
-from esb.idempotency import SqliteStore
-from esb.project import load_project
+from esb.loading.project import load_project
 from esb.runtime import dlq
 from esb.runtime.runtime import Runtime, make_broker
+from esb.store import SqliteStore
+from esb.testing.http import StubHttpServer, StubResponse
 
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 ENV = {"COLUMNS": "200"}

@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from esb.errors import ConfigErrors
-from esb.project import load_project
+from esb.loading.project import load_project
 
 LEDGER = """\
 name: ledger-rest

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from esb.errors import ConfigErrors
+from esb.loading.project import load_project
 from esb.message import Message
-from esb.project import load_project
 from esb.routes.testing import Mock, RecordingIO, load_route_tests, run_route_tests
 from esb.steps.publish import PublishStep
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from esb.idempotency import LeaseLost, StoreUnavailable
 from esb.runtime.broker import Delivery
 from esb.runtime.finisher import Finisher
+from esb.store import LeaseLost, StoreUnavailable
 
 
 class Store:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from esb.loading.yamlsource import parse_yaml
 from esb.routes.loader import build_route
-from esb.yamlsource import parse_yaml
 
 
 def route_builders(head: str):

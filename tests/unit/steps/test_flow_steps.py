@@ -10,9 +10,9 @@ from structlog.testing import capture_logs
 
 from esb.errors import BusinessError, TransformError
 from esb.message import JSON, TEXT, XML, Message
-from esb.pipeline import StepFailed, run_steps
 from esb.steps import STEP_KINDS
 from esb.steps.function import load_module
+from esb.steps.pipeline import StepFailed, run_steps
 
 HEAD = "name: r\nsource: {exchange: oa.events, binding_key: k}\nsteps:\n"
 CLAIM = {"claim_id": "C-17", "total": Decimal("60000.00"), "currency": "EUR",

@@ -7,7 +7,7 @@ from routebuild import route_builders
 
 from esb.errors import ValidationError
 from esb.message import JSON, XML, Message
-from esb.pipeline import StepFailed, run_steps
+from esb.steps.pipeline import StepFailed, run_steps
 
 HEAD = "name: r\nsource: {exchange: oa.events, binding_key: k}\nsteps:\n"
 

@@ -5,7 +5,7 @@ from routebuild import route_builders
 
 from esb.errors import TransformError
 from esb.message import JSON, TEXT, XML, Message
-from esb.pipeline import StepFailed, run_steps
+from esb.steps.pipeline import StepFailed, run_steps
 
 HEAD = "name: r\nsource: {exchange: bank.events, binding_key: k}\nsteps:\n"
 OPEN = '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"'

@@ -37,7 +37,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from lxml import etree
 
-from esb.devservers import Headers, RecordedRequest
+from esb.testing.http import Headers, RecordedRequest
 
 VOUCHER_ARCHIVE_NS = "http://oa.example.cn/ws/voucher-archive"
 BLZ_NS = "http://thomas-bayer.com/blz/"

@@ -12,7 +12,7 @@ import itertools
 import threading
 from typing import Any
 
-from esb.devservers import RecordedRequest, StubHttpServer, StubResponse
+from esb.testing.http import RecordedRequest, StubHttpServer, StubResponse
 
 
 class StandInLedger:

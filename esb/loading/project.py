@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from esb.adapters.spec import AdapterSpec, load_adapter
-from esb.config import Settings, config_errors, load_settings
 from esb.errors import ConfigError, ConfigErrors
+from esb.loading.config import Settings, config_errors, load_settings
+from esb.loading.yamlsource import load_yaml
 from esb.routes.loader import build_route
 from esb.routes.model import Route
 from esb.transform.assets import check_transformers
-from esb.yamlsource import load_yaml
 
 YAML = ("*.yaml", "*.yml")
 
@@ -27,7 +27,7 @@ class Project:
     routes: Mapping[str, Route]
 
     def route(self, name: str) -> Route:
-        from esb.registry import did_you_mean
+        from esb.loading.registry import did_you_mean
         if name not in self.routes:
             hint = did_you_mean(name, sorted(self.routes))
             raise ConfigErrors([ConfigError(f"no route is named '{name}'", hint=hint)])

@@ -20,16 +20,16 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
-from esb.devledger import StandInLedger
-from esb.idempotency import SqliteStore
-from esb.project import load_project
+from esb.loading.project import load_project
 from esb.runtime import names
 from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
 from esb.runtime.runtime import Runtime, make_broker
+from esb.store import SqliteStore
+from esb.testing.ledger import StandInLedger
 from esb.transform import jsoncodec
 
 TIMEOUT = 20.0
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 WATCHED = {"demo.finance-review": ("finance.review", "#"),
            "demo.erp-submitted": ("erp.events", "payment.order.submitted")}
 
@@ -191,13 +191,13 @@ def run_demo(root: Path, say: Callable[[str], None] = print, broker_url: str = "
 
 
 def _start_oa(stack: contextlib.ExitStack):
-    from esb.devservers_soap import VoucherArchiveServer
+    from esb.testing.soap import VoucherArchiveServer
     server = stack.enter_context(VoucherArchiveServer(users={"esb": "demo-password"}))
     return server, {"OA_SOAP_URL": server.url, "OA_SOAP_USER": "esb", "OA_SOAP_PASSWORD": "demo-password"}
 
 
 def _start_bank_sftp(stack: contextlib.ExitStack, work: Path, say):
-    from esb.devservers_sftp import SftpServer, SshdMissing
+    from esb.testing.sftp import SftpServer, SshdMissing
     try:
         server = stack.enter_context(SftpServer())
     except SshdMissing as exc:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from esb.errors import ConfigError
-from esb.yamlsource import Located
+from esb.loading.yamlsource import Located
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

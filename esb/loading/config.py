@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from esb.errors import ConfigError, ConfigErrors
-from esb.interpolate import interpolate
-from esb.schemacheck import check
-from esb.yamlsource import load_yaml, parse_yaml
+from esb.loading.interpolate import interpolate
+from esb.loading.schemacheck import check
+from esb.loading.yamlsource import load_yaml, parse_yaml
 
 CONFIG_FILE = "config/esb.yaml"
 

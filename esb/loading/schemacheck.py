@@ -7,8 +7,8 @@ from typing import Any
 import jsonschema
 
 from esb.errors import ConfigError
-from esb.registry import did_you_mean
-from esb.yamlsource import Located
+from esb.loading.registry import did_you_mean
+from esb.loading.yamlsource import Located
 
 _TYPE_WORDS = {"string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
                "object": "a mapping (key: value)", "array": "a list", "null": "empty"}

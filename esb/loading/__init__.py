@@ -1,0 +1,1 @@
+"""Loading a project: esb.yaml, asset YAML with line numbers, ${VAR}s, kinds registries, schema checks."""

@@ -1,0 +1,1 @@
+"""Stand-in servers for tests, route tests and the demo (as structlog.testing): the engine never imports them."""
