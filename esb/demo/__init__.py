@@ -23,6 +23,7 @@ from pathlib import Path
 from esb.loading.project import load_project
 from esb.runtime import names
 from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
+from esb.runtime.keys import store_key
 from esb.runtime.runtime import Runtime, make_broker
 from esb.store import SqliteStore
 from esb.testing.ledger import StandInLedger
@@ -94,7 +95,7 @@ class Demo:
         return next((d for d in self.seen[queue] if d.message_id == message_id), None)
 
     def done(self, route: str, key: str) -> bool:
-        record = self.runtime.store.get(route, key)
+        record = self.runtime.store.get(route, store_key(key, "key"))
         return record is not None and record.state == "done"
 
     def calls(self, message_id: str) -> int:

@@ -28,6 +28,12 @@ SCHEMA = {
                     "properties": {"level": {"enum": ["debug", "info", "warning", "error"]},
                                    "format": {"enum": ["console", "json"]}}},
         "workers": {"type": "integer", "minimum": 0, "description": "worker processes; 0 = one per core"},
+        "delivery": {"type": "object", "additionalProperties": False,
+                     "properties": {"limit": {"type": "integer", "minimum": 1, "description":
+                                              "deliveries of one message before it is dead-lettered unsettled"}}},
+        "security": {"type": "object", "additionalProperties": False,
+                     "properties": {"state_key": {"type": "string", "minLength": 16, "description":
+                                                  "the key that seals esb's retry state and dead letters"}}},
     },
 }
 
@@ -42,6 +48,8 @@ class Settings:
     log_level: str = "info"
     log_format: str = "console"
     workers: int = 0
+    delivery_limit: int = 3
+    state_key: str | None = None  # None: a key of this machine, kept in var/state.key
 
 
 def load_settings(root: Path, env: Mapping[str, str]) -> Settings:
@@ -84,7 +92,9 @@ def _settings(data: dict) -> Settings:
         broker_url=broker.get("url", base.broker_url), heartbeat=broker.get("heartbeat", base.heartbeat),
         store_kind=store.get("kind", base.store_kind), store_path=store.get("path", base.store_path),
         store_url=store.get("url", base.store_url), log_level=logging.get("level", base.log_level),
-        log_format=logging.get("format", base.log_format), workers=data.get("workers", base.workers))
+        log_format=logging.get("format", base.log_format), workers=data.get("workers", base.workers),
+        delivery_limit=data.get("delivery", {}).get("limit", base.delivery_limit),
+        state_key=data.get("security", {}).get("state_key") or None)
 
 
 def config_errors(root: Path, env: Mapping[str, str]) -> list[ConfigError]:

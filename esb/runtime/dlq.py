@@ -28,7 +28,8 @@ from typing import Any, Protocol
 from esb.errors import EsbError
 from esb.runtime import names
 from esb.runtime.broker import Delivery, NotConfirmed, Outgoing, Unroutable
-from esb.runtime.envelope import RetryState, _fallback_id, state_headers, user_headers, wire_headers
+from esb.runtime.envelope import message_id_of, user_headers, wire_headers
+from esb.runtime.state import RetryState, state_headers
 from esb.runtime.topology import retry_delays_ms
 
 Progress = Callable[[int, int], None]
@@ -71,7 +72,7 @@ class DeadLetter:
     def from_delivery(cls, delivery: Delivery) -> DeadLetter:
         h = delivery.headers or {}
         return cls(
-            id=delivery.message_id or _fallback_id(delivery), route=_text(h.get(names.DLQ_ROUTE)),
+            id=message_id_of(delivery), route=_text(h.get(names.DLQ_ROUTE)),
             step=_text(h.get(names.DLQ_STEP)), error_class=_text(h.get(names.DLQ_ERROR_CLASS)),
             exception=_text(h.get(names.DLQ_EXCEPTION)), reason=_text(h.get(names.DLQ_REASON)),
             attempts=_int(h.get(names.DLQ_ATTEMPTS)), first_failure=_text(h.get(names.FIRST_FAILURE)),

@@ -1,8 +1,7 @@
-"""Between the wire and the pipeline: bytes and AMQP headers <-> Message, and the retry state."""
+"""Between the wire and the pipeline: bytes and AMQP headers <-> Message."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from collections.abc import Mapping
 from decimal import Decimal
@@ -16,20 +15,6 @@ from esb.transform import jsoncodec
 
 FORMATS = {"json": JSON, "xml": XML, "text": TEXT, "binary": BINARY}
 _XML_TYPES = ("application/xml", "text/xml")
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryState:
-    """What travels with a message between attempts so that a retry resumes where it failed."""
-
-    attempt: int = 1
-    resume_step: int = 0
-    compensations: tuple = ()
-    first_failure: str | None = None
-    original_body: bytes | None = None
-    original_content_type: str | None = None
-    original_headers: Mapping[str, Any] | None = None
-    key: str | None = None
 
 
 def content_type_of(delivery: Delivery, default_format: str) -> str:
@@ -97,41 +82,10 @@ def wire_headers(headers: Mapping[str, Any]) -> dict:
     return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in headers.items()}
 
 
-_FIRST_ATTEMPT = RetryState()  # frozen: one instance serves every message that is not a retry
-
-
-def read_state(delivery: Delivery) -> RetryState:
-    h = delivery.headers or {}
-    if names.ATTEMPT not in h:
-        return _FIRST_ATTEMPT
-    original_headers = h.get(names.ORIGINAL_HEADERS)
-    return RetryState(
-        attempt=int(h[names.ATTEMPT]), resume_step=int(h.get(names.RESUME_STEP, 0)),
-        compensations=tuple(jsoncodec.loads(h.get(names.COMPENSATIONS) or "[]")),
-        first_failure=_text(h.get(names.FIRST_FAILURE)),
-        original_body=_bytes(h.get(names.ORIGINAL_BODY)),
-        original_content_type=_text(h.get(names.ORIGINAL_CONTENT_TYPE)),
-        original_headers=jsoncodec.loads(original_headers) if original_headers else None,
-        key=_text(h.get(names.IDEMPOTENCY_KEY)))
-
-
-def state_headers(state: RetryState) -> dict:
-    return {
-        names.ATTEMPT: state.attempt, names.RESUME_STEP: state.resume_step,
-        names.COMPENSATIONS: jsoncodec.dumps(list(state.compensations)),
-        names.FIRST_FAILURE: state.first_failure or "",
-        names.ORIGINAL_BODY: state.original_body or b"",
-        names.ORIGINAL_CONTENT_TYPE: state.original_content_type or "",
-        names.ORIGINAL_HEADERS: jsoncodec.dumps(dict(state.original_headers or {})),
-        names.IDEMPOTENCY_KEY: state.key or "",
-    }
-
-
 def to_message(delivery: Delivery, default_format: str) -> Message:
     content_type = content_type_of(delivery, default_format)
     return Message(body=decode_body(delivery.body, content_type), content_type=content_type,
-                   headers=user_headers(delivery.headers or {}),
-                   message_id=delivery.message_id or _fallback_id(delivery))
+                   headers=user_headers(delivery.headers or {}), message_id=message_id_of(delivery))
 
 
 def to_outgoing(message: Message, extra_headers: Mapping[str, Any] | None = None) -> Outgoing:
@@ -140,19 +94,11 @@ def to_outgoing(message: Message, extra_headers: Mapping[str, Any] | None = None
                     headers, message.message_id)
 
 
-def _fallback_id(delivery: Delivery) -> str:
-    """A message without an id gets one derived from its content, stable across redeliveries."""
+def message_id_of(delivery: Delivery) -> str:
+    """The delivery's message id; one without gets an id derived from its content, stable across
+    redeliveries."""
+    if delivery.message_id:
+        return delivery.message_id
     import hashlib
     return "sha256-" + hashlib.sha256(delivery.body).hexdigest()[:32]
 
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8")
-    return value or None
-
-
-def _bytes(value: Any) -> bytes | None:
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    return value or None

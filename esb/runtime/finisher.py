@@ -20,20 +20,18 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from esb.runtime.broker import Delivery
-
 MAX_BATCH = 256  # messages finished in one go at most
 
 
 class Finisher:
-    """One thread per route with a store: `finish(delivery, key, owner, outcome)` from any thread.
+    """One thread per route with a store: `finish(item, key, owner, outcome)` from any thread.
 
-    `acked(delivery, filtered=...)` acks and settles a message once its `done` is written;
-    `give_back([(delivery, error), ...])` requeues those that could not be finished.
+    `acked(item, filtered=...)` settles a message (the runner's attempt) once its `done` is
+    written; `give_back([(item, error), ...])` gives back those that could not be finished.
     """
 
     def __init__(self, route: str, store: Any, acked: Callable[..., None],
-                 give_back: Callable[[list[tuple[Delivery, Exception]]], None]):
+                 give_back: Callable[[list[tuple[Any, Exception]]], None]):
         self.route, self.store, self._acked, self._give_back = route, store, acked, give_back
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=f"esb-{route}-finish", daemon=True)
@@ -45,8 +43,8 @@ class Finisher:
         self._queue.put(None)
         self._thread.join(timeout)
 
-    def finish(self, delivery: Delivery, key: str, owner: str, outcome: dict) -> None:
-        self._queue.put((delivery, key, owner, outcome))
+    def finish(self, item: Any, key: str, owner: str, outcome: dict) -> None:
+        self._queue.put((item, key, owner, outcome))
 
     def _loop(self) -> None:
         while (first := self._queue.get()) is not None:
@@ -62,16 +60,16 @@ class Finisher:
                 batch.append(item)
             self._finish(batch)
 
-    def _finish(self, batch: list[tuple[Delivery, str, str, dict]]) -> None:
+    def _finish(self, batch: list[tuple[Any, str, str, dict]]) -> None:
         try:
             errors = self.store.finish_many(self.route, [(key, owner, outcome) for _, key, owner, outcome in batch])
         except Exception as exc:  # noqa: BLE001 - StoreUnavailable, or a bug: never lose the messages
             errors = [exc] * len(batch)
         failed = []
-        for (delivery, _, _, outcome), error in zip(batch, errors, strict=True):
+        for (item, _, _, outcome), error in zip(batch, errors, strict=True):
             if error is None:
-                self._acked(delivery, filtered=outcome.get("dropped", False))
+                self._acked(item, filtered=outcome.get("dropped", False))
             else:
-                failed.append((delivery, error))
+                failed.append((item, error))
         if failed:
             self._give_back(failed)

@@ -26,6 +26,9 @@ RESUME_STEP = HEADER_PREFIX + "resume-step"      # index of the step to resume a
 COMPENSATIONS = HEADER_PREFIX + "compensations"  # JSON list of completed side effects to undo
 FIRST_FAILURE = HEADER_PREFIX + "first-failure"  # ISO time of the first failure
 IDEMPOTENCY_KEY = HEADER_PREFIX + "idempotency-key"  # read from the original body: the state body may lack it
+GENERATIONS = HEADER_PREFIX + "generations"      # JSON {step label: n}: effects undone n-1 times, replayed anew
+BUSY = HEADER_PREFIX + "busy"                    # times this copy found its key held by another worker
+SEAL = HEADER_PREFIX + "seal"                    # HMAC over the route, id, body and every x-esb-* header
 
 DLQ_ROUTE = HEADER_PREFIX + "route"
 DLQ_STEP = HEADER_PREFIX + "failed-step"
@@ -36,7 +39,6 @@ DLQ_LAST_FAILURE = HEADER_PREFIX + "last-failure"
 DLQ_COMPENSATION = HEADER_PREFIX + "compensation"   # ok, failed: <why>, or none
 DLQ_DEAD_AT = HEADER_PREFIX + "dead-lettered-at"
 
-STATE_HEADERS = (ATTEMPT, RESUME_STEP, COMPENSATIONS, FIRST_FAILURE, IDEMPOTENCY_KEY)
 ORIGINAL_BODY = HEADER_PREFIX + "original-body"           # bytes: the body as the source sent it
 ORIGINAL_CONTENT_TYPE = HEADER_PREFIX + "original-content-type"
 ORIGINAL_HEADERS = HEADER_PREFIX + "original-headers"     # JSON object of the source's headers
@@ -47,6 +49,7 @@ DLQ_STATE_CONTENT_TYPE = HEADER_PREFIX + "failed-content-type"
 # esb's own bookkeeping, never shown to steps as message headers (file headers from the SFTP
 # poller, x-esb-file-*, are the message's and stay).
 INTERNAL_HEADERS = frozenset({
-    ATTEMPT, RESUME_STEP, COMPENSATIONS, FIRST_FAILURE, IDEMPOTENCY_KEY, ORIGINAL_BODY, ORIGINAL_CONTENT_TYPE,
+    ATTEMPT, RESUME_STEP, COMPENSATIONS, FIRST_FAILURE, IDEMPOTENCY_KEY, GENERATIONS, BUSY, SEAL,
+    ORIGINAL_BODY, ORIGINAL_CONTENT_TYPE,
     ORIGINAL_HEADERS, DLQ_ROUTE, DLQ_STEP, DLQ_ERROR_CLASS, DLQ_EXCEPTION, DLQ_REASON, DLQ_LAST_FAILURE,
     DLQ_COMPENSATION, DLQ_DEAD_AT, DLQ_ATTEMPTS, DLQ_STATE_BODY, DLQ_STATE_CONTENT_TYPE})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import structlog
 
 from esb.loading.project import Project
 from esb.runtime.broker import Broker, Topology
+from esb.runtime.lanes import Timer
+from esb.runtime.middleware import Hooks, LogMiddleware, Middleware
+from esb.runtime.state import load_key
 from esb.runtime.topology import route_topology
 from esb.runtime.worker import RouteRunner
 
@@ -63,15 +67,22 @@ class Runtime:
     """Runs routes of a project until stopped; `stop()` drains in-flight messages."""
 
     def __init__(self, project: Project, broker: Broker, routes: Iterable[str] | None = None, store=None,
-                 owner: str | None = None, adapters=None, pollers: bool = False):
+                 owner: str | None = None, adapters=None, pollers: bool = False,
+                 middleware: Iterable[Middleware] | None = None):
         from esb.store import owner_id
         self.project = project
         self.broker = broker
         self.route_names = list(routes or project.routes)
         self.store = store
         self.adapters = adapters or AdapterPool(project)
+        self.hooks = Hooks([LogMiddleware()] if middleware is None else list(middleware))
+        self.timer = Timer()
         owner = owner or owner_id()
-        self.runners = [RouteRunner(project.routes[n], broker, self.adapters, store, owner) for n in self.route_names]
+        seal = load_key(project.root, project.settings.state_key)
+        self.runners = [RouteRunner(project.routes[n], broker, self.adapters, store, owner, seal=seal,
+                                    hooks=self.hooks, timer=self.timer,
+                                    delivery_limit=project.settings.delivery_limit)
+                        for n in self.route_names]
         self.pollers = _inbound_pollers(project, broker) if pollers else []
         self._stop_polling = threading.Event()
         self._poll_threads: list[threading.Thread] = []
@@ -89,13 +100,15 @@ class Runtime:
         log.info("runtime_started", routes=self.route_names, pollers=[f"{p.adapter}.{p.inbound}" for p in self.pollers])
 
     def stop(self, drain_timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + drain_timeout
         self._stop_polling.set()
         for thread in self._poll_threads:
-            thread.join(drain_timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         for poller in self.pollers:
             poller.close()
         for runner in self.runners:
-            runner.drain(drain_timeout)
+            runner.drain(max(0.0, deadline - time.monotonic()))
+        self.timer.stop()  # pending give-backs are sent now, not after their pause
         if hasattr(self.adapters, "close"):
             self.adapters.close()
         self.broker.stop()

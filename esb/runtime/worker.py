@@ -1,141 +1,108 @@
-"""Run one route on a broker: consume, process, confirm outputs, then ack.
+"""Run one route on a broker: take a delivery, run its steps, confirm its outputs, settle it once.
 
-For each delivery: idempotency claim → steps (resuming at the failing step of a retried
-message) → every publish confirmed → record done → ack. A transient failure goes to a delay
-tier with the message's state; a permanent one (or retries exhausted) runs the compensations
-of completed steps in reverse, then dead-letters the original message with why it died.
-Nothing is acked before what replaces it (outputs, retry state, dead letter) is confirmed.
+For each delivery: size and delivery limits → the sealed retry state (forged state is dropped) →
+idempotency claim (resuming after recorded steps) → steps → every publish confirmed → `done`
+recorded → ack. A transient failure waits in a delay tier with its state; a permanent one (or
+retries exhausted) compensates the completed steps in reverse and is dead-lettered. The Settler
+(settlement.py) carries out each of those ends exactly once; hooks (middleware.py) report them.
 
-Where steps run: a route with a step that may wait on the outside world (`to`, `function`) or
-on the idempotency store runs on `concurrency` threads of its own, never on the broker's I/O
-thread, so a slow endpoint cannot stall acks and confirms. A route that cannot block runs on
-the broker's thread (handing each message to a thread and back cost more than the work; see
-RouteRunner.inline), and only its failures, which wait for confirms, move to a thread. Nobody
-waits for the confirms of a message's outputs: the last confirm acks it (with a store, hands it
-to the route's Finisher, which records it done together with others, then acks), so confirms
-are pipelined across messages.
+Where work runs. The broker's thread only routes deliveries: a route that cannot block (no `to`
+or `function` step, no store) runs a small delivery right there, since handing each message to a
+thread and back cost more than the JSON->XML work itself (measured on 2 cores: 1,133 msg/s handed
+off one by one, 3,372 inline, 4,498 raw pika). Its work is bounded: bodies up to INLINE_MAX_BYTES,
+conversions linear. Everything else — larger bodies, redeliveries (counted in the store), every
+failure (which waits for confirms), routes that call out or use the store — goes to the route's
+lanes (lanes.py), so a slow message never stalls heartbeats, acks or other routes. Nobody waits for
+the confirms of a message's outputs: the last confirm settles it (with a store, through the
+Finisher, which records many messages done at once), so confirms are pipelined across messages.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
+import functools
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 import tenacity
 
 from esb.errors import PermanentError, ProcessingError, TransientError
 from esb.message import Message
 from esb.routes.model import Route
-from esb.runtime import names
-from esb.runtime.broker import Broker, Confirmation, Delivery, wait_all
-from esb.runtime.envelope import (
-    RetryState,
-    decode_body,
-    encode_body,
-    read_state,
-    state_headers,
-    to_message,
-    to_outgoing,
-    user_headers,
-    wire_headers,
-)
+from esb.runtime import compensation, deadletter, names, retry
+from esb.runtime.attempt import Attempt
+from esb.runtime.broker import Broker, Confirmation, Delivery
+from esb.runtime.envelope import message_id_of, to_message, to_outgoing
 from esb.runtime.finisher import Finisher
+from esb.runtime.keys import effect_key, store_key
+from esb.runtime.lanes import Lanes, Timer
+from esb.runtime.middleware import Hooks, LogMiddleware
+from esb.runtime.resume import DEFAULT_DELIVERY_LIMIT, DeliveryCounter, resume_point
+from esb.runtime.settlement import Settler, confirm
+from esb.runtime.state import Seal, carries_state, read_state
 from esb.runtime.topology import retry_delays_ms
 from esb.steps.base import Step
 from esb.steps.pipeline import StepFailed, run_steps
 from esb.transform.expressions import compile_expression
 
-log = structlog.get_logger("esb.worker")
-CONFIRM_TIMEOUT = 30.0
 LEASE_SECONDS = 120.0
-MAX_REASON = 1024
-GIVE_BACK_PAUSE = 1.0  # seconds before a delivery esb could not settle is requeued (no hot requeue loop)
-IN_PROCESS_RETRY_AFTER_CAP = 2.0  # a longer Retry-After goes to a delay tier instead of blocking a thread
-
-
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-
-
-@dataclasses.dataclass
-class Attempt:
-    """One delivery being processed: its state, what it did, what to undo."""
-
-    delivery: Delivery
-    state: RetryState
-    owner: str = ""  # per delivery: a redelivered copy must not run beside the original
-    key: str | None = None
-    futures: list = dataclasses.field(default_factory=list)
-    compensations: list = dataclasses.field(default_factory=list)
-
-    @property
-    def original(self) -> tuple[bytes, str | None, dict]:
-        s, d = self.state, self.delivery
-        if s.original_body is not None:
-            return s.original_body, s.original_content_type, dict(s.original_headers or {})
-        return d.body, d.content_type, user_headers(d.headers)
+INLINE_MAX_BYTES = 64 * 1024   # larger bodies of a pure route are converted on a lane, not the broker's thread
+PURE_LANES = 2                 # lanes of a route that cannot block: one slow message leaves the other free
+IN_PROCESS_RETRY_AFTER_CAP = 2.0  # a longer Retry-After goes to a delay tier instead of blocking a lane
 
 
 class RuntimeIO:
     """The StepIO of the runtime: adapter calls with quick retries, publishes with confirms."""
 
+    __slots__ = ("runner", "attempt")
+
     def __init__(self, runner: RouteRunner, attempt: Attempt):
         self.runner, self.attempt = runner, attempt
 
     def call(self, step: Step, adapter: str, operation: str, message: Message) -> Message:
-        impl = self.runner.adapters(adapter)
-        key = f"{message.message_id}:{step.label}"
-        return self.runner.retrying(impl.call, operation, message, idempotency_key=key)
+        key = effect_key(message.message_id, step.label, self.attempt.generations.get(step.label, 1))
+        return self.runner.retrying(self.runner.adapters(adapter).call, operation, message, idempotency_key=key)
 
     def publish(self, step: Step, exchange: str, routing_key: str, message: Message) -> None:
-        future = self.runner.broker.publish(exchange, routing_key, to_outgoing(message))
-        self.attempt.futures.append((step.label, future))
+        confirmation = self.runner.broker.publish(exchange, routing_key, to_outgoing(message))
+        self.attempt.outputs.append((step.label, confirmation))
 
     def completed(self, step: Step, message: Message) -> None:
-        self.attempt.compensations.append({
-            "step": step.label, "adapter": step.adapter, "operation": step.compensate,
-            "body": encode_body(message.body, message.content_type).decode("utf-8", "replace"),
-            "content_type": message.content_type, "message_id": message.message_id})
+        key = effect_key(message.message_id, step.label, self.attempt.generations.get(step.label, 1))
+        self.attempt.compensations.append(compensation.record(step, message, key))
 
 
 class RouteRunner:
     def __init__(self, route: Route, broker: Broker, adapters: Callable[[str], Any], store=None,
-                 owner: str = "", lease_seconds: float = LEASE_SECONDS):
+                 owner: str = "", lease_seconds: float = LEASE_SECONDS, *, seal: Seal, hooks: Hooks | None = None,
+                 timer: Timer | None = None, delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+                 max_body_bytes: int | None = None):
         self.route, self.broker, self.adapters, self.owner = route, broker, adapters, owner
-        self.lease_seconds = lease_seconds
+        self.lease_seconds, self.seal, self.delivery_limit = lease_seconds, seal, delivery_limit
+        self.max_body_bytes = getattr(route, "max_body_bytes", None) or max_body_bytes
+        self.hooks = hooks or Hooks([LogMiddleware()])
         self.store = store if store is not None and (route.idempotency or _has_calls(route)) else None
-        # A route without side effects pays one write per message: no claim, only `done`.
-        self.claims = any(step.has_side_effects() for step in route.steps)
-        # A route that can neither wait on an endpoint nor on the store runs on the broker's
-        # thread: measured on 2 cores (make bench), handing each message to a thread and back
-        # cost more than the JSON->XML work itself: 1,133 msg/s that way, 3,372 inline, 4,498 for
-        # raw pika. A slow bank endpoint still never stalls the broker's thread: routes with `to`
-        # or `function` steps keep their threads.
+        self.claims = any(step.has_side_effects() for step in route.steps)  # else one write: `done`
         self.inline = self.store is None and not any(step.blocking for step in route.walk())
         self.tiers = retry_delays_ms(route)
         # Quick in-process retries of a transient failure, bounded; longer waits go to a tier.
-        # Built once: it is thread-safe, and building one per call cost more than the call's own
-        # bookkeeping on the I/O route.
+        # Built once: it is thread-safe, and one per call cost more than the call's own bookkeeping.
         self.retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(route.retry.in_process + 1) | tenacity.stop_any(_long_retry_after),
             wait=_wait, retry=tenacity.retry_if_exception_type(TransientError), reraise=True)
         self.key_expression = compile_expression(route.idempotency.key) \
             if route.idempotency and route.idempotency.key else None
-        self.log = log.bind(route=route.name)
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work_loop, name=f"esb-{route.name}-{i}", daemon=True)
-                         for i in range(0 if self.inline else route.concurrency)]
+        self._own_timer = timer is None
+        self.timer = timer or Timer(f"esb-{route.name}-timer")
+        self.settler = Settler(route.name, broker, self.hooks, self.store, self.timer, self._settled)
+        self.deliveries = DeliveryCounter(store)
+        self.lanes = Lanes(route.name, PURE_LANES if self.inline else route.concurrency, _run)
         self._inflight = 0
         self._attempt_ids = itertools.count(1)
         self._idle = threading.Condition()
-        self._finisher = Finisher(route.name, self.store, self._acked, self._not_finished) \
+        self._finisher = Finisher(route.name, self.store, self._finished, self._not_finished) \
             if self.store is not None else None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -143,22 +110,23 @@ class RouteRunner:
     def start(self) -> None:
         if self._finisher is not None:
             self._finisher.start()
-        for thread in self._threads:
-            thread.start()
+        self.lanes.start()
         self.broker.consume(self.route.source.queue, self.route.concurrency, self._on_delivery)
 
-    def drain(self, timeout: float = 30.0) -> None:
-        """Stop consuming and wait until in-flight messages are settled (Ctrl-C, SIGTERM)."""
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Stop consuming and wait until in-flight messages are settled (Ctrl-C, SIGTERM); False if
+        some were not within `timeout` (they stay unacked: the broker redelivers them)."""
+        deadline = time.monotonic() + timeout
         if hasattr(self.broker, "cancel"):
             self.broker.cancel(self.route.source.queue)
         with self._idle:
-            self._idle.wait_for(lambda: self._inflight == 0, timeout)
-        for _ in self._threads:
-            self._work.put(None)
-        for thread in self._threads:
-            thread.join(timeout)
+            drained = self._idle.wait_for(lambda: self._inflight == 0, timeout)
+        self.lanes.stop(max(0.0, deadline - time.monotonic()))
         if self._finisher is not None:
-            self._finisher.stop(timeout)
+            self._finisher.stop(max(0.0, deadline - time.monotonic()))
+        if self._own_timer:
+            self.timer.stop()
+        return drained
 
     def idle(self) -> bool:
         """Nothing waiting in the route's queue and nothing in flight (retry tiers not counted)."""
@@ -166,35 +134,13 @@ class RouteRunner:
         return self._inflight == 0 and (depth is None or depth[0] == 0)
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        """On the broker's thread: count it in flight, then run it here (a route that cannot
-        block) or hand it to the route's threads."""
+        """On the broker's thread: run a small delivery of a pure route here, hand the rest to a lane."""
         with self._idle:
             self._inflight += 1
-        if self.inline:
-            self._handle_inline(delivery)
+        if self.inline and not delivery.redelivered and len(delivery.body) <= INLINE_MAX_BYTES:
+            self.handle(delivery, inline=True)
         else:
-            self._work.put(delivery)
-
-    def _work_loop(self) -> None:
-        while (delivery := self._work.get()) is not None:
-            self._handle_safely(delivery)
-
-    def _handle_safely(self, delivery: Delivery) -> None:
-        try:
-            if self.handle(delivery) is _PENDING:
-                return  # settled later, when the broker has confirmed its outputs
-        except Exception as exc:  # noqa: BLE001 - never lose the message: give it back after a pause
-            self._give_back(delivery, exc)
-        self._settled()
-
-    def _handle_inline(self, delivery: Delivery) -> None:
-        try:
-            outcome = self.handle(delivery, inline=True)
-        except Exception as exc:  # noqa: BLE001 - handed to a thread: the broker's thread never sleeps
-            self._work_on(lambda exc=exc: (self._give_back(delivery, exc), self._settled()))
-            return
-        if outcome is not _PENDING:
-            self._settled()
+            self.lanes.put(functools.partial(self.handle, delivery))
 
     def _settled(self) -> None:
         with self._idle:
@@ -204,92 +150,159 @@ class RouteRunner:
 
     # -- one delivery ---------------------------------------------------------------------
 
-    def handle(self, delivery: Delivery, inline: bool = False) -> object:
-        """Process one delivery. `inline` (on the broker's thread) must never block: failures,
-        which wait for confirms of retry state or dead letters, move to a thread of their own."""
-        attempt = Attempt(delivery, read_state(delivery), f"{self.owner}:{next(self._attempt_ids)}")
+    def handle(self, delivery: Delivery, inline: bool = False) -> None:
+        """Process one delivery until it is settled or handed to its confirms. `inline` (on the
+        broker's thread) never blocks: whatever must wait moves to a lane."""
+        attempt = Attempt(self.route.name, delivery, message_id_of(delivery), f"{self.owner}:{next(self._attempt_ids)}")
+        try:
+            self._process(attempt, inline)
+        except Exception as exc:  # noqa: BLE001 - never lose the message: give it back
+            self._later(inline, attempt, lambda exc=exc: self.settler.give_back(attempt, exc))
+
+    def _process(self, attempt: Attempt, inline: bool) -> None:
+        delivery = attempt.delivery
+        self.hooks.before_message(attempt)
+        if delivery.headers and carries_state(delivery.headers):
+            attempt.state, forged = read_state(delivery, self.route.name, attempt.message_id, self.seal)
+            if forged:
+                dropped = [h for h in delivery.headers if str(h).startswith(names.HEADER_PREFIX)]
+                self.hooks.on_forged_state(attempt, headers=dropped)
+        attempt.generations = dict(attempt.state.generations)
+        if self.max_body_bytes is not None and len(delivery.body) > self.max_body_bytes:
+            error = PermanentError(f"the body is {len(delivery.body):,} bytes, over the route's limit of "
+                                   f"{self.max_body_bytes:,} (max_body)", step="receive")
+            error.error_class = "too_large"
+            return self._later(inline, attempt, lambda: self._dead_letter(attempt, error, "receive", 0, None))
         try:
             message = to_message(delivery, self.route.source.format)
             attempt.key = attempt.state.key or self._key(message)
         except ProcessingError as exc:
-            return self._then(inline, delivery, lambda exc=exc: self._dead_letter(
-                attempt, exc, "receive", attempt.state.resume_step, None, self._log(attempt)))
-        start, message = attempt.state.resume_step, message
+            return self._later(inline, attempt, lambda exc=exc: self._dead_letter(
+                attempt, exc, "receive", attempt.state.resume_step, None))
+        start = attempt.state.resume_step
         attempt.compensations = list(attempt.state.compensations)
-        if self.store is not None and not self.claims:
-            record = self.store.get(self.route.name, attempt.key)
-            if record is not None and record.state == "done":
-                self.broker.ack(delivery)
-                return self._log(attempt).info("duplicate_skipped", key=attempt.key)
-        elif self.store is not None:
-            claim = self.store.claim(self.route.name, attempt.key, attempt.owner, self.lease_seconds)
-            if claim.status == "done":
-                self.broker.ack(delivery)
-                return self._log(attempt).info("duplicate_skipped", key=attempt.key)
-            if claim.status == "busy":
-                return self._delay(attempt, message, start, attempt.state.attempt, self._log(attempt), reason="busy")
-            if claim.progress and claim.progress[-1].index >= start:
-                start, message = self._resume_point(claim.progress, message, attempt)
+        if self.store is not None:
+            resumed = self._claim(attempt, message, start)
+            if resumed is None:
+                return
+            start, message = resumed
+        if delivery.redelivered and self._over_delivery_limit(attempt, message, start):
+            return
+        self._run(attempt, message, start, inline)
+
+    def _run(self, attempt: Attempt, message: Message, start: int, inline: bool) -> None:
         io = RuntimeIO(self, attempt)
         try:
-            result = run_steps(self.route.steps, message, io, start, self._recorder(attempt, io))
+            result = run_steps(self.route.steps, message, io, start, self._recorder(attempt))
         except StepFailed as failed:
-            return self._then(inline, delivery, lambda failed=failed: self._failed(attempt, failed, self._log(attempt)))
+            self.hooks.on_step_failed(attempt, error=failed.error)
+            return self._later(inline, attempt, lambda failed=failed: self._failed(attempt, failed))
         except PermanentError as exc:  # the broker returned an output a step recorded: nothing is bound for it
-            return self._dead_letter(attempt, exc, exc.step, start, None, self._log(attempt))
-        except TransientError as exc:  # an output a step recorded was not confirmed: give the message back
-            raise RuntimeError(f"an output was not confirmed: {exc}") from exc
+            return self._dead_letter(attempt, exc, exc.step, start, None)
         if self._finisher is not None:  # `done` is written (with others) once the outputs are confirmed
             outcome = {"dropped": result is None}
-            return self._when_confirmed(attempt, start, lambda: self._finisher.finish(
-                delivery, attempt.key, attempt.owner, outcome))
-        return self._when_confirmed(attempt, start, lambda: self._acked(
-            delivery, outputs=len(attempt.futures), filtered=result is None))
+            self._when_confirmed(attempt, start, lambda: self._finisher.finish(
+                attempt, attempt.key, attempt.owner, outcome))
+        else:
+            self._when_confirmed(attempt, start, lambda: self.settler.ack(
+                attempt, outputs=len(attempt.outputs), filtered=result is None))
 
-    def _log(self, attempt: Attempt):
-        """The log of one delivery: bound only when there is something to say (not per message)."""
-        return self.log.bind(message_id=attempt.delivery.message_id, attempt=attempt.state.attempt)
+    def _claim(self, attempt: Attempt, message: Message, start: int) -> tuple[int, Message] | None:
+        """Take the message's record in the store; None when this copy is settled here (done
+        already, or busy elsewhere and sent to wait)."""
+        if not self.claims:  # a route without side effects writes only `done`
+            record = self.store.get(self.route.name, attempt.key)
+            if record is not None and record.state == "done":
+                self.settler.skip(attempt, reason="done")
+                return None
+            return start, message
+        claim = self.store.claim(self.route.name, attempt.key, attempt.owner, self.lease_seconds)
+        if claim.status == "done":
+            self.settler.skip(attempt, reason="done")
+            return None
+        if claim.status == "busy":
+            self._wait_busy(attempt, message, start, claim.lease_until)
+            return None
+        attempt.claimed = True
+        for step, generation in getattr(claim, "generations", {}).items():
+            attempt.generations[step] = max(generation, attempt.generations.get(step, 1))
+        if claim.progress and claim.progress[-1].index >= start:
+            start, message = resume_point(claim.progress, message, attempt)
+            self.hooks.on_resumed(attempt, step_index=start)
+        return start, message
 
-    def _then(self, inline: bool, delivery: Delivery, work: Callable[[], None]) -> object:
-        """Do `work` now, or (inline) on a thread of its own that settles the delivery after it."""
-        if not inline:
-            return work()
+    def _over_delivery_limit(self, attempt: Attempt, message: Message, start: int) -> bool:
+        """A redelivery not given back by esb itself: the last copy died or stalled its worker."""
+        if self.settler.was_given_back(attempt.message_id):
+            return False
+        count = self.deliveries.deliveries(self.route.name, attempt.message_id)
+        if count <= self.delivery_limit:
+            return False
+        error = PermanentError(f"delivered {count} times without being settled (the limit is "
+                               f"{self.delivery_limit}): it stops or kills the worker that takes it",
+                               step=self._label(start))
+        error.error_class = "delivery_limit"
+        self._dead_letter(attempt, error, error.step, start, message)
+        return True
 
-        def run() -> None:
-            try:
-                work()
-            except Exception as exc:  # noqa: BLE001 - never lose the message
-                self._give_back(delivery, exc)
-            self._settled()
-        self._work_on(run)
-        return _PENDING
+    def _later(self, inline: bool, attempt: Attempt, work: Callable[[], None]) -> None:
+        """Do `work` now, or (inline, on the broker's thread) on a lane: it may wait for confirms."""
+        if inline:
+            self.lanes.put(lambda: self._settling(attempt, work))
+        else:
+            work()
 
-    def _give_back(self, delivery: Delivery, exc: Exception) -> None:
-        """Something esb itself could not do (a confirm that never came): requeue after a pause."""
-        self._give_back_all([(delivery, exc)])
+    def _settling(self, attempt: Attempt, work: Callable[[], None]) -> None:
+        """Run work that settles `attempt` on a lane; if it fails, the delivery is given back."""
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - never lose the message
+            self.settler.give_back(attempt, exc)
 
-    def _give_back_all(self, failed: list[tuple[Delivery, Exception]]) -> None:
-        """Requeue each delivery after one pause, not one pause per delivery."""
-        for delivery, exc in failed:
-            self.log.error("delivery_not_settled", message_id=delivery.message_id, error=f"{type(exc).__name__}: {exc}")
-        time.sleep(GIVE_BACK_PAUSE)
-        for delivery, _ in failed:
-            self.broker.reject(delivery, requeue=True)
+    def _key(self, message: Message) -> str:
+        spec = self.route.idempotency
+        if spec is None:
+            return store_key(message.message_id, "message id")
+        where = f"header {spec.header}" if spec.header else f"key {spec.key}"
+        value = message.headers.get(spec.header) if spec.header else self.key_expression.search(
+            message.body if message.is_json else {}, message.headers)
+        if value is None or value == "":
+            raise PermanentError(f"the idempotency {where} is missing from the message", step="idempotency")
+        return store_key(value, where)
 
-    def _not_finished(self, failed: list[tuple[Delivery, Exception]]) -> None:
-        """The Finisher could not record these done (lease lost, store down): give them back."""
-        self._give_back_all(failed)
-        for _ in failed:
-            self._settled()
+    def _recorder(self, attempt: Attempt):
+        if self.store is None and not self.hooks.wants_steps:
+            return None
+        last = len(self.route.steps) - 1
+        record = self.store is not None and self.claims
 
-    def _when_confirmed(self, attempt: Attempt, start: int, settle: Callable[[], None]) -> object:
+        def after_step(index: int, step: Step, message: Message) -> None:
+            self.hooks.after_step(attempt, step=step, message=message)
+            # Only a step that called out must not run twice; a publish repeated after a crash is
+            # at-least-once, and after the last step `done` is written at once anyway.
+            if record and index != last and _calls_out(step):
+                self._record_step(attempt, index, step, message)
+        return after_step
+
+    def _record_step(self, attempt: Attempt, index: int, step: Step, message: Message) -> None:
+        from esb.runtime.envelope import encode_body
+        from esb.store import StepRecord
+        confirm(attempt.outputs)  # a recorded publish must really have been sent
+        new = [c for c in attempt.compensations if c["step"] == step.label]
+        state = {"body": encode_body(message.body, message.content_type).decode("utf-8"),
+                 "content_type": message.content_type, "headers": dict(message.headers)}
+        self.store.record_step(self.route.name, attempt.key, attempt.owner,
+                               StepRecord(index, step.label, state, new[-1] if new else None))
+
+    # -- after the steps ------------------------------------------------------------------
+
+    def _when_confirmed(self, attempt: Attempt, start: int, settle: Callable[[], None]) -> None:
         """`settle` the message once the broker confirmed every output: nobody waits, so confirms
         are pipelined across messages. The last confirm calls it on the broker's thread (so it must
-        not block); a refused output sends the message to a thread of its own to be dead-lettered."""
-        if not attempt.futures:
-            settle()
-            return _PENDING
-        remaining = [len(attempt.futures)]
+        not block); a refused output sends the message to a lane to be dead-lettered."""
+        if not attempt.outputs:
+            return settle()
+        remaining = [len(attempt.outputs)]
         lock = threading.Lock()
 
         def confirmed(_future: Confirmation) -> None:
@@ -297,174 +310,82 @@ class RouteRunner:
                 remaining[0] -= 1
                 if remaining[0]:
                     return
-            if any(f.exception() is not None for _, f in attempt.futures):
-                self._work_on(lambda: self._after_refusal(attempt, start))
+            if any(f.exception() is not None for _, f in attempt.outputs):
+                self.lanes.put(lambda: self._settling(attempt, lambda: self._after_refusal(attempt, start)))
                 return
             settle()
-        for _, future in attempt.futures:
+        for _, future in attempt.outputs:
             future.add_done_callback(confirmed)
-        return _PENDING
 
-    def _acked(self, delivery: Delivery, **facts: Any) -> None:
-        self.broker.ack(delivery)
-        self.log.info("message_acked", message_id=delivery.message_id, **facts)
-        self._settled()  # last: drain() may return, and the process end, right after
+    def _finished(self, attempt: Attempt, filtered: bool = False) -> None:
+        attempt.claimed = False  # `done` is written: nothing to release
+        self.settler.ack(attempt, outputs=len(attempt.outputs), filtered=filtered)
 
-    def _work_on(self, task: Callable[[], None]) -> None:
-        """Run `task` (which may block) off the broker's thread; it settles the message itself."""
-        threading.Thread(target=task, name=f"esb-{self.route.name}-settle", daemon=True).start()
+    def _not_finished(self, failed: list[tuple[Attempt, Exception]]) -> None:
+        """The Finisher could not record these done (lease lost, store down): give them back."""
+        for attempt, error in failed:
+            self.settler.give_back(attempt, error)
 
     def _after_refusal(self, attempt: Attempt, start: int) -> None:
-        mlog = self.log.bind(message_id=attempt.delivery.message_id, attempt=attempt.state.attempt)
         try:
-            try:
-                self._confirm(attempt.futures)
-            except PermanentError as exc:  # returned: nothing is bound for an output
-                self._dead_letter(attempt, exc, exc.step, start, None, mlog)
-            except TransientError as exc:
-                raise RuntimeError(f"an output was not confirmed: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - never lose the message: give it back after a pause
-            self._give_back(attempt.delivery, exc)
-        self._settled()
+            confirm(attempt.outputs)
+        except PermanentError as exc:  # returned: nothing is bound for an output
+            return self._dead_letter(attempt, exc, exc.step, start, None)
+        except TransientError as exc:
+            raise RuntimeError(f"an output was not confirmed: {exc}") from exc
 
-    def _key(self, message: Message) -> str:
-        spec = self.route.idempotency
-        if spec is None:
-            return message.message_id
-        value = message.headers.get(spec.header) if spec.header else self.key_expression.search(
-            message.body if message.is_json else {}, message.headers)
-        if value in (None, ""):
-            where = f"header {spec.header}" if spec.header else f"key {spec.key}"
-            raise PermanentError(f"the idempotency {where} is missing from the message", step="idempotency")
-        return str(value)
+    # -- failures (on a lane: they wait for confirms, the store and compensations) ----------
 
-    def _resume_point(self, progress, message: Message, attempt: Attempt) -> tuple[int, Message]:
-        """A redelivery after a crash: continue after the last side effect the store recorded,
-        which may be further than the resume point a retried message carries."""
-        last = progress[-1]
-        state = last.state
-        body = decode_body(state["body"].encode("utf-8"), state["content_type"])
-        attempt.compensations = [r.compensation for r in progress if r.compensation]
-        restored = Message(body, state["content_type"], state.get("headers", {}), message.message_id)
-        self.log.info("resumed_after_crash", message_id=message.message_id, step_index=last.index + 1)
-        return last.index + 1, restored
-
-    def _recorder(self, attempt: Attempt, io: RuntimeIO):
-        if self.store is None:
-            return None
-
-        last = len(self.route.steps) - 1
-
-        def record(index: int, step: Step, message: Message) -> None:
-            # Only a step that called out must not run twice; a publish repeated after a crash is
-            # at-least-once, and after the last step `done` is written at once anyway.
-            if index == last or not _calls_out(step):
-                return
-            from esb.store import StepRecord
-            self._confirm(attempt.futures)  # a recorded publish must really have been sent
-            new = [c for c in attempt.compensations if c["step"] == step.label]
-            state = {"body": encode_body(message.body, message.content_type).decode("utf-8"),
-                     "content_type": message.content_type, "headers": dict(message.headers)}
-            self.store.record_step(self.route.name, attempt.key, attempt.owner,
-                                   StepRecord(index, step.label, state, new[-1] if new else None))
-        return record
-
-    def _confirm(self, futures: list[tuple[str, Confirmation]]) -> None:
-        """Wait until the broker confirmed every output; raise the first refusal, naming its step."""
-        if not wait_all((f for _, f in futures), CONFIRM_TIMEOUT):
-            raise TransientError("the broker did not confirm an output in time")
-        for label, future in futures:
-            error = future.exception()
-            if isinstance(error, ProcessingError):
-                raise error.at_step(label)
-            if error is not None:
-                raise TransientError(f"publish failed: {error}", step=label)
-
-    # -- failures -------------------------------------------------------------------------
-
-    def _failed(self, attempt: Attempt, failed: StepFailed, mlog) -> None:
+    def _failed(self, attempt: Attempt, failed: StepFailed) -> None:
         error = failed.error
-        mlog = mlog.bind(step=error.step)
-        mlog.warning("step_failed", error_class=error.error_class, error=_redact(str(error)))
         try:
-            self._confirm(attempt.futures)
+            confirm(attempt.outputs)
         except TransientError as exc:
             raise RuntimeError(f"an output was not confirmed: {exc}") from exc
         except PermanentError:
             pass  # the failure being handled is the one to report
         if isinstance(error, TransientError) and attempt.state.attempt < self.route.retry.attempts:
-            return self._delay(attempt, failed.message, failed.index, attempt.state.attempt + 1, mlog,
-                               retry_after=error.retry_after)
+            delay = retry.tier_for(self.tiers, attempt.state.attempt + 1, error.retry_after)
+            return self._retry(attempt, failed.message, failed.index, attempt.state.attempt + 1, delay, "transient")
         if isinstance(error, TransientError):
             error = PermanentError(f"retries exhausted after {attempt.state.attempt} attempts: {error}",
                                    step=error.step)
             error.error_class = "retries_exhausted"
-        self._dead_letter(attempt, error, error.step, failed.index, failed.message, mlog)
+        self._dead_letter(attempt, error, error.step, failed.index, failed.message)
 
-    def _delay(self, attempt: Attempt, message: Message, index: int, next_attempt: int, mlog,
-               reason: str = "transient", retry_after: float | None = None) -> None:
-        """Send the message's state to a delay tier; the broker brings it back to the route queue."""
-        delay = self._tier(next_attempt, retry_after)
-        body, content_type, headers = attempt.original
-        state = RetryState(next_attempt, index, tuple(attempt.compensations),
-                           attempt.state.first_failure or now_iso(), body, content_type or "", headers, attempt.key)
-        outgoing = to_outgoing(message, state_headers(state))
-        self._confirm([("retry", self.broker.publish("", names.retry_queue(self.route.name, delay), outgoing))])
-        if self.store is not None and self.claims and reason != "busy":
-            self.store.release(self.route.name, attempt.key, attempt.owner)
-        self.broker.ack(attempt.delivery)
-        mlog.info("retry_scheduled", reason=reason, delay_ms=delay, next_attempt=next_attempt, resume_step=index)
+    def _wait_busy(self, attempt: Attempt, message: Message, start: int, lease_until: float | None) -> None:
+        """Another worker holds this key: wait in a tier, longer each time, at most MAX_BUSY times."""
+        busy = attempt.state.busy + 1
+        if busy > retry.MAX_BUSY:
+            error = PermanentError(f"the key stayed in progress on another worker through {retry.MAX_BUSY} waits",
+                                   step=self._label(start))
+            error.error_class = "busy"
+            return self._dead_letter(attempt, error, error.step, start, message)
+        lease_left = lease_until - time.time() if lease_until else None
+        delay = retry.busy_tier(self.tiers, busy - 1, lease_left)
+        self._retry(attempt, message, start, attempt.state.attempt, delay, "busy", busy=busy)
 
-    def _tier(self, next_attempt: int, retry_after: float | None) -> int:
-        base = self.tiers[max(0, min(next_attempt - 2, len(self.tiers) - 1))] if self.tiers else 1000
-        if retry_after:  # honour Retry-After: the first tier that waits at least that long
-            longer = [t for t in self.tiers if t >= retry_after * 1000]
-            return max(base, min(longer)) if longer else max(self.tiers or [base])
-        return base
+    def _retry(self, attempt: Attempt, message: Message, index: int, next_attempt: int, delay: int, reason: str,
+               busy: int = 0) -> None:
+        state = retry.state_message(attempt, message, index, next_attempt, self.seal, busy)
+        self.settler.retry(attempt, retry.tier_queue(self.route.name, delay), state, reason=reason, delay_ms=delay,
+                           next_attempt=next_attempt, resume_step=index)
 
     def _dead_letter(self, attempt: Attempt, error: ProcessingError, step: str | None, index: int,
-                     message: Message | None, mlog) -> None:
-        compensation = self._compensate(attempt, mlog)
-        body, content_type, headers = attempt.original
-        first = attempt.state.first_failure or now_iso()
-        why = {
-            names.DLQ_ROUTE: self.route.name, names.DLQ_STEP: step or "", names.DLQ_ERROR_CLASS: error.error_class,
-            names.DLQ_EXCEPTION: type(error).__name__, names.DLQ_REASON: _redact(str(error)),
-            names.DLQ_ATTEMPTS: attempt.state.attempt, names.FIRST_FAILURE: first, names.DLQ_LAST_FAILURE: now_iso(),
-            names.DLQ_COMPENSATION: compensation, names.RESUME_STEP: index,
-        }
-        if message is not None:
-            why[names.DLQ_STATE_BODY] = encode_body(message.body, message.content_type)
-            why[names.DLQ_STATE_CONTENT_TYPE] = message.content_type
-        from esb.runtime.broker import Outgoing
-        letter = Outgoing(body, content_type or "application/octet-stream", wire_headers({**headers, **why}),
-                          attempt.delivery.message_id or "")
-        self._confirm([("dead-letter", self.broker.publish("", names.dead_letter_queue(self.route.name), letter))])
-        if self.store is not None and self.claims and attempt.key is not None:
-            self.store.mark_dead(self.route.name, attempt.key, attempt.owner)
-        self.broker.ack(attempt.delivery)
-        mlog.warning("dead_lettered", step=step, error_class=error.error_class, compensation=compensation,
-                     reason=_redact(str(error)))
+                     message: Message | None) -> None:
+        summary, generations = compensation.compensate(attempt, self.adapters, self.retrying, self.hooks)
+        letter = deadletter.letter(attempt, error, step, index, message, summary, generations, self.seal)
+        self.settler.dead_letter(attempt, deadletter.queue(self.route.name), letter, generations,
+                                 step=step or "", error_class=error.error_class, compensation=summary,
+                                 reason=str(letter.headers[names.DLQ_REASON]))
 
-    def _compensate(self, attempt: Attempt, mlog) -> str:
-        """Undo completed steps in reverse order; say how it went, for the dead letter."""
-        if not attempt.compensations:
-            return "none"
-        failures = []
-        for record in reversed(attempt.compensations):
-            message = Message(decode_body(record["body"].encode("utf-8"), record["content_type"]),
-                              record["content_type"], {}, record["message_id"])
-            try:
-                self.retrying(self.adapters(record["adapter"]).call, record["operation"], message,
-                                idempotency_key=f"{record['message_id']}:{record['step']}:compensate")
-                mlog.info("compensated", compensated_step=record["step"])
-            except Exception as exc:  # noqa: BLE001 - report every failed compensation, keep going
-                failures.append(f"{record['step']}: {_redact(str(exc))}")
-                mlog.error("compensation_failed", compensated_step=record["step"], error=_redact(str(exc)))
-        return "failed: " + "; ".join(failures) if failures else "ok"
+    def _label(self, index: int) -> str:
+        steps = self.route.steps
+        return steps[index].label if 0 <= index < len(steps) else "receive"
 
 
-_PENDING = object()  # handle() returns it when the message is settled later, on confirms
+def _run(work: Callable[[], None]) -> None:
+    work()  # handle() and _settling() catch what they must; a lane never dies of one item
 
 
 def _long_retry_after(state: tenacity.RetryCallState) -> bool:
@@ -487,9 +408,3 @@ def _calls_out(step: Step) -> bool:
 
 def _has_calls(route: Route) -> bool:
     return any(step.kind == "to" for step in route.walk())
-
-
-def _redact(text: str) -> str:
-    """Dead letters and logs get at most 1 KB of reason; adapters already keep secrets out."""
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
-

@@ -81,7 +81,7 @@ class IdempotencyStore(Protocol):
     def release(self, route: str, key: str, owner: str) -> None: ...
     def finish(self, route: str, key: str, owner: str, outcome: dict) -> None: ...
     def finish_many(self, route: str, finished: list[tuple[str, str, dict]]) -> list[LeaseLost | None]: ...
-    def mark_dead(self, route: str, key: str, owner: str) -> None: ...
+    def mark_dead(self, route: str, key: str, owner: str, generations=None) -> None: ...
     def get(self, route: str, key: str) -> Record | None: ...
     def close(self) -> None: ...
 
@@ -288,7 +288,7 @@ class SqliteStore:
             return [None] * len(rows)
         return [self._finish_error(route, key, owner) for key, owner, _ in finished]  # rare: look at each
 
-    def mark_dead(self, route: str, key: str, owner: str) -> None:
+    def mark_dead(self, route: str, key: str, owner: str, generations=None) -> None:
         if not self._write(_MARK_DEAD, (time.time(), route, key, owner)):
             self._unless_already(DEAD, route, key, owner, "mark it dead")
 
@@ -506,7 +506,7 @@ class RedisStore:
         return [None if ok else self._lease_lost(route, key, owner, "finish")
                 for (key, owner, _), ok in zip(finished, results, strict=True)]
 
-    def mark_dead(self, route: str, key: str, owner: str) -> None:
+    def mark_dead(self, route: str, key: str, owner: str, generations=None) -> None:
         if not self._call(self._settle, route, key, [owner, DEAD, "", self._ttl_ms]):
             raise self._lease_lost(route, key, owner, "mark it dead")
 

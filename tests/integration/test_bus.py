@@ -7,6 +7,7 @@ import json
 import time
 from decimal import Decimal
 
+from esb.testing.http import StubResponse
 from esb.transform import jsoncodec
 
 LEDGER_ADAPTER = """\
@@ -155,8 +156,7 @@ def test_an_unroutable_output_after_a_voucher_compensates_it_then_dead_letters(b
 
 
 def test_a_duplicate_publish_posts_once_and_both_copies_are_acked(bus, run_routes, ledger, uid):
-    ledger.route("/vouchers", lambda request: __import__("esb.testing.http").devservers.StubResponse(
-        201, {"voucher_no": "V-D"}))
+    ledger.route("/vouchers", lambda request: StubResponse(201, {"voucher_no": "V-D"}))
     steps = f"""\
   - label: create-voucher
     to: {{adapter: ledger, operation: create_voucher}}

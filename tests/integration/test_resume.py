@@ -7,6 +7,7 @@ import subprocess
 
 from test_bus import LEDGER_ADAPTER, relay_route
 
+from esb.runtime.keys import store_key
 from esb.store import _HOST, SqliteStore, StepRecord
 
 
@@ -28,9 +29,10 @@ def test_a_redelivery_after_a_crash_resumes_after_the_last_recorded_step(bus, ru
     # What the crashed worker left: the voucher was posted and recorded, the archive not yet.
     store = SqliteStore(str(tmp_path / "idem.sqlite3"))
     owner = dead_owner()
-    assert store.claim(f"r-{uid}", "C-R", owner, 600).status == "claimed"
+    key = store_key("C-R", "key")  # keys are typed in the store: "C-R" and 0 never collide
+    assert store.claim(f"r-{uid}", key, owner, 600).status == "claimed"
     after_post = {"claim_id": "C-R", "receipt": {"voucher_no": "V-R"}}
-    store.record_step(f"r-{uid}", "C-R", owner, StepRecord(0, "create-voucher", {
+    store.record_step(f"r-{uid}", key, owner, StepRecord(0, "create-voucher", {
         "body": json.dumps(after_post), "content_type": "application/json", "headers": {}}, None))
     store.close()
     run_routes({"adapters/ledger.yaml": LEDGER_ADAPTER.format(url=ledger.url),

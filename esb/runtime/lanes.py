@@ -1,0 +1,111 @@
+"""Where a route's work runs off the broker's thread: a fixed set of lanes, and one timer.
+
+Lanes are the route's threads. The broker's thread only appends work to a deque and wakes a lane
+when one is asleep: while the lanes are busy, handing work over costs an append and no wake-up.
+Each lane takes one item at a time, so a slow message holds up only its own lane; the others go
+on with the rest. No thread is ever started per message or per failure.
+
+The timer runs delayed work (a give-back after its pause) on one thread per runtime, so that no
+lane and no broker thread ever sleeps.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+Work = Callable[[], None]
+
+
+class Lanes:
+    def __init__(self, name: str, count: int, run: Callable[[Work], None]):
+        self._items: collections.deque = collections.deque()
+        self._wake = threading.Condition(threading.Lock())
+        self._asleep = 0
+        self._run = run
+        self._threads = [threading.Thread(target=self._loop, name=f"esb-{name}-{i}", daemon=True)
+                         for i in range(count)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, work: Work) -> None:
+        """From any thread. A lane that found the deque empty counts itself asleep before it looks
+        again under the lock, so an item appended meanwhile is either seen or wakes it."""
+        self._items.append(work)
+        if self._asleep:
+            with self._wake:
+                self._wake.notify()
+
+    def stop(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for _ in self._threads:
+            self.put(None)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _loop(self) -> None:
+        items = self._items
+        while True:
+            try:
+                work = items.popleft()
+            except IndexError:
+                with self._wake:
+                    self._asleep += 1
+                    while not items:
+                        self._wake.wait()
+                    self._asleep -= 1
+                continue
+            if work is None:
+                return
+            self._run(work)
+
+
+class Timer:
+    """Runs work after a delay, on one thread of its own."""
+
+    def __init__(self, name: str = "esb-timer"):
+        self._due: list = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def after(self, seconds: float, work: Work) -> None:
+        with self._changed:
+            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._order), work))
+            self._changed.notify()
+
+    def stop(self, run_pending: bool = True) -> None:
+        """Stop; pending work runs now (a give-back must not wait out its pause at shutdown)."""
+        with self._changed:
+            self._stopped = True
+            pending, self._due = [w for _, _, w in sorted(self._due)] if run_pending else [], []
+            self._changed.notify()
+        self._thread.join(5)
+        for work in pending:
+            _run_quietly(work)
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._stopped and (not self._due or self._due[0][0] > time.monotonic()):
+                    self._changed.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                if self._stopped:
+                    return
+                _, _, work = heapq.heappop(self._due)
+            _run_quietly(work)
+
+
+def _run_quietly(work: Work) -> None:
+    try:
+        work()
+    except Exception:  # noqa: BLE001 - one failed job must not stop the timer
+        import structlog
+        structlog.get_logger("esb.timer").exception("timer_work_failed")
