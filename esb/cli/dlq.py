@@ -30,6 +30,13 @@ def resolve_broker(root: Path, given: str | None) -> str:
     return load_settings(root.resolve(), os.environ).broker_url
 
 
+def project_seal(root: Path):
+    """The key that proves a dead letter was written by esb (config, or var/state.key)."""
+    from esb.loading.project import load_project
+    from esb.runtime.state import load_key
+    return load_key(root, load_project(root).settings.state_key)
+
+
 def load_route(root: Path, name: str):
     from esb.loading.project import load_project
     return load_project(root).route(name)
@@ -52,7 +59,7 @@ def dlq() -> None:
 @click.pass_obj
 def list_letters(root: Path, route: str, limit: int, broker_url: str | None) -> None:
     """A table of the dead letters of ROUTE (oldest first); they stay in the queue."""
-    letters = engine.browse(resolve_broker(root, broker_url), route, limit)
+    letters = engine.browse(resolve_broker(root, broker_url), route, limit, seal=project_seal(root))
     table = Table("id", "age", "step", "error class", "reason")
     for letter in letters:
         table.add_row(Text(letter.id), format_age(letter.age), Text(letter.step), Text(letter.error_class),
@@ -75,7 +82,7 @@ def show(root: Path, message_id: str, route: str | None, broker_url: str | None)
         routes = list(load_project(root).routes)
     else:
         routes = [route]
-    letter = engine.find(resolve_broker(root, broker_url), routes, message_id)
+    letter = engine.find(resolve_broker(root, broker_url), routes, message_id, seal=project_seal(root))
     if letter is None:
         raise click.ClickException(f"no dead letter {message_id} in the DLQ of {', '.join(routes) or 'any route'}")
     for line in show_lines(letter):
@@ -84,6 +91,8 @@ def show(root: Path, message_id: str, route: str | None, broker_url: str | None)
 
 def show_lines(letter: engine.DeadLetter) -> Iterator[str]:
     yield f"id:            {letter.id}"
+    if not letter.authentic:
+        yield "sealed:        NO: not dead-lettered by esb; its esb headers are ignored, its body replays as sent"
     yield f"route:         {letter.route}"
     yield f"failed step:   {letter.step}  (step index {letter.resume_step})"
     yield f"error class:   {letter.error_class}  ({letter.exception})"
@@ -146,7 +155,8 @@ def replay(root: Path, route: str, ids: tuple[str, ...], everything: bool, from_
                   disable=not console.is_terminal) as bar:
         task = bar.add_task("replay", total=len(ids) or None)
         count = engine.replay(url, route, ids=ids, replay_all=everything, from_step=from_step, route_model=model,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+                              progress=lambda done, total: bar.update(task, completed=done, total=total),
+                              seal=project_seal(root))
     click.echo(f"replayed {count}")
 
 
@@ -164,7 +174,7 @@ def purge(root: Path, route: str, ids: tuple[str, ...], everything: bool, yes: b
     what = "every dead letter" if everything else f"{len(ids)} dead letter{'' if len(ids) == 1 else 's'}"
     if not yes:
         click.confirm(f"delete {what} of {route} from {engine.mask_url(url)}?", abort=True)
-    count = engine.purge(url, route, None if everything else ids)
+    count = engine.purge(url, route, None if everything else ids, seal=project_seal(root))
     click.echo(f"purged {count}")
 
 

@@ -29,7 +29,7 @@ from esb.errors import EsbError
 from esb.runtime import names
 from esb.runtime.broker import Delivery, NotConfirmed, Outgoing, Unroutable
 from esb.runtime.envelope import message_id_of, user_headers, wire_headers
-from esb.runtime.state import RetryState, state_headers
+from esb.runtime.state import RetryState, Seal, read_generations, state_headers
 from esb.runtime.topology import retry_delays_ms
 
 Progress = Callable[[int, int], None]
@@ -56,6 +56,8 @@ class DeadLetter:
     headers: Mapping[str, Any]   # the original user headers, without x-esb-*
     failed_body: bytes | None = None          # the body as it stood at the failed step
     failed_content_type: str | None = None
+    generations: Mapping[str, int] = dataclasses.field(default_factory=dict)  # step -> key generation a replay uses
+    authentic: bool = True       # sealed by esb; else only its body and plain headers are believed
 
     @property
     def age(self) -> datetime.timedelta | None:
@@ -69,8 +71,17 @@ class DeadLetter:
         return datetime.datetime.now(datetime.UTC) - then
 
     @classmethod
-    def from_delivery(cls, delivery: Delivery) -> DeadLetter:
+    def from_delivery(cls, delivery: Delivery, seal: Seal, route: str) -> DeadLetter:
+        """The dead letter in `delivery`, believed only if esb sealed it for `route`: anything else
+        in a DLQ (published there by hand, or forged) is a plain message, its esb headers ignored."""
         h = delivery.headers or {}
+        message_id = message_id_of(delivery)
+        if not seal.verify(route, message_id, delivery.body, h):
+            return cls(id=message_id, route=route, step="", error_class="unsealed", exception="",
+                       reason="not dead-lettered by esb: its esb headers carry no valid seal and are ignored",
+                       attempts=0, first_failure="", last_failure="", compensation="", resume_step=0,
+                       body=bytes(delivery.body), content_type=delivery.content_type or "application/octet-stream",
+                       headers=MappingProxyType(user_headers(h)), authentic=False)
         return cls(
             id=message_id_of(delivery), route=_text(h.get(names.DLQ_ROUTE)),
             step=_text(h.get(names.DLQ_STEP)), error_class=_text(h.get(names.DLQ_ERROR_CLASS)),
@@ -80,7 +91,8 @@ class DeadLetter:
             resume_step=_int(h.get(names.RESUME_STEP)), body=bytes(delivery.body),
             content_type=delivery.content_type or "application/octet-stream",
             headers=MappingProxyType(user_headers(h)), failed_body=_bytes(h.get(names.DLQ_STATE_BODY)),
-            failed_content_type=_text(h.get(names.DLQ_STATE_CONTENT_TYPE)) or None)
+            failed_content_type=_text(h.get(names.DLQ_STATE_CONTENT_TYPE)) or None,
+            generations=MappingProxyType(read_generations(h.get(names.GENERATIONS))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,31 +117,31 @@ class ReplayFailed(EsbError):
 
 # -- the engine -------------------------------------------------------------------------------
 
-def browse(url: str, route: str, limit: int | None = 1000) -> list[DeadLetter]:
+def browse(url: str, route: str, limit: int | None = 1000, *, seal: Seal) -> list[DeadLetter]:
     """The dead letters of `route`, oldest first, left in place."""
     queue = names.dead_letter_queue(route)
     with _session(url) as session:
         count = _depth_or_fail(session, queue, url)
         try:
-            return [DeadLetter.from_delivery(d) for d in _fetch(session, queue, _cap(count, limit))]
+            return [DeadLetter.from_delivery(d, seal, route) for d in _fetch(session, queue, _cap(count, limit))]
         finally:
             session.give_back()
 
 
-def find(url: str, routes: Iterable[str], message_id: str) -> DeadLetter | None:
+def find(url: str, routes: Iterable[str], message_id: str, *, seal: Seal) -> DeadLetter | None:
     """The dead letter with this message id in the DLQ of any of `routes`, left in place."""
     for route in routes:
         with _session(url) as session:
             if session.depth(names.dead_letter_queue(route)) is None:
                 continue
-        found = next((letter for letter in browse(url, route, None) if letter.id == message_id), None)
+        found = next((letter for letter in browse(url, route, None, seal=seal) if letter.id == message_id), None)
         if found is not None:
             return found
     return None
 
 
 def replay(url: str, route: str, *, ids: Iterable[str] | None = None, replay_all: bool = False,
-           from_step: str | None = None, route_model=None, progress: Progress | None = None) -> int:
+           from_step: str | None = None, route_model=None, progress: Progress | None = None, seal: Seal) -> int:
     """Republish dead letters of `route` (those with `ids`, or all) to its queue; how many moved.
 
     With `from_step`, each goes back with the body it had at its failed step and the retry
@@ -139,14 +151,14 @@ def replay(url: str, route: str, *, ids: Iterable[str] | None = None, replay_all
     if not wanted and not replay_all:
         raise EsbError("say which dead letters to replay: give message ids, or all")
     if from_step is not None:
-        for letter in _matching(browse(url, route, None), wanted):
+        for letter in _matching(browse(url, route, None, seal=seal), wanted):
             _check_resumable(letter, from_step, route_model)
     target = route_model.source.queue if route_model is not None else names.route_queue(route)
-    return _move(url, route, wanted, lambda letter: ("", target, _replayed(letter, from_step, route_model)),
-                 progress)
+    return _move(url, route, wanted, lambda letter: ("", target, _replayed(letter, from_step, route_model, seal)),
+                 progress, seal)
 
 
-def purge(url: str, route: str, ids: Iterable[str] | None = None) -> int:
+def purge(url: str, route: str, ids: Iterable[str] | None = None, *, seal: Seal) -> int:
     """Delete the dead letters of `route`: all of them, or those with the given ids; how many went."""
     queue = names.dead_letter_queue(route)
     if ids is None:
@@ -154,7 +166,7 @@ def purge(url: str, route: str, ids: Iterable[str] | None = None) -> int:
             _depth_or_fail(session, queue, url)
             return session.purge(queue)
     wanted = set(ids)
-    return _move(url, route, wanted, lambda letter: None, None) if wanted else 0
+    return _move(url, route, wanted, lambda letter: None, None, seal) if wanted else 0
 
 
 def status(url: str, project) -> list[RouteStatus]:
@@ -181,7 +193,7 @@ def mask_url(url: str) -> str:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _move(url: str, route: str, wanted: set[str], destination, progress: Progress | None) -> int:
+def _move(url: str, route: str, wanted: set[str], destination, progress: Progress | None, seal: Seal) -> int:
     """Take matching dead letters off the DLQ: republish each to `destination(letter)` (None: drop),
     ack it once confirmed; give every other message back untouched."""
     queue = names.dead_letter_queue(route)
@@ -191,7 +203,7 @@ def _move(url: str, route: str, wanted: set[str], destination, progress: Progres
         total = len(wanted) if by_id else count
         try:
             for delivery in _fetch(session, queue, count):
-                letter = DeadLetter.from_delivery(delivery)
+                letter = DeadLetter.from_delivery(delivery, seal, route)
                 if wanted and letter.id not in wanted:
                     continue  # held until the end, then given back
                 _send(session, destination(letter), letter, moved, queue)
@@ -217,13 +229,27 @@ def _send(session, where: tuple[str, str, Outgoing] | None, letter: DeadLetter, 
         raise ReplayFailed(f"replayed {moved}; {letter.id} stays in {queue}: {exc}", moved) from None
 
 
-def _replayed(letter: DeadLetter, from_step: str | None, route_model) -> Outgoing:
-    if from_step is None:
+def _replayed(letter: DeadLetter, from_step: str | None, route_model, seal: Seal) -> Outgoing:
+    """The message a replay sends: the original, sealed with the state that makes the route run it
+    from the start (or resume at the failed step) and with the key generations of its effects, so
+    that an effect compensated when it died is made anew under a new key. A dead letter esb did
+    not seal goes back as the plain message it is."""
+    if not letter.authentic:
+        if from_step is not None:
+            raise EsbError(f"dead letter {letter.id} was not dead-lettered by esb: replay it from the start")
         return Outgoing(letter.body, letter.content_type, wire_headers(letter.headers), letter.id)
-    _check_resumable(letter, from_step, route_model)
-    state = RetryState(1, letter.resume_step, (), None, letter.body, letter.content_type, letter.headers)
-    return Outgoing(letter.failed_body, letter.failed_content_type or letter.content_type,
-                    wire_headers({**letter.headers, **state_headers(state)}), letter.id)
+    if from_step is None:
+        state = RetryState(1, 0, (), None, letter.body, letter.content_type, letter.headers,
+                           generations=dict(letter.generations))
+        body, content_type = letter.body, letter.content_type
+    else:
+        _check_resumable(letter, from_step, route_model)
+        state = RetryState(1, letter.resume_step, (), None, letter.body, letter.content_type, letter.headers,
+                           generations=dict(letter.generations))
+        body, content_type = letter.failed_body, letter.failed_content_type or letter.content_type
+    headers = wire_headers({**letter.headers, **state_headers(state)})
+    route = route_model.name if route_model is not None else letter.route
+    return Outgoing(body, content_type, seal.sealed(route, letter.id, body, headers), letter.id)
 
 
 def _check_resumable(letter: DeadLetter, from_step: str, route_model) -> None:

@@ -78,7 +78,7 @@ class Runtime:
         self.hooks = Hooks([LogMiddleware()] if middleware is None else list(middleware))
         self.timer = Timer()
         owner = owner or owner_id()
-        seal = load_key(project.root, project.settings.state_key)
+        self.seal = seal = load_key(project.root, project.settings.state_key)
         self.runners = [RouteRunner(project.routes[n], broker, self.adapters, store, owner, seal=seal,
                                     hooks=self.hooks, timer=self.timer,
                                     delivery_limit=project.settings.delivery_limit)
