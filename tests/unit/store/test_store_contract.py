@@ -347,6 +347,15 @@ class TestIdempotencyStore:
             statuses = list(pool.map(lambda _: store.claim(route, "one-key", owner_id(), 60).status, range(16)))
         assert sorted(statuses) == [BUSY] * 15 + [CLAIMED]
 
+    def test_threads_replaying_one_dead_key_get_exactly_one_claim_with_its_generations(self, store, route):
+        owner = owner_id()
+        store.claim(route, "one-key", owner, LEASE)
+        store.mark_dead(route, "one-key", owner, {"post-voucher": 1})
+        with ThreadPoolExecutor(16) as pool:
+            claims = list(pool.map(lambda _: store.claim(route, "one-key", owner_id(), LEASE), range(16)))
+        assert sorted(c.status for c in claims) == [BUSY] * 15 + [CLAIMED]
+        assert [c.generations for c in claims if c.status == CLAIMED] == [{"post-voucher": 1}]
+
     def test_two_processes_claiming_one_key_get_exactly_one_claim(self, backend, route):
         reports = _in_processes(8, _claim_in_process, backend, route, 200)
         assert all(isinstance(report, list) for report in reports), reports
