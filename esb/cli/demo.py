@@ -9,8 +9,10 @@ import click
 @click.pass_context
 def demo(ctx: click.Context) -> None:
     """Run the sample finance routes against stand-in ledger, OA and bank servers."""
-    from esb.demo import run_demo
+    from esb.demo import NOT_RUN, run_demo
     outcomes = run_demo(ctx.obj.resolve(), click.echo)
-    passed = sum(o.ok for o in outcomes)
-    click.echo(f"\n{passed} of {len(outcomes)} scenarios came out as expected")
-    ctx.exit(0 if passed == len(outcomes) else 1)
+    played = [o for o in outcomes if o.result != NOT_RUN]
+    passed = sum(o.ok for o in played)
+    skipped = f" ({len(outcomes) - len(played)} not run: no bank SFTP server)" if len(played) < len(outcomes) else ""
+    click.echo(f"\n{passed} of {len(played)} scenarios came out as expected{skipped}")
+    ctx.exit(0 if passed == len(played) else 1)

@@ -1,4 +1,4 @@
-"""Scriptable servers on loopback for tests, route tests and `esb demo`: a stub HTTP endpoint.
+"""A scriptable HTTP endpoint on loopback for tests, benchmarks and `esb demo`.
 
     server = StubHttpServer().start()
     server.enqueue("/vouchers", 201, {"voucher_no": "V-1"})       # served once, in order

@@ -3,7 +3,12 @@
 
     ledger = StandInLedger().start()      # on top of StubHttpServer: ledger.url, ledger.server.requests
     ledger.fail_next("/vouchers", 503, times=2)
-    ledger.effects   # {idempotency key: (method, path, body)} — one entry per real effect
+    ledger.effects    # {idempotency key: (method, path, body)} — one entry per real effect
+    ledger.vouchers   # {ledger id: voucher} — the vouchers that exist now
+
+A repeated key gets the first answer again, even for a voucher cancelled since (as real ledgers
+do): a cancelled voucher posted again under its old key is not posted. DELETE /vouchers/{id}
+cancels the voucher with that ledger id or voucher_no, and answers 204 whether it existed or not.
 """
 
 from __future__ import annotations
@@ -72,6 +77,10 @@ class StandInLedger:
             self.vouchers[voucher_id] = voucher
             return StubResponse(201, {"voucher_id": voucher_id, "status": "posted"})
         if method == "DELETE" and path.startswith("/vouchers/"):
+            number = path.removeprefix("/vouchers/")
+            for voucher_id, voucher in list(self.vouchers.items()):
+                if number in (voucher_id, voucher.get("voucher_no")):
+                    del self.vouchers[voucher_id]
             return StubResponse(204)
         if method == "POST" and path == "/entries":
             return StubResponse(201, {"batch_id": f"EB{next(self._numbers):06d}", "status": "posted"})

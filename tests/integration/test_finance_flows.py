@@ -9,6 +9,7 @@ import subprocess
 import uuid
 
 import pytest
+from demo_expectations import EXPECTED, mismatches
 
 from esb.demo import run_demo
 
@@ -24,10 +25,12 @@ def vhost_url(rabbit_url):
     subprocess.run([*ctl, "delete_vhost", vhost], capture_output=True, timeout=60)
 
 
-def test_the_finance_flows_come_out_right_on_rabbitmq(project_root, testdata, vhost_url):
+def test_the_finance_flows_come_out_right_on_rabbitmq(project_root, vhost_url):
     lines = []
     outcomes = run_demo(project_root, lines.append, broker_url=vhost_url)
     report = "\n".join(lines)
-    assert [o.scenario.name for o in outcomes if not o.ok] == [], report
     assert "bank SFTP" in lines[0], "the SFTP flows did not run (is openssh-server installed?)\n" + report
-    assert len(outcomes) >= 11
+    assert [o.scenario.name for o in outcomes] == list(EXPECTED), report
+    wrong = {o.scenario.name: mismatches(o, EXPECTED[o.scenario.name]) for o in outcomes}
+    assert {name: found for name, found in wrong.items() if found} == {}, report
+    assert [o.scenario.name for o in outcomes if not o.ok] == [], report

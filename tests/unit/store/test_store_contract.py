@@ -1,10 +1,11 @@
-"""The dedup store contract, run against SQLite and against the real Redis on 127.0.0.1:6379."""
+"""The dedup store contract, run against SQLite and against the real Redis on 127.0.0.1:6379.
+
+Leases run out on the fake clock (conftest.FakeClock), never by sleeping; only the tests with
+several processes use the real clock."""
 
 import dataclasses
 import multiprocessing
-import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,32 +17,29 @@ from pathlib import Path
 import pytest
 import redis
 
-from esb.errors import ConfigError, TransformError
+from esb.errors import TransformError
 from esb.store import (
     BUSY,
     CLAIMED,
     DEAD,
     DONE,
     IN_PROGRESS,
+    Claim,
     LeaseLost,
-    RedisStore,
+    Record,
     SqliteStore,
     StepRecord,
-    StoreUnavailable,
-    _owner_alive,
     open_store,
     owner_id,
 )
 from esb.transform import jsoncodec
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-START_REDIS = "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no"
 
 POSTED = StepRecord(2, "post-voucher", {"body": '{"voucher_id": "V-1", "total": 1234.50}',
                                         "content_type": "application/json", "headers": {"x-esb-attempt": 1}},
                     {"adapter": "ledger-rest", "operation": "cancel_voucher"})
 ARCHIVED = StepRecord(5, "archive", {"body": "<VoucherReceipt/>", "content_type": "application/xml", "headers": {}},
                       None)
+LEASE = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,43 +48,33 @@ class Backend:
     path: str
     url: str
 
-    def open(self):
-        return open_store(self.kind, self.path, self.url)
-
-
-def _require_redis() -> None:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail(f"Redis is not running on 127.0.0.1:6379; start it with: {START_REDIS}", pytrace=False)
-    finally:
-        client.close()
+    def open(self, clock=time.time):
+        return open_store(self.kind, self.path, self.url, clock=clock)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def backend(request, tmp_path) -> Backend:
-    if request.param == "redis":
-        _require_redis()
-    return Backend(request.param, str(tmp_path / "var" / "idempotency.sqlite3"), REDIS_URL)
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    return Backend(request.param, str(tmp_path / "var" / "idempotency.sqlite3"), url)
 
 
 @pytest.fixture
 def route(backend):
     name = f"test-{uuid.uuid4().hex}"
     yield name
-    if backend.kind == "redis":
-        client = redis.Redis.from_url(REDIS_URL)
+    if backend.kind == "redis":  # this route's records and redelivery counts, and those of f"{name}-other"
+        client = redis.Redis.from_url(backend.url)
         try:
-            for key in client.scan_iter(f"esb:idem:{name}:*", count=1000):
-                client.delete(key)
+            for pattern in (f"esb:idem:{name}*", f"esb:redelivered:{name}*"):
+                for key in client.scan_iter(pattern, count=1000):
+                    client.delete(key)
         finally:
             client.close()
 
 
 @pytest.fixture
-def store(backend):
-    opened = backend.open()
+def store(backend, clock):
+    opened = backend.open(clock)
     yield opened
     opened.close()
 
@@ -124,13 +112,13 @@ def _claim_in_process(start, finish, results, backend: Backend, route: str, keys
 
 
 class TestIdempotencyStore:
-    def test_a_new_key_is_claimed_with_no_progress(self, store, route):
+    def test_a_new_key_is_claimed_with_no_progress_and_a_lease_from_the_stores_clock(self, store, route, clock):
         owner = owner_id()
-        claim = store.claim(route, "C-1", owner, 60)
-        assert (claim.status, claim.progress) == (CLAIMED, ())
+        claim = store.claim(route, "C-1", owner, LEASE)
+        assert (claim.status, claim.progress, claim.generations) == (CLAIMED, (), {})
         record = store.get(route, "C-1")
-        assert (record.state, record.owner) == (IN_PROGRESS, owner)
-        assert time.time() + 50 < record.lease_until < time.time() + 70
+        assert (record.state, record.owner, record.lease_until) == (IN_PROGRESS, owner, clock.now + LEASE)
+        assert (record.updated_at, record.generations) == (clock.now, {})
 
     def test_an_unknown_key_has_no_record(self, store, route):
         assert store.get(route, "never-seen") is None
@@ -145,11 +133,11 @@ class TestIdempotencyStore:
         record = store.get(route, "C-1")
         assert (record.state, record.owner, record.lease_until) == (DONE, owner, None)
 
-    def test_a_live_lease_of_another_worker_is_busy(self, store, route):
-        store.claim(route, "C-1", owner_id(), 60)
-        claim = store.claim(route, "C-1", owner_id(), 60)
-        assert claim.status == BUSY
-        assert time.time() + 50 < claim.lease_until < time.time() + 70
+    def test_a_live_lease_of_another_worker_is_busy_until_it_runs_out(self, store, route, clock):
+        store.claim(route, "C-1", owner_id(), LEASE)
+        until = clock.now + LEASE
+        clock.advance(LEASE - 0.001)
+        assert store.claim(route, "C-1", owner_id(), LEASE) == Claim(BUSY, lease_until=until)
 
     def test_the_same_owner_claiming_again_gets_its_progress_back(self, store, route):
         owner = owner_id()
@@ -157,12 +145,12 @@ class TestIdempotencyStore:
         store.record_step(route, "C-1", owner, POSTED)
         assert store.claim(route, "C-1", owner, 60).progress == (POSTED,)
 
-    def test_an_expired_lease_is_taken_over_with_its_progress(self, store, route):
+    def test_an_expired_lease_is_taken_over_with_its_progress(self, store, route, clock):
         first, second = owner_id(), owner_id()
-        store.claim(route, "C-1", first, 0.05)
+        store.claim(route, "C-1", first, LEASE)
         store.record_step(route, "C-1", first, POSTED)
         store.record_step(route, "C-1", first, ARCHIVED)
-        time.sleep(0.15)
+        clock.advance(LEASE)
         claim = store.claim(route, "C-1", second, 60)
         assert (claim.status, claim.progress) == (CLAIMED, (POSTED, ARCHIVED))
         assert store.get(route, "C-1").owner == second
@@ -192,34 +180,36 @@ class TestIdempotencyStore:
             child.kill()
             child.wait()
 
-    def test_an_owner_on_another_host_keeps_its_lease_until_it_expires(self, store, route):
+    def test_an_owner_on_another_host_keeps_its_lease_until_it_expires(self, store, route, clock):
         holder = "some-other-host:999999999:deadbeef"  # no such pid here, but it is not ours to check
-        store.claim(route, "C-1", holder, 0.3)
+        store.claim(route, "C-1", holder, LEASE)
+        clock.advance(LEASE - 1)
         assert store.claim(route, "C-1", owner_id(), 60).status == BUSY
-        time.sleep(0.4)
+        clock.advance(1)
         assert store.claim(route, "C-1", owner_id(), 60).status == CLAIMED
 
-    def test_recording_a_step_renews_the_lease(self, store, route):
+    def test_recording_a_step_renews_the_lease(self, store, route, clock):
         owner = owner_id()
-        store.claim(route, "C-1", owner, 1.0)
-        claimed_until = store.get(route, "C-1").lease_until
-        time.sleep(0.6)
+        store.claim(route, "C-1", owner, LEASE)
+        clock.advance(LEASE - 1)
         store.record_step(route, "C-1", owner, POSTED)
-        assert store.get(route, "C-1").lease_until >= claimed_until + 0.5
+        assert store.get(route, "C-1").lease_until == clock.now + LEASE
+        clock.advance(LEASE - 1)
+        assert store.claim(route, "C-1", owner_id(), LEASE).status == BUSY
 
-    def test_record_step_after_losing_the_lease_raises_lease_lost(self, store, route):
+    def test_record_step_after_losing_the_lease_raises_lease_lost(self, store, route, clock):
         first, second = owner_id(), owner_id()
-        store.claim(route, "C-1", first, 0.05)
-        time.sleep(0.15)
+        store.claim(route, "C-1", first, LEASE)
+        clock.advance(LEASE)
         store.claim(route, "C-1", second, 60)
         with pytest.raises(LeaseLost, match=second):
             store.record_step(route, "C-1", first, POSTED)
         assert store.get(route, "C-1").progress == ()
 
-    def test_finish_and_mark_dead_after_losing_the_lease_raise_lease_lost(self, store, route):
+    def test_finish_and_mark_dead_after_losing_the_lease_raise_lease_lost(self, store, route, clock):
         first, second = owner_id(), owner_id()
-        store.claim(route, "C-1", first, 0.05)
-        time.sleep(0.15)
+        store.claim(route, "C-1", first, LEASE)
+        clock.advance(LEASE)
         store.claim(route, "C-1", second, 60)
         store.record_step(route, "C-1", second, POSTED)
         with pytest.raises(LeaseLost):
@@ -255,10 +245,10 @@ class TestIdempotencyStore:
         claim = store.claim(route, "C-1", owner_id(), 60)
         assert (claim.status, claim.progress) == (CLAIMED, (POSTED,))
 
-    def test_release_by_a_worker_that_lost_the_lease_changes_nothing(self, store, route):
+    def test_release_by_a_worker_that_lost_the_lease_changes_nothing(self, store, route, clock):
         first, second = owner_id(), owner_id()
-        store.claim(route, "C-1", first, 0.05)
-        time.sleep(0.15)
+        store.claim(route, "C-1", first, LEASE)
+        clock.advance(LEASE)
         store.claim(route, "C-1", second, 60)
         store.release(route, "C-1", first)
         assert store.claim(route, "C-1", owner_id(), 60).status == BUSY
@@ -284,11 +274,11 @@ class TestIdempotencyStore:
         assert store.claim(route, "C-249", owner_id(), 60).outcome == {"voucher_id": "V-C-249",
                                                                        "total": Decimal("0.10")}
 
-    def test_finish_many_reports_a_lost_lease_for_that_key_only(self, store, route):
+    def test_finish_many_reports_a_lost_lease_for_that_key_only(self, store, route, clock):
         first, second = owner_id(), owner_id()
-        store.claim(route, "C-1", first, 0.05)
-        store.claim(route, "C-2", first, 60)
-        time.sleep(0.15)
+        store.claim(route, "C-1", first, LEASE)
+        store.claim(route, "C-2", first, 2 * LEASE)
+        clock.advance(LEASE)
         store.claim(route, "C-1", second, 60)  # took C-1 over
         errors = store.finish_many(route, [("C-1", first, {}), ("C-2", first, {}), ("C-3", first, {})])
         assert [type(e) for e in errors] == [LeaseLost, type(None), type(None)]
@@ -310,15 +300,15 @@ class TestIdempotencyStore:
         store.mark_dead(route, "C-1", owner_id())
         assert store.claim(route, "C-1", owner_id(), 60).status == CLAIMED
 
-    def test_decimal_amounts_round_trip_exactly_in_outcome_and_state(self, store, route):
+    def test_decimal_amounts_round_trip_exactly_in_outcome_and_state(self, store, route, clock):
         amounts = {"total": Decimal("12345678901234567890.10"), "fee": Decimal("0.10"),
                    "rate": Decimal("1E-7"), "refund": Decimal("-0.00"), "lines": 3}
         step = StepRecord(1, "post", {"body": amounts, "headers": {"amount": Decimal("50000.00")}},
                           {"operation": "cancel_voucher", "amount": Decimal("0.10")})
         owner = owner_id()
-        store.claim(route, "C-1", owner, 0.05)
+        store.claim(route, "C-1", owner, LEASE)
         store.record_step(route, "C-1", owner, step)
-        time.sleep(0.15)
+        clock.advance(LEASE)
         taken_over = store.claim(route, "C-1", owner_id(), 60)
         assert _exact(taken_over.progress[0].state) == _exact(step.state)
         assert _exact(taken_over.progress[0].compensation) == _exact(step.compensation)
@@ -357,11 +347,101 @@ class TestIdempotencyStore:
             statuses = list(pool.map(lambda _: store.claim(route, "one-key", owner_id(), 60).status, range(16)))
         assert sorted(statuses) == [BUSY] * 15 + [CLAIMED]
 
+    def test_threads_replaying_one_dead_key_get_exactly_one_claim_with_its_generations(self, store, route):
+        owner = owner_id()
+        store.claim(route, "one-key", owner, LEASE)
+        store.mark_dead(route, "one-key", owner, {"post-voucher": 1})
+        with ThreadPoolExecutor(16) as pool:
+            claims = list(pool.map(lambda _: store.claim(route, "one-key", owner_id(), LEASE), range(16)))
+        assert sorted(c.status for c in claims) == [BUSY] * 15 + [CLAIMED]
+        assert [c.generations for c in claims if c.status == CLAIMED] == [{"post-voucher": 1}]
+
     def test_two_processes_claiming_one_key_get_exactly_one_claim(self, backend, route):
         reports = _in_processes(8, _claim_in_process, backend, route, 200)
         assert all(isinstance(report, list) for report in reports), reports
         for statuses in zip(*reports, strict=True):  # one key's claims, one per process
             assert sorted(statuses) == [BUSY] * 7 + [CLAIMED]
+
+    # --- generations: a compensated effect is replayed under a new key ---------------------------
+
+    def test_generations_given_to_mark_dead_come_back_with_the_replays_claim(self, store, route):
+        owner = owner_id()
+        store.claim(route, "C-1", owner, LEASE)
+        store.record_step(route, "C-1", owner, POSTED)
+        store.mark_dead(route, "C-1", owner, {"post-voucher": 1})
+        assert store.get(route, "C-1").generations == {"post-voucher": 1}
+        claim = store.claim(route, "C-1", owner_id(), LEASE)
+        assert (claim.status, claim.progress, claim.generations) == (CLAIMED, (), {"post-voucher": 1})
+
+    def test_a_replay_taken_over_after_a_crash_still_has_its_generations(self, store, route, clock):
+        first = owner_id()
+        store.claim(route, "C-1", first, LEASE)
+        store.mark_dead(route, "C-1", first, {"post-voucher": 2, "archive": 1})
+        replay = owner_id()
+        store.claim(route, "C-1", replay, LEASE)
+        store.record_step(route, "C-1", replay, POSTED)
+        clock.advance(LEASE)  # the replaying worker died
+        claim = store.claim(route, "C-1", owner_id(), LEASE)
+        assert (claim.progress, claim.generations) == ((POSTED,), {"post-voucher": 2, "archive": 1})
+        store.release(route, "C-1", store.get(route, "C-1").owner)
+        assert store.claim(route, "C-1", owner_id(), LEASE).generations == {"post-voucher": 2, "archive": 1}
+
+    def test_mark_dead_without_generations_keeps_those_the_record_had(self, store, route):
+        owner = owner_id()
+        store.claim(route, "C-1", owner, LEASE)
+        store.mark_dead(route, "C-1", owner, {"post-voucher": 1})
+        store.claim(route, "C-1", owner, LEASE)
+        store.mark_dead(route, "C-1", owner)
+        assert store.get(route, "C-1").generations == {"post-voucher": 1}
+        store.claim(route, "C-1", owner, LEASE)
+        store.mark_dead(route, "C-1", owner, {"post-voucher": 2})
+        assert store.claim(route, "C-1", owner, LEASE).generations == {"post-voucher": 2}
+
+    def test_a_key_claimed_for_the_first_time_has_no_generations_even_where_another_route_has(self, store, route):
+        owner = owner_id()
+        store.claim(route, "C-1", owner, LEASE)
+        store.mark_dead(route, "C-1", owner, {"post-voucher": 1})
+        other = f"{route}-other"
+        assert store.claim(other, "C-1", owner, LEASE).generations == {}
+        assert store.claim(route, "C-2", owner, LEASE).generations == {}
+
+    @pytest.mark.parametrize("generations", [{"post-voucher": -1}, {"post-voucher": True},
+                                             {"post-voucher": Decimal("1.5")}, {1: 1}])
+    def test_a_generation_that_is_not_a_whole_number_is_refused_and_the_lease_kept(self, store, route, generations):
+        owner = owner_id()
+        store.claim(route, "C-1", owner, LEASE)
+        with pytest.raises(ValueError, match="generations map a step label to a whole number"):
+            store.mark_dead(route, "C-1", owner, generations)
+        assert (store.get(route, "C-1").state, store.get(route, "C-1").owner) == (IN_PROGRESS, owner)
+
+    def test_a_dead_record_read_back_holds_its_state_and_generations(self, store, route, clock):
+        owner = owner_id()
+        store.claim(route, "C-1", owner, LEASE)
+        clock.advance(5)
+        store.mark_dead(route, "C-1", owner, {"post-voucher": 1})
+        assert store.get(route, "C-1") == Record(DEAD, owner, None, (), None, clock.now, {"post-voucher": 1})
+
+    # --- redeliveries: a message that kills its worker again and again ---------------------------
+
+    def test_redeliveries_of_a_message_are_counted_from_one(self, store, route):
+        assert [store.count_redelivery(route, "msg-1") for _ in range(3)] == [1, 2, 3]
+
+    def test_each_route_and_message_has_its_own_redelivery_count(self, store, route):
+        store.count_redelivery(route, "msg-1")
+        store.count_redelivery(route, "msg-1")
+        assert store.count_redelivery(route, "msg-2") == 1
+        assert store.count_redelivery(f"{route}-other", "msg-1") == 1
+        assert store.count_redelivery(route, "msg-1") == 3
+
+    def test_threads_counting_one_message_each_get_a_count_of_their_own(self, store, route):
+        with ThreadPoolExecutor(16) as pool:
+            counts = list(pool.map(lambda _: store.count_redelivery(route, "msg-1"), range(64)))
+        assert sorted(counts) == list(range(1, 65))
+
+    def test_a_redelivery_count_is_not_an_idempotency_record(self, store, route):
+        store.count_redelivery(route, "C-1")
+        assert store.get(route, "C-1") is None
+        assert store.claim(route, "C-1", owner_id(), LEASE).status == CLAIMED
 
 
 def _open_new_store(start, finish, results, path: str) -> None:
@@ -387,70 +467,3 @@ def _wait_until_zombie(pid: int) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"process {pid} did not die")
-
-
-def test_owner_ids_name_this_host_and_process_and_differ_each_time():
-    first, second = owner_id(), owner_id()
-    host, pid, _ = first.split(":")
-    assert (host, int(pid)) == (socket.gethostname(), os.getpid())
-    assert first != second
-
-
-def test_an_owner_on_another_host_or_with_a_foreign_name_is_assumed_alive():
-    assert _owner_alive("some-other-host:1:abc")
-    assert _owner_alive("not-an-owner-id")
-    assert _owner_alive(owner_id())
-
-
-def test_an_unknown_store_kind_is_refused_with_the_nearest_name():
-    with pytest.raises(ConfigError, match="did you mean 'sqlite'"):
-        open_store("sqlit", "var/x.sqlite3", REDIS_URL)
-
-
-def test_the_sqlite_store_creates_its_folders_and_writes_ahead(tmp_path):
-    path = tmp_path / "deep" / "var" / "idempotency.sqlite3"
-    store = SqliteStore(path)
-    store.close()
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    db.close()
-
-
-def test_done_and_dead_redis_records_expire_but_work_in_progress_does_not():
-    _require_redis()
-    route, owner = f"test-{uuid.uuid4().hex}", owner_id()
-    store = RedisStore(REDIS_URL, done_ttl_seconds=600)
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for key in ("done", "dead", "replayed"):
-            store.claim(route, key, owner, 60)
-        store.finish(route, "done", owner, {})
-        store.mark_dead(route, "dead", owner)
-        store.mark_dead(route, "replayed", owner)
-        store.claim(route, "replayed", owner, 60)
-        ttls = {key: client.ttl(store.key(route, key)) for key in ("done", "dead", "replayed")}
-        assert 590 < ttls["done"] <= 600 and 590 < ttls["dead"] <= 600
-        assert ttls["replayed"] == -1
-    finally:
-        client.delete(*(store.key(route, key) for key in ("done", "dead", "replayed")))
-        client.close()
-        store.close()
-
-
-def test_an_unreachable_redis_is_a_transient_error_that_hides_the_password():
-    store = RedisStore("redis://esb:s3cret@127.0.0.1:1/0", socket_timeout=2)
-    try:
-        with pytest.raises(StoreUnavailable) as caught:
-            store.claim("r", "k", owner_id(), 60)
-    finally:
-        store.close()
-    assert "s3cret" not in str(caught.value) and "127.0.0.1:1" in str(caught.value)
-
-
-def test_a_redis_route_name_with_a_colon_is_refused():
-    store = RedisStore(REDIS_URL)
-    try:
-        with pytest.raises(ValueError, match="cannot contain ':'"):
-            store.key("a:b", "c")
-    finally:
-        store.close()

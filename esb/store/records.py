@@ -1,0 +1,104 @@
+"""What the dedup store holds and answers (StepRecord, Claim, Record), its errors and its protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Protocol
+
+from esb.errors import TransientError
+from esb.transform import jsoncodec
+
+IN_PROGRESS, DONE, DEAD = "in_progress", "done", "dead"  # Record.state
+CLAIMED, BUSY = "claimed", "busy"                        # Claim.status, besides DONE
+DEFAULT_DONE_TTL = 30 * 24 * 3600                        # seconds a Redis done/dead record is kept
+REDELIVERY_TTL = 7 * 24 * 3600                           # seconds a redelivery count outlives its last use
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRecord:
+    """A completed side-effecting step: where it was, what the message became, how to undo it."""
+
+    index: int                # top-level step index in the route
+    label: str
+    state: dict               # JSON-serialisable message state after the step
+    compensation: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    status: str                             # CLAIMED | DONE | BUSY
+    progress: tuple[StepRecord, ...] = ()   # for CLAIMED: steps already done, to resume after
+    outcome: dict | None = None             # for DONE
+    lease_until: float | None = None        # for BUSY: when the holder's lease runs out (epoch s)
+    # for CLAIMED: step label -> generation of the key sent downstream for that step, as the last
+    # mark_dead left it (a compensated effect is replayed as a new effect, under a new key)
+    generations: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    state: str                    # IN_PROGRESS | DONE | DEAD
+    owner: str | None             # lease holder; for done/dead, the worker that got it there
+    lease_until: float | None     # epoch seconds; None once released or finished
+    progress: tuple[StepRecord, ...]
+    outcome: dict | None
+    updated_at: float
+    generations: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+
+class LeaseLost(TransientError):
+    """Another worker took the record over; this one must stop writing to it."""
+
+
+class StoreUnavailable(TransientError):
+    """The store could not be reached or was locked for too long; worth retrying."""
+
+
+class IdempotencyStore(Protocol):
+    def claim(self, route: str, key: str, owner: str, lease_seconds: float) -> Claim: ...
+    def record_step(self, route: str, key: str, owner: str, record: StepRecord) -> None: ...
+    def release(self, route: str, key: str, owner: str) -> None: ...
+    def finish(self, route: str, key: str, owner: str, outcome: dict) -> None: ...
+    def finish_many(self, route: str, finished: list[tuple[str, str, dict]]) -> list[LeaseLost | None]: ...
+    def mark_dead(self, route: str, key: str, owner: str,
+                  generations: Mapping[str, int] | None = None) -> None: ...
+    def count_redelivery(self, route: str, message_id: str) -> int: ...
+    def get(self, route: str, key: str) -> Record | None: ...
+    def close(self) -> None: ...
+
+
+# Progress is stored as JSON lines so that recording a step is an append, not a read-modify-write.
+# The encoder escapes every newline inside strings; split on "\n" only (splitlines would also
+# split on U+2028 and friends, which the encoder leaves as they are).
+def step_line(record: StepRecord) -> str:
+    return jsoncodec.dumps({"index": record.index, "label": record.label, "state": record.state,
+                            "compensation": record.compensation}) + "\n"
+
+
+def progress_of(lines: str | None) -> tuple[StepRecord, ...]:
+    return tuple(StepRecord(**jsoncodec.loads(line)) for line in (lines or "").split("\n") if line)
+
+
+def outcome_of(text: str | None) -> dict | None:
+    return jsoncodec.loads(text) if text else None
+
+
+def generations_text(generations: Mapping[str, int] | None) -> str | None:
+    """The generations as stored (JSON), or None: keep what the record holds."""
+    if generations is None:
+        return None
+    bad = {label: n for label, n in generations.items()
+           if not isinstance(label, str) or isinstance(n, bool) or not isinstance(n, int) or n < 0}
+    if bad:
+        raise ValueError(f"generations map a step label to a whole number >= 0, not {bad!r}")
+    return jsoncodec.dumps(dict(sorted(generations.items())))
+
+
+def generations_of(text: str | None) -> dict[str, int]:
+    return jsoncodec.loads(text) if text else {}
+
+
+def lease_lost(route: str, key: str, owner: str, action: str, record: Record | None) -> LeaseLost:
+    now = f"{record.state} (owner {record.owner})" if record else "absent"
+    return LeaseLost(f"{owner} cannot {action} for {route}/{key}: the record is now {now}")

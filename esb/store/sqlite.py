@@ -1,0 +1,319 @@
+"""The embedded dedup store: one SQLite file in WAL mode, shared by the threads and processes of a host."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from esb.store.owners import takes_over
+from esb.store.records import (
+    BUSY,
+    CLAIMED,
+    DEAD,
+    DONE,
+    IN_PROGRESS,
+    REDELIVERY_TTL,
+    Claim,
+    LeaseLost,
+    Record,
+    StepRecord,
+    StoreUnavailable,
+    generations_of,
+    generations_text,
+    lease_lost,
+    outcome_of,
+    progress_of,
+    step_line,
+)
+from esb.transform import jsoncodec
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency (
+    route         TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    state         TEXT NOT NULL,               -- in_progress | done | dead
+    owner         TEXT,                        -- lease holder; NULL once released
+    lease_until   REAL NOT NULL DEFAULT 0,     -- epoch seconds
+    lease_seconds REAL NOT NULL DEFAULT 0,     -- each recorded step renews the lease by this
+    progress      TEXT NOT NULL DEFAULT '',    -- JSON lines, one StepRecord each
+    outcome       TEXT,
+    updated_at    REAL NOT NULL,
+    generations   TEXT NOT NULL DEFAULT '',    -- JSON {step label: generation}, '' for none
+    PRIMARY KEY (route, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS redeliveries (
+    route         TEXT NOT NULL,
+    message_id    TEXT NOT NULL,
+    count         INTEGER NOT NULL,
+    updated_at    REAL NOT NULL,               -- epoch seconds of the last count
+    PRIMARY KEY (route, message_id)
+) WITHOUT ROWID;
+"""
+
+# A store file made before generations existed gets the column (an instant change in SQLite).
+_ADD_GENERATIONS = "ALTER TABLE idempotency ADD COLUMN generations TEXT NOT NULL DEFAULT ''"
+
+_CLAIM_FRESH = """
+INSERT INTO idempotency (route, key, state, owner, lease_until, lease_seconds, progress, outcome, updated_at)
+VALUES (?, ?, 'in_progress', ?, ?, ?, '', NULL, ?)
+ON CONFLICT (route, key) DO UPDATE SET state = excluded.state, owner = excluded.owner,
+    lease_until = excluded.lease_until, lease_seconds = excluded.lease_seconds, progress = '',
+    outcome = NULL, updated_at = excluded.updated_at
+"""
+
+# The common case in one statement: a new key is claimed at once. A dead key (a replay, rare)
+# is read first for the generations it keeps: an upsert RETURNING them on every claim measured
+# ~10% fewer claim+finish a second (one thread: 16.8k against 18.9k, medians of 7 runs).
+_CLAIM_NEW = """
+INSERT INTO idempotency (route, key, state, owner, lease_until, lease_seconds, progress, outcome, updated_at)
+VALUES (?, ?, 'in_progress', ?, ?, ?, '', NULL, ?)
+ON CONFLICT (route, key) DO NOTHING
+"""
+
+_RESUME = """
+UPDATE idempotency SET owner = ?, lease_until = ?, lease_seconds = ?, updated_at = ?
+WHERE route = ? AND key = ?
+"""
+
+_RECORD_STEP = """
+UPDATE idempotency SET progress = progress || ?, lease_until = ? + lease_seconds, updated_at = ?
+WHERE route = ? AND key = ? AND state = 'in_progress' AND owner = ?
+"""
+
+_RELEASE = """
+UPDATE idempotency SET owner = NULL, lease_until = 0, updated_at = ?
+WHERE route = ? AND key = ? AND state = 'in_progress' AND owner = ?
+"""
+
+_ROWS_PER_STATEMENT = 100  # 5 parameters a row; old SQLite builds allow 999 per statement
+
+
+def _finish_rows(count: int) -> str:
+    """Finish `count` records in one statement (one commit, one wait for the GIL, for all). An
+    absent record may be finished directly: a route without side effects skips claim."""
+    rows = ", ".join(["(?, ?, 'done', ?, 0, 0, '', ?, ?)"] * count)
+    return f"""
+INSERT INTO idempotency (route, key, state, owner, lease_until, lease_seconds, progress, outcome, updated_at)
+VALUES {rows}
+ON CONFLICT (route, key) DO UPDATE SET state = 'done', lease_until = 0, progress = '',
+    outcome = excluded.outcome, updated_at = excluded.updated_at
+WHERE state = 'in_progress' AND owner = excluded.owner
+"""
+
+
+_FINISH = _finish_rows(1)
+
+# generations: NULL keeps what the record holds (what its claim returned).
+_MARK_DEAD = """
+UPDATE idempotency SET state = 'dead', lease_until = 0, progress = '', generations = COALESCE(?, generations),
+    updated_at = ?
+WHERE route = ? AND key = ? AND state = 'in_progress' AND owner = ?
+"""
+
+_GET = """
+SELECT state, owner, lease_until, progress, outcome, updated_at, generations FROM idempotency
+WHERE route = ? AND key = ?
+"""
+
+_COUNT_REDELIVERY = """
+INSERT INTO redeliveries (route, message_id, count, updated_at) VALUES (?, ?, 1, ?)
+ON CONFLICT (route, message_id) DO UPDATE SET count = count + 1, updated_at = excluded.updated_at
+RETURNING count
+"""
+
+_PURGE_REDELIVERIES = "DELETE FROM redeliveries WHERE updated_at < ?"
+_PURGE_EVERY = 3600.0  # seconds of the clock between two purges by one store
+
+
+class SqliteStore:
+    """The embedded store: one SQLite file in WAL mode, shared by the threads and processes of a host.
+
+    One connection per thread: measured on 2 cores, it matched one connection behind a lock for a
+    single thread (~21k claim+finish/s) and beat it with 16 threads recording two steps a message
+    (~8.5k vs ~5-6.5k messages/s). Every write is one statement whose WHERE clause checks the
+    lease holder, so SQLite's write lock is held only inside that statement, while the thread has
+    let go of the GIL. claim is one insert for a new key (nearly every message); only a key that is
+    done, dead or in progress needs a read-modify-write (BEGIN IMMEDIATE), which commits nothing
+    when it finds done or busy. A transaction across statements holds the lock while its thread
+    waits to take the GIL back between them: with 64 threads POSTing (make bench, I/O route) that
+    cost 500 msg/s against 660-690 for the one-statement claim, and so did a lock of our own
+    around the writes.
+
+    Redelivery counts live in a table of their own; a store deletes the counts not touched for a
+    week (REDELIVERY_TTL) on the first count_redelivery after opening and then once an hour of its
+    clock, so the table holds about a week of redelivered messages and no timer is needed.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 10.0,
+                 clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout = busy_timeout
+        self._clock = clock
+        self._next_purge = float("-inf")
+        self._local = threading.local()
+        self._opened: list[tuple[int, sqlite3.Connection]] = []
+        self._opened_lock = threading.Lock()
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+            self._add_generations(db)
+
+    def claim(self, route: str, key: str, owner: str, lease_seconds: float) -> Claim:
+        now = self._clock()
+        if self._write(_CLAIM_NEW, (route, key, owner, now + lease_seconds, lease_seconds, now)):
+            return Claim(CLAIMED)
+        with self._transaction() as db:  # the key is done, dead or in progress: read it, decide, maybe take over
+            row = db.execute(_GET, (route, key)).fetchone()
+            if row is None or row[0] == DEAD:
+                db.execute(_CLAIM_FRESH, (route, key, owner, now + lease_seconds, lease_seconds, now))
+                return Claim(CLAIMED, generations=generations_of(row[6] if row else None))
+            state, holder, lease_until, progress, outcome, _, generations = row
+            if state == DONE:
+                return Claim(DONE, outcome=outcome_of(outcome))
+            if not takes_over(holder, lease_until, owner, now):
+                return Claim(BUSY, lease_until=lease_until)
+            db.execute(_RESUME, (owner, now + lease_seconds, lease_seconds, now, route, key))
+        return Claim(CLAIMED, progress_of(progress), generations=generations_of(generations))
+
+    def record_step(self, route: str, key: str, owner: str, record: StepRecord) -> None:
+        now = self._clock()
+        if not self._write(_RECORD_STEP, (step_line(record), now, now, route, key, owner)):
+            raise lease_lost(route, key, owner, "record a step", self.get(route, key))
+
+    def release(self, route: str, key: str, owner: str) -> None:
+        """Drop the lease, keep the progress. A no-op when `owner` no longer holds the record."""
+        self._write(_RELEASE, (self._clock(), route, key, owner))
+
+    def finish(self, route: str, key: str, owner: str, outcome: dict) -> None:
+        if not self._write(_FINISH, (route, key, owner, jsoncodec.dumps(outcome), self._clock())):
+            self._unless_already(DONE, route, key, owner, "finish")
+
+    def finish_many(self, route: str, finished: list[tuple[str, str, dict]]) -> list[LeaseLost | None]:
+        """`finish` for (key, owner, outcome) each, in one statement per 100: a group commit.
+        Returns, for each, None or the LeaseLost that `finish` would have raised."""
+        now = self._clock()
+        rows = [(route, key, owner, jsoncodec.dumps(outcome), now) for key, owner, outcome in finished]
+        changed = 0
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start:start + _ROWS_PER_STATEMENT]
+            with self._db() as db:
+                changed += db.execute(_finish_rows(len(chunk)), [v for row in chunk for v in row]).rowcount
+        if changed == len(rows):
+            return [None] * len(rows)
+        return [self._finish_error(route, key, owner) for key, owner, _ in finished]  # rare: look at each
+
+    def mark_dead(self, route: str, key: str, owner: str, generations: Mapping[str, int] | None = None) -> None:
+        """Dead-letter the record; `generations` replace its generations (None keeps them). An
+        absent key stays absent: it never ran a recorded step, so there is nothing to keep."""
+        params = (generations_text(generations), self._clock(), route, key, owner)
+        if not self._write(_MARK_DEAD, params):
+            self._unless_already(DEAD, route, key, owner, "mark it dead")
+
+    def count_redelivery(self, route: str, message_id: str) -> int:
+        """One more redelivery of this message seen: how many so far (1 the first time)."""
+        now = self._clock()
+        if now >= self._next_purge:
+            self._next_purge = now + _PURGE_EVERY
+            self._write(_PURGE_REDELIVERIES, (now - REDELIVERY_TTL,))
+        return self._fetch(_COUNT_REDELIVERY, (route, message_id, now))[0][0]
+
+    def get(self, route: str, key: str) -> Record | None:
+        with self._db() as db:
+            row = db.execute(_GET, (route, key)).fetchone()
+        if row is None:
+            return None
+        state, owner, lease_until, progress, outcome, updated_at, generations = row
+        return Record(state, owner, lease_until if state == IN_PROGRESS and owner else None,
+                      progress_of(progress), outcome_of(outcome), updated_at, generations_of(generations))
+
+    def close(self) -> None:
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for pid, conn in opened:
+            if pid == os.getpid():  # a connection inherited over fork belongs to the parent
+                conn.close()
+
+    def _finish_error(self, route: str, key: str, owner: str) -> LeaseLost | None:
+        try:
+            self._unless_already(DONE, route, key, owner, "finish")
+        except LeaseLost as lost:
+            return lost
+        return None
+
+    def _unless_already(self, state: str, route: str, key: str, owner: str, action: str) -> None:
+        """A repeat of the same finish or mark_dead, or a dead-letter of an absent key, is fine."""
+        record = self.get(route, key)
+        if not (record is None and state == DEAD) and not (record and record.state == state
+                                                           and record.owner == owner):
+            raise lease_lost(route, key, owner, action, record)
+
+    def _write(self, sql: str, params: tuple) -> bool:
+        with self._db() as db:
+            return db.execute(sql, params).rowcount > 0
+
+    def _fetch(self, sql: str, params: tuple) -> list[tuple]:
+        """A write with RETURNING; every row is read, so the statement ends (and commits) here."""
+        with self._db() as db:
+            return db.execute(sql, params).fetchall()
+
+    def _add_generations(self, db: sqlite3.Connection) -> None:
+        if any(column[1] == "generations" for column in db.execute("PRAGMA table_info(idempotency)")):
+            return
+        try:
+            db.execute(_ADD_GENERATIONS)
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._connection()
+        except sqlite3.OperationalError as exc:  # locked past busy_timeout, disk full, I/O error
+            raise StoreUnavailable(f"the idempotency store {self.path} failed: {exc}") from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():  # first use in this thread, or after a fork
+            local.conn, local.pid = self._open(), os.getpid()
+        return local.conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """WAL mode, which the file keeps once set. Switching needs an exclusive lock that SQLite
+        does not wait for (no busy handler), so workers opening a new store at once retry."""
+        deadline = time.monotonic() + self._busy_timeout
+        while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: autocommit, so single statements commit at once and claim's
+        # BEGIN IMMEDIATE is ours. check_same_thread=False only so that close() can close them all.
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        self._use_wal(conn)
+        conn.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: survives a process crash
+        with self._opened_lock:
+            self._opened.append((os.getpid(), conn))
+        return conn
