@@ -234,9 +234,7 @@ def _replayed(letter: DeadLetter, from_step: str | None, route_model, seal: Seal
     from the start (or resume at the failed step) and with the key generations of its effects, so
     that an effect compensated when it died is made anew under a new key. A dead letter esb did
     not seal goes back as the plain message it is."""
-    if not letter.authentic:
-        if from_step is not None:
-            raise EsbError(f"dead letter {letter.id} was not dead-lettered by esb: replay it from the start")
+    if not letter.authentic and from_step is None:
         return Outgoing(letter.body, letter.content_type, wire_headers(letter.headers), letter.id)
     if from_step is None:
         state = RetryState(1, 0, (), None, letter.body, letter.content_type, letter.headers,
@@ -254,6 +252,8 @@ def _replayed(letter: DeadLetter, from_step: str | None, route_model, seal: Seal
 
 def _check_resumable(letter: DeadLetter, from_step: str, route_model) -> None:
     """A dead letter's state is known only at its failed step, and only if nothing was undone."""
+    if not letter.authentic:
+        raise EsbError(f"dead letter {letter.id} was not dead-lettered by esb: replay it from the start")
     if from_step != letter.step:
         raise EsbError(f"dead letter {letter.id} failed at step '{letter.step}', not '{from_step}': it can "
                        f"resume only there (--from-step {letter.step}), or replay from the start")
