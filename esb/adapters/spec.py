@@ -11,7 +11,7 @@ from typing import Any
 from esb.adapters.kinds import ADAPTER_KINDS, FILE_FIELDS
 from esb.errors import ConfigError
 from esb.loading.durations import seconds
-from esb.loading.interpolate import interpolate
+from esb.loading.interpolate import interpolate, unrepeated
 from esb.loading.registry import did_you_mean
 from esb.loading.schemacheck import check
 from esb.loading.yamlsource import Located
@@ -65,7 +65,7 @@ def load_adapter(located: Located, root: Path, env: Mapping[str, str]) -> tuple[
         return None, [located.error(("kind",), f"unknown adapter kind '{kind}'",
                                     did_you_mean(str(kind), sorted(ADAPTER_KINDS)))]
     filled, _, errors = interpolate(located, env)
-    errors += check(located, ADAPTER_KINDS[kind], filled)
+    errors += unrepeated(errors, check(located, ADAPTER_KINDS[kind], filled))
     for field in FILE_FIELDS.get(kind, ()):
         if isinstance(filled.get(field), str) and not (root / filled[field]).is_file():
             errors.append(located.error((field,), f"the file '{filled[field]}' does not exist",

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
+from esb.loading.envfile import DEMO_ENV_FILE, with_env_file
 from esb.loading.project import load_project
 from esb.runtime import names
 from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
@@ -175,7 +176,7 @@ def run_demo(root: Path, say: Callable[[str], None] = print, broker_url: str = "
         archive, env = _start_oa(stack)
         sftp, sftp_env = _start_bank_sftp(stack, work, say)
         env.update(sftp_env, LEDGER_URL=ledger.url, ESB_BROKER_URL=broker_url)
-        project = load_project(root, {**os.environ, **env})
+        project = load_project(root, {**with_env_file(os.environ, root / DEMO_ENV_FILE), **env})
         broker = make_broker(broker_url)
         runtime = Runtime(project, broker, store=SqliteStore(str(work / "idempotency.sqlite3")),
                           pollers=sftp is not None)

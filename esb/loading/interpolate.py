@@ -38,5 +38,11 @@ def _lookup(match: re.Match, env: Mapping[str, str], located: Located, at: tuple
     if default is not None:
         return default
     errors.append(located.error(at, f"the variable ${{{name}}} is not set",
-                                f"export {name}=... before starting esb, or write ${{{name}:-default}}"))
+                                f"export {name}=... before starting esb (the demo's: esb --env-file config/demo.env)"))
     return ""
+
+
+def unrepeated(variable_errors: list[ConfigError], problems: list[ConfigError]) -> list[ConfigError]:
+    """`problems` without those at a value whose variable is unset: one cause, one error."""
+    unset = {(e.path, e.line, e.col) for e in variable_errors}
+    return [p for p in problems if (p.path, p.line, p.col) not in unset]

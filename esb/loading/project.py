@@ -8,10 +8,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from esb.adapters.preflight import preflight
 from esb.adapters.spec import AdapterSpec, load_adapter
 from esb.errors import ConfigError, ConfigErrors
-from esb.loading.config import Settings, config_errors, load_settings
-from esb.loading.yamlsource import load_yaml
+from esb.loading.config import CONFIG_FILE, Settings, config_errors, load_settings
+from esb.loading.storecheck import store_problems
+from esb.loading.yamlsource import Located, load_yaml
 from esb.routes.loader import build_route
 from esb.routes.model import Route
 from esb.transform.assets import check_transformers
@@ -39,14 +41,29 @@ def load_project(root: str | Path = ".", env: Mapping[str, str] | None = None) -
     root = Path(root).resolve()
     env = os.environ if env is None else env
     errors = config_errors(root, env)
-    adapters = _load_named(root, "adapters", lambda loc: load_adapter(loc, root, env), errors)
+    adapters = _load_named(root, "adapters", lambda loc: _adapter(loc, root, env), errors)
     errors += check_transformers(root)
     routes = _load_named(root, "routes", lambda loc: build_route(loc, root, adapters, env), errors)
     adapters = {name: spec for name, spec in adapters.items() if spec is not None}
     errors += _duplicate_queues(routes)
+    settings = None if errors and _config_broken(errors) else load_settings(root, env)
+    errors += store_problems(root, settings) if settings is not None else []
     if errors:
         raise ConfigErrors(errors)
-    return Project(root, load_settings(root, env), adapters, routes)
+    return Project(root, settings, adapters, routes)
+
+
+def _config_broken(errors: list[ConfigError]) -> bool:
+    return any(e.path == CONFIG_FILE for e in errors)
+
+
+def _adapter(located: Located, root: Path, env: Mapping[str, str]) -> tuple[AdapterSpec | None, list[ConfigError]]:
+    """An adapter that loads and also opens as `esb run` will open it (files, keys, URLs)."""
+    spec, errors = load_adapter(located, root, env)
+    if spec is None:
+        return None, errors
+    problems = preflight(spec, located, root)
+    return (None, problems) if problems else (spec, [])
 
 
 def asset_files(root: Path, folder: str) -> list[Path]:

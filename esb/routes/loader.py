@@ -8,7 +8,7 @@ from typing import Any
 
 from esb.errors import ConfigError
 from esb.loading.durations import seconds
-from esb.loading.interpolate import interpolate
+from esb.loading.interpolate import interpolate, unrepeated
 from esb.loading.registry import did_you_mean
 from esb.loading.schemacheck import check
 from esb.loading.yamlsource import Located
@@ -25,7 +25,7 @@ def build_route(located: Located, root: Path, adapters: Mapping[str, Any],
     if not isinstance(located.data, dict):
         return None, [located.error((), "a route file must be a mapping with name, source and steps")]
     data, _, errors = interpolate(located, env)
-    errors += check(located, ROUTE, data)
+    errors += unrepeated(errors, check(located, ROUTE, data))
     ctx = BuildContext(root, located, adapters, errors, None)
     ctx.build_steps = lambda items, at, prefix: _build_steps(items, at, prefix, ctx)
     steps = data.get("steps")

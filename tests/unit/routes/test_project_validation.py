@@ -104,7 +104,7 @@ def test_unset_variable_is_reported_with_how_to_set_it(tmp_path):
     ledger = LEDGER.replace("${LEDGER_TOKEN:-t}", "${LEDGER_TOKEN}")
     found = problems(project(tmp_path, extra={"adapters/ledger-rest.yaml": ledger}))
     assert found == ["adapters/ledger-rest.yaml:4:24: the variable ${LEDGER_TOKEN} is not set "
-                     "— export LEDGER_TOKEN=... before starting esb, or write ${LEDGER_TOKEN:-default}"]
+                     "— export LEDGER_TOKEN=... before starting esb (the demo's: esb --env-file config/demo.env)"]
     assert load_project(tmp_path, {"LEDGER_TOKEN": "x"}).adapters["ledger-rest"].settings["auth"]["bearer"]
 
 
