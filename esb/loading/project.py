@@ -14,7 +14,7 @@ from esb.errors import ConfigError, ConfigErrors
 from esb.loading.config import CONFIG_FILE, Settings, config_errors, load_settings
 from esb.loading.storecheck import store_problems
 from esb.loading.yamlsource import Located, load_yaml
-from esb.routes.loader import build_route
+from esb.routes.loader import build_route, secret_warnings
 from esb.routes.model import Route
 from esb.transform.assets import check_transformers
 
@@ -27,6 +27,7 @@ class Project:
     settings: Settings
     adapters: Mapping[str, AdapterSpec]
     routes: Mapping[str, Route]
+    warnings: tuple[ConfigError, ...] = ()  # not errors: the project runs (e.g. a secret a route would print)
 
     def route(self, name: str) -> Route:
         from esb.loading.registry import did_you_mean
@@ -43,14 +44,15 @@ def load_project(root: str | Path = ".", env: Mapping[str, str] | None = None) -
     errors = config_errors(root, env)
     adapters = _load_named(root, "adapters", lambda loc: _adapter(loc, root, env), errors)
     errors += check_transformers(root)
-    routes = _load_named(root, "routes", lambda loc: build_route(loc, root, adapters, env), errors)
+    warnings: list[ConfigError] = []
+    routes = _load_named(root, "routes", lambda loc: _route(loc, root, adapters, env, warnings), errors)
     adapters = {name: spec for name, spec in adapters.items() if spec is not None}
     errors += _duplicate_queues(routes)
     settings = None if errors and _config_broken(errors) else load_settings(root, env)
     errors += store_problems(root, settings) if settings is not None else []
     if errors:
         raise ConfigErrors(errors)
-    return Project(root, settings, adapters, routes)
+    return Project(root, settings, adapters, routes, tuple(sorted(warnings, key=ConfigError.sort_key)))
 
 
 def _config_broken(errors: list[ConfigError]) -> bool:
@@ -64,6 +66,12 @@ def _adapter(located: Located, root: Path, env: Mapping[str, str]) -> tuple[Adap
         return None, errors
     problems = preflight(spec, located, root)
     return (None, problems) if problems else (spec, [])
+
+
+def _route(located: Located, root: Path, adapters: Mapping, env: Mapping[str, str],
+           warnings: list[ConfigError]) -> tuple[Route | None, list[ConfigError]]:
+    warnings += secret_warnings(located, adapters, env)
+    return build_route(located, root, adapters, env)
 
 
 def asset_files(root: Path, folder: str) -> list[Path]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from esb.errors import ConfigError
 from esb.loading.durations import seconds
-from esb.loading.interpolate import interpolate, unrepeated
+from esb.loading.interpolate import hidden_variables, interpolate, unrepeated
 from esb.loading.registry import did_you_mean
 from esb.loading.schemacheck import check
+from esb.loading.secrets import credentials, is_secret_name
 from esb.loading.yamlsource import Located
 from esb.routes.model import Backoff, Idempotency, RetryPolicy, Route, Source
 from esb.routes.schema import LABEL, ROUTE, STEP_META_KEYS
@@ -24,7 +25,7 @@ def build_route(located: Located, root: Path, adapters: Mapping[str, Any],
     """Build one route from its file; return it (or None) and every problem found."""
     if not isinstance(located.data, dict):
         return None, [located.error((), "a route file must be a mapping with name, source and steps")]
-    data, _, errors = interpolate(located, env)
+    data, _, errors = interpolate(located, env, secret_rule(adapters))
     errors += unrepeated(errors, check(located, ROUTE, data))
     ctx = BuildContext(root, located, adapters, errors, None)
     ctx.build_steps = lambda items, at, prefix: _build_steps(items, at, prefix, ctx)
@@ -39,6 +40,38 @@ def build_route(located: Located, root: Path, adapters: Mapping[str, Any],
         concurrency=data.get("concurrency", 8), idempotency=idempotency, retry=_retry(data.get("retry", {})),
         path=located.path, line=located.where(())[0] or 1)
     return (None if errors else route), errors
+
+
+def secret_rule(adapters: Mapping[str, Any]) -> Callable[[str, str], bool]:
+    """A `${VAR}` is kept out of routes when its name looks secret or an adapter uses its value as a credential."""
+    used = set().union(*(credentials(dict(spec.settings)) for spec in adapters.values() if spec is not None))
+    return lambda name, value: is_secret_name(name) or value in used
+
+
+def secret_warnings(located: Located, adapters: Mapping[str, Any], env: Mapping[str, str]) -> list[ConfigError]:
+    """A warning at each `${VAR}` of a route that would print a secret (it is filled in as ***)."""
+    if not isinstance(located.data, dict):
+        return []
+    return [located.error(at, _secret_sentence(at, name), _SECRET_HINTS[_secret_place(at)])
+            for at, name in hidden_variables(located, env, secret_rule(adapters))]
+
+
+_SECRET_HINTS = {"log": "log something else; esb writes *** in its place",
+                 "set_headers": "let the adapter send credentials; esb sets *** in its place",
+                 "route": "routes need no credentials (adapters hold them); esb uses *** in its place"}
+
+
+def _secret_place(at: tuple) -> str:
+    return next((k for k in reversed(at) if k in ("log", "set_headers")), "route")
+
+
+def _secret_sentence(at: tuple, name: str) -> str:
+    place = _secret_place(at)
+    if place == "log":
+        return f"warning: this log step would print the secret ${{{name}}}"
+    if place == "set_headers":
+        return f"warning: this header would carry the secret ${{{name}}} into publishes, logs and dead letters"
+    return f"warning: the route uses the secret ${{{name}}}"
 
 
 def _build_steps(items: list, at: tuple, prefix: str, ctx: BuildContext) -> tuple[Step, ...]:
