@@ -19,7 +19,7 @@ from esb.loading.project import Project, load_project
 from esb.loading.secrets import mask_secrets, redact
 from esb.routes import graph
 from esb.routes.model import Route
-from esb.routes.testing import TESTS_FOLDER, CaseResult, run_route_tests
+from esb.routes.testing import TESTS_FOLDER, CaseResult, load_route_tests, run_route_tests
 from esb.steps import STEP_KINDS
 from esb.steps.base import Step
 
@@ -34,9 +34,10 @@ def routes() -> None:
 @routes.command()
 @click.pass_obj
 def validate(root: Path) -> None:
-    """Load every route, adapter and transformer as `esb run` does; list every problem."""
+    """Load every route, adapter and transformer as `esb run` does, and the route tests; list every problem."""
     try:
         project = load_project(root)
+        load_route_tests(project)  # the route tests' files too; their cases are not run
     except ConfigErrors as exc:
         print_problems(exc.errors)
         raise click.exceptions.Exit(1) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from esb.loading.storecheck import store_problems
 from esb.loading.yamlsource import Located, load_yaml
 from esb.routes.loader import build_route, secret_warnings
 from esb.routes.model import Route
-from esb.transform.assets import check_transformers
+from esb.transform.assets import check_transformers, without_hint
 
 YAML = ("*.yaml", "*.yml")
 
@@ -43,7 +44,8 @@ def load_project(root: str | Path = ".", env: Mapping[str, str] | None = None) -
     env = os.environ if env is None else env
     errors = config_errors(root, env)
     adapters = _load_named(root, "adapters", lambda loc: _adapter(loc, root, env), errors)
-    errors += check_transformers(root)
+    asset_errors = check_transformers(root)
+    errors += asset_errors
     warnings: list[ConfigError] = []
     routes = _load_named(root, "routes", lambda loc: _route(loc, root, adapters, env, warnings), errors)
     adapters = {name: spec for name, spec in adapters.items() if spec is not None}
@@ -51,7 +53,7 @@ def load_project(root: str | Path = ".", env: Mapping[str, str] | None = None) -
     settings = None if errors and _config_broken(errors) else load_settings(root, env)
     errors += store_problems(root, settings) if settings is not None else []
     if errors:
-        raise ConfigErrors(errors)
+        raise ConfigErrors(_one_per_cause(errors, asset_errors))
     return Project(root, settings, adapters, routes, tuple(sorted(warnings, key=ConfigError.sort_key)))
 
 
@@ -86,6 +88,8 @@ def _load_named(root: Path, folder: str, build, errors: list[ConfigError]) -> di
             located = load_yaml(path, str(path.relative_to(root)))
         except ConfigErrors as exc:
             errors += exc.errors
+            if folder == "adapters":  # known but broken: routes naming it get no second error
+                found.setdefault(_declared_name(path), None)
             continue
         thing, problems = build(located)
         errors += problems
@@ -100,6 +104,26 @@ def _load_named(root: Path, folder: str, build, errors: list[ConfigError]) -> di
             continue
         found[thing.name] = thing
     return found
+
+
+def _declared_name(path: Path) -> str:
+    """The `name:` a file that cannot be parsed declares (read as text), else its file name."""
+    match = re.search(r"^name:\s*['\"]?([A-Za-z0-9_.-]+)", path.read_text(encoding="utf-8", errors="replace"), re.M)
+    return match.group(1) if match else path.stem
+
+
+def _one_per_cause(errors: list[ConfigError], asset_errors: list[ConfigError]) -> list[ConfigError]:
+    """Each problem once: a step that repeats a transformer file's problem at its own line, or the
+    same problem found twice, is dropped (the transformer's own report names the file and line)."""
+    repeated = {without_hint(e) for e in asset_errors}
+    seen: set[str] = set()
+    kept = []
+    for error in errors:
+        if (error not in asset_errors and error.message in repeated) or str(error) in seen:
+            continue
+        seen.add(str(error))
+        kept.append(error)
+    return kept
 
 
 def _duplicate_queues(routes: Mapping[str, Route]) -> list[ConfigError]:

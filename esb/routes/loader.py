@@ -89,6 +89,12 @@ def _build_step(item: Any, at: tuple, default_label: str, ctx: BuildContext) -> 
         ctx.error(at, "a step must be a mapping like `- validate: {...}`")
         return None
     kinds = [k for k in item if k not in STEP_META_KEYS]
+    stray = _stray_setting(kinds)
+    if stray is not None:
+        kind, key = stray
+        ctx.error(at + (key,), f"'{key}' is a setting of the `{kind}` step above it, written beside `{kind}:`",
+                  f"indent `{key}:` under `{kind}:`", key=True)
+        return None
     if len(kinds) != 1:
         found = ", ".join(kinds) or "none"
         ctx.error(at, f"a step needs exactly one kind (found: {found})",
@@ -113,6 +119,16 @@ def _build_step(item: Any, at: tuple, default_label: str, ctx: BuildContext) -> 
     before = len(ctx.errors)
     step = step_class.build(item[kind], label, ctx, at + (kind,))
     return step if len(ctx.errors) == before else None
+
+
+def _stray_setting(keys: list[str]) -> tuple[str, str] | None:
+    """(kind, key) when a step's only extra key is a setting of its one kind: it was dedented."""
+    kinds = [k for k in keys if k in STEP_KINDS]
+    others = [k for k in keys if k not in STEP_KINDS]
+    if len(kinds) != 1 or len(others) != 1:
+        return None
+    settings = STEP_KINDS.get(kinds[0]).schema.get("properties", {})
+    return (kinds[0], others[0]) if others[0] in settings else None
 
 
 def _source(data: dict) -> Source:
