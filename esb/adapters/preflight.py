@@ -30,6 +30,10 @@ def preflight(spec: AdapterSpec, located: Located, root: Path) -> list[ConfigErr
         open_adapter(spec, root).close()
     except ConfigError as exc:
         problems.append(_placed(exc, located))
+    except Exception as exc:  # noqa: BLE001 - `esb run` would die of it: validate must say so, not crash
+        # only the exception's type: its text may quote a setting, and settings hold secrets
+        problems.append(located.error(("kind",), f"the adapter '{spec.name}' cannot be opened "
+                                                 f"({type(exc).__name__})", "check its settings and files"))
     for name in spec.inbound:
         problems += [_placed(e, located, ("inbound", name)) for e in _inbound_problems(spec, name)]
     return problems
