@@ -33,6 +33,7 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
         print_problems(exc.errors, err=True)
         click.echo("esb run: not started (fix the problems above; `esb routes validate` lists them)", err=True)
         ctx.exit(CANNOT_START)
+    print_problems(list(project.warnings), err=True, count=False)
     count = workers or project.settings.workers or os.cpu_count() or 1
     if count == 1:
         run_worker(root, broker_url, list(routes) or None)
