@@ -414,7 +414,7 @@ def run_route_tests(project: Project, route_name: str | None = None) -> list[Cas
         if route_name not in (None, file.route) and not (file.errors and file.route is None):
             continue
         if file.errors:
-            results.append(CaseResult(file.route or "?", "(the test file does not load)", False,
+            results.append(CaseResult(file.route or Path(file.path).stem, "(the test file does not load)", False,
                                       [str(e) for e in file.errors], file.path))
             continue
         results += [run_case(project.routes[c.route], c) for c in file.cases]

@@ -135,7 +135,7 @@ def test_one_broken_test_file_fails_only_its_own_cases(tmp_path):
     result = cli(root, "routes", "test")
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("FAIL ? :: (the test file does not load) — routes/tests/a.yaml:4:29: the unquoted "
+    assert lines[0].startswith("FAIL a :: (the test file does not load) — routes/tests/a.yaml:4:29: the unquoted "
                                "value 017")
     assert lines[1:] == ["PASS b :: a claim is posted", "1 passed, 1 failed"]
 

@@ -114,6 +114,7 @@ def test_esb_run_as_a_process_exits_2_within_seconds_on_a_missing_key(tmp_path):
                            "run", "--workers", "2"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert time.monotonic() - started < 30
+    assert "adapters/bank-sftp.yaml:10:1: the private_key file of adapter 'bank-sftp' does not exist" in done.stderr
     assert "worker" not in done.stderr.replace("workers", "")  # no worker_died, no supervisor_started
 
 
