@@ -91,6 +91,8 @@ class _Loader:
 
 
 def _loaded(path: Path, file: str, name: str) -> Callable:
+    if path.resolve() != path:  # replaced by a symlink since the route was validated
+        raise TransformError(f"{file} is now a link; function files must be plain files in {FUNCTIONS_FOLDER}/")
     try:
         module = load_module(path)
     except Exception as exc:  # noqa: BLE001 - whatever the file runs at import fails the step, not the worker

@@ -108,3 +108,19 @@ def test_the_function_runs_when_the_route_tests_run(tmp_path):
     result = CliRunner().invoke(esb, ["--root", str(root), "routes", "test"])
     assert result.exit_code == 0, result.stdout
     assert marker.exists()
+
+
+def test_a_function_file_swapped_for_a_link_after_validation_is_not_run(tmp_path):
+    from esb.message import Message
+    from esb.steps.pipeline import StepFailed, run_steps
+    marker = tmp_path / "ran"
+    (tmp_path / "x.py").write_text(marker_code(marker))
+    root = project(tmp_path / "project", "transformers/functions/f.py:run",
+                   {"transformers/functions/f.py": "def run(body, headers):\n    return body\n"})
+    steps = load_project(root, {}).routes["fn"].steps
+    (root / "transformers" / "functions" / "f.py").unlink()
+    (root / "transformers" / "functions" / "f.py").symlink_to(tmp_path / "x.py")
+    with pytest.raises(StepFailed) as caught:
+        run_steps(steps, Message({"a": 1}), None)
+    assert "is now a link" in caught.value.error.message
+    assert not marker.exists()
