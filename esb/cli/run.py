@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from esb.errors import ConfigErrors
+from esb.errors import ConfigError, ConfigErrors
 from esb.loading.project import load_project
+from esb.loading.startcheck import broker_url_problem
 
 # A project that does not load will not load on a restart either: exit 2 ("cannot start"),
 # checked once here, before any worker process exists to crash-loop.
@@ -29,6 +30,8 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
         project = load_project(root)  # the same checks as `esb routes validate`
         for name in routes:
             project.route(name)
+        if broker_url is not None and (problem := broker_url_problem(broker_url)):
+            raise ConfigErrors([ConfigError(f"--broker: the broker url {problem}")])
     except ConfigErrors as exc:
         print_problems(exc.errors, err=True)
         click.echo("esb run: not started (fix the problems above; `esb routes validate` lists them)", err=True)

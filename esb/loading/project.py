@@ -13,7 +13,7 @@ from esb.adapters.preflight import preflight
 from esb.adapters.spec import AdapterSpec, load_adapter
 from esb.errors import ConfigError, ConfigErrors
 from esb.loading.config import CONFIG_FILE, Settings, config_errors, load_settings
-from esb.loading.storecheck import store_problems
+from esb.loading.startcheck import start_problems
 from esb.loading.yamlsource import Located, load_yaml
 from esb.routes.loader import build_route, secret_warnings
 from esb.routes.model import Route
@@ -51,7 +51,7 @@ def load_project(root: str | Path = ".", env: Mapping[str, str] | None = None) -
     adapters = {name: spec for name, spec in adapters.items() if spec is not None}
     errors += _duplicate_queues(routes)
     settings = None if errors and _config_broken(errors) else load_settings(root, env)
-    errors += store_problems(root, settings) if settings is not None else []
+    errors += start_problems(root, settings) if settings is not None else []
     if errors:
         raise ConfigErrors(_one_per_cause(errors, asset_errors))
     return Project(root, settings, adapters, routes, tuple(sorted(warnings, key=ConfigError.sort_key)))

@@ -172,11 +172,23 @@ def test_a_store_path_under_a_file_is_reported_at_store_path(tmp_path):
 
 def test_a_redis_store_url_of_another_scheme_is_reported_at_store_url(tmp_path):
     root = write(tmp_path, {"config/esb.yaml": "store:\n  kind: redis\n  url: http://127.0.0.1:6379/0\n"})
-    assert problems(root) == ["config/esb.yaml:3:8: the idempotency store url must start with redis://, rediss:// "
-                              "or unix://, not http — write redis://HOST:6379/0 (ESB_STORE_URL)"]
+    assert problems(root) == ["config/esb.yaml:3:8: the idempotency store url must start with redis://, rediss://, "
+                              "unix://, not http — write redis://HOST:6379/0 (ESB_STORE_URL)"]
+
+
+def test_a_broker_url_esb_run_could_not_open_is_reported_at_broker_url(tmp_path):
+    root = write(tmp_path, {"config/esb.yaml": "broker:\n  url: amqp//guest:guest@127.0.0.1:5672\n"})
+    assert problems(root) == ["config/esb.yaml:2:8: the broker url must start with amqp://, amqps://, memory://, "
+                              "not nothing — write amqp://USER:PASSWORD@HOST:5672/VHOST or memory:// (ESB_BROKER_URL)"]
 
 
 def test_validating_creates_no_store_file(tmp_path):
     root = write(tmp_path, {"config/esb.yaml": "store:\n  kind: sqlite\n  path: var/idem.sqlite3\n"})
     load_project(root, {})
     assert not (root / "var").exists()
+
+
+def test_esb_run_refuses_a_broker_option_it_could_not_open_with_exit_2(tmp_path, saved_environ):
+    result = shipped("run", "--workers", "2", "--broker", "amqp:/x", key=write_key(tmp_path / "client_key"))
+    assert result.exit_code == 2
+    assert "--broker: the broker url must start with amqp://, amqps://, memory://, not amqp" in result.stderr

@@ -1,4 +1,5 @@
-"""Check the idempotency store's settings as `esb run` will open it, without creating or connecting."""
+"""Check the settings `esb run` opens before it starts (the store, the broker URL), without creating
+or connecting: a project that validates must not die of them once its workers are forked."""
 
 from __future__ import annotations
 
@@ -11,6 +12,27 @@ from esb.loading.config import CONFIG_FILE, Settings
 from esb.loading.yamlsource import load_yaml, parse_yaml
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+
+def start_problems(root: Path, settings: Settings) -> list[ConfigError]:
+    """What would stop `esb run` opening its store or its broker."""
+    problem = broker_url_problem(settings.broker_url)
+    found = [] if problem is None else [_located(root).error(
+        ("broker", "url"), f"the broker url {problem}", "write amqp://USER:PASSWORD@HOST:5672/VHOST or memory:// "
+                                                        "(ESB_BROKER_URL)")]
+    return found + store_problems(root, settings)
+
+
+def broker_url_problem(url: str) -> str | None:
+    """Why `esb run` could not open a broker at `url` (None: it can try)."""
+    return _url_problem(url, _broker_schemes())
+
+
+def _broker_schemes() -> tuple[str, ...]:
+    """RabbitMQ (amqp, amqps), the embedded broker (memory) and the other transports kombu knows."""
+    from kombu.transport import TRANSPORT_ALIASES
+    return ("amqp", "amqps", "memory", *sorted(set(TRANSPORT_ALIASES) - {"amqp", "amqps", "memory"}))
 
 
 def store_problems(root: Path, settings: Settings) -> list[ConfigError]:
@@ -41,13 +63,20 @@ def _sqlite_problem(path: Path) -> str | None:
 
 
 def _redis_problem(url: str) -> str | None:
+    problem = _url_problem(url, REDIS_SCHEMES)
+    return None if problem is None else f"url {problem}"
+
+
+def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why `url` cannot be used (without its text: a URL may carry a password), or None."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError as exc:
-        return f"url cannot be read: {exc}"
-    if parts.scheme not in REDIS_SCHEMES:
-        return f"url must start with redis://, rediss:// or unix://, not {parts.scheme or 'nothing'}"
+    except ValueError:
+        return "cannot be read (check the host and the port)"
+    if parts.scheme not in schemes or "://" not in url:
+        wanted = ", ".join(f"{s}://" for s in schemes[:3])
+        return f"must start with {wanted}, not {parts.scheme or 'nothing'}"
     return None
 
 
