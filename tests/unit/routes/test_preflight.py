@@ -192,3 +192,11 @@ def test_esb_run_refuses_a_broker_option_it_could_not_open_with_exit_2(tmp_path,
     result = shipped("run", "--workers", "2", "--broker", "amqp:/x", key=write_key(tmp_path / "client_key"))
     assert result.exit_code == 2
     assert "--broker: the broker url must start with amqp://, amqps://, memory://, not amqp" in result.stderr
+
+
+def test_a_wsdl_that_cannot_be_loaded_is_reported_at_the_wsdl_line(tmp_path):
+    soap = ("name: oa-soap\nkind: soap\nwsdl: adapters/wsdl/broken.wsdl\n"
+            "operations:\n  ArchiveVoucher: {operation: ArchiveVoucher}\n")
+    root = write(tmp_path, {"adapters/oa-soap.yaml": soap, "adapters/wsdl/broken.wsdl": "<definitions"})
+    [found] = problems(root)
+    assert found.startswith("adapters/oa-soap.yaml:3:1: the WSDL of 'oa-soap' cannot be loaded")
