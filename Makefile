@@ -3,11 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# demo-only values for the shipped adapters (LEDGER_TOKEN, ...); production sets real ones
+DEMO   := --env-file config/demo.env
+DEMO_KEY := var/sftp/client_key
 
-.PHONY: help demo test unit lint bench soak setup services clean
+.PHONY: help demo demo-key test unit lint bench soak setup services clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +24,16 @@ setup: $(STAMP)  ## create .venv and install esb with its test tools
 services:  ## start RabbitMQ (and check Redis) when they are not running
 	@scripts/ensure-services
 
-demo: setup  ## run the sample finance routes on the embedded broker (no RabbitMQ needed)
-	$(BIN)/esb demo
+demo: setup demo-key  ## run the sample finance routes on the embedded broker (no RabbitMQ needed)
+	$(BIN)/esb $(DEMO) demo
 
-test: setup services  ## install, start what must run, run every test and every route test
-	$(BIN)/esb routes validate
-	$(BIN)/esb routes test
+demo-key: setup  ## the demo's SFTP client key (config/demo.env names it; never the bank's key)
+	@test -f $(DEMO_KEY) || { mkdir -p $(dir $(DEMO_KEY)) && $(BIN)/python -c \
+	  "import paramiko, sys; paramiko.RSAKey.generate(3072).write_private_key_file(sys.argv[1])" $(DEMO_KEY); }
+
+test: setup services demo-key  ## install, start what must run, run every test and every route test
+	$(BIN)/esb $(DEMO) routes validate
+	$(BIN)/esb $(DEMO) routes test
 	$(BIN)/python -m pytest -q
 
 unit: setup services  ## unit tests only (need Redis for the store contract)

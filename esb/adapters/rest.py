@@ -72,7 +72,7 @@ import ssl
 import string
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -85,6 +85,7 @@ import urllib3.exceptions
 from esb import __version__
 from esb.adapters.spec import MASK, AdapterSpec, positive_seconds
 from esb.errors import ConfigError, PermanentError, ProcessingError, TransformError, TransientError
+from esb.loading.secrets import is_secret_name
 from esb.message import BINARY, JSON, XML, Message
 from esb.transform import jsoncodec
 
@@ -101,8 +102,6 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _FIELD = re.compile(r"\{([^{}]*)\}")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
-# header and query names whose configured values are masked in error messages
-_SECRET_NAME = re.compile(r"auth|token|secret|passw|api[-_]?key|signature|cookie|session|credential", re.I)
 # printable ASCII except `%`: quoting with this is reversible, so distinct keys stay distinct
 _HEADER_SAFE = "".join(c for c in string.printable if c not in string.whitespace and c != "%")
 # what a redirect's path may keep as it is (RFC 3986 pchar and "/", plus existing %-escapes)
@@ -154,7 +153,7 @@ class RestAdapter:
         idempotency = settings.get("idempotency_header", DEFAULT_IDEMPOTENCY_HEADER)
         self._idempotency_header = idempotency or None
         self._auth = _auth(spec, settings.get("auth") or {})
-        self._secrets = _secrets(self._auth, self._headers, self._operations.values())
+        self._secrets = _secrets(self._auth, self._headers, self._operations.values(), spec.secrets)
         self._total = positive_seconds(spec, "timeout", spec.settings.get("timeout"), DEFAULT_TIMEOUT)
         connect = positive_seconds(spec, "connect_timeout", spec.settings.get("connect_timeout"),
                                    DEFAULT_CONNECT_TIMEOUT)
@@ -466,11 +465,11 @@ def _auth(spec: AdapterSpec, config: Mapping[str, Any]) -> _NoAuth | _HeaderAuth
     return auth
 
 
-def _secrets(auth: Any, headers: Mapping[str, str], operations: Any) -> tuple[str, ...]:
-    """Every configured value to mask in error messages, longest first."""
-    found = set(auth.secrets)
+def _secrets(auth: Any, headers: Mapping[str, str], operations: Any, known: Iterable[str] = ()) -> tuple[str, ...]:
+    """Every configured value to mask in error messages, longest first (the spec's secrets too)."""
+    found = set(auth.secrets) | set(known)
     for mapping in (headers, *(op.headers for op in operations), *(op.query for op in operations)):
-        found.update(v for k, v in mapping.items() if _SECRET_NAME.search(k) and not _FIELD.search(v))
+        found.update(v for k, v in mapping.items() if is_secret_name(k) and not _FIELD.search(v))
     return tuple(sorted((s for s in found if s), key=len, reverse=True))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,11 @@ from typing import Any
 from esb.adapters.kinds import ADAPTER_KINDS, FILE_FIELDS
 from esb.errors import ConfigError
 from esb.loading.durations import seconds
-from esb.loading.interpolate import interpolate
+from esb.loading.interpolate import hidden_variables, interpolate, unrepeated
 from esb.loading.registry import did_you_mean
 from esb.loading.schemacheck import check
+from esb.loading.secrets import MASK, credentials, is_secret_name, mask_secrets, redact  # noqa: F401 - adapters import MASK
 from esb.loading.yamlsource import Located
-
-MASK = "***"
-_SECRET_NAME = re.compile(r"password|secret|token|passphrase|api[_-]?key|private_key|authorization|credential", re.I)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +27,12 @@ class AdapterSpec:
     settings: Mapping[str, Any]
     operations: Mapping[str, Mapping[str, Any]]
     inbound: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # values never shown: its credentials and whatever came from a secret-looking ${VAR}
+    secrets: frozenset[str] = frozenset()
 
     def shown(self) -> dict:
         """Settings as `esb routes show` prints them: every secret masked."""
-        return mask_secrets(dict(self.settings))
+        return redact(mask_secrets(dict(self.settings)), self.secrets)
 
 
 def positive_seconds(spec: AdapterSpec, key: str, value: Any, default: float) -> float:
@@ -47,14 +46,6 @@ def positive_seconds(spec: AdapterSpec, key: str, value: Any, default: float) ->
     return result
 
 
-def mask_secrets(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: mask_secrets(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_secrets(v, key) for v in value]
-    return MASK if _SECRET_NAME.search(key) and value not in (None, "") else value
-
-
 def load_adapter(located: Located, root: Path, env: Mapping[str, str]) -> tuple[AdapterSpec | None, list[ConfigError]]:
     """Build one adapter from its file; return it (or None) and the problems found."""
     data = located.data
@@ -65,7 +56,7 @@ def load_adapter(located: Located, root: Path, env: Mapping[str, str]) -> tuple[
         return None, [located.error(("kind",), f"unknown adapter kind '{kind}'",
                                     did_you_mean(str(kind), sorted(ADAPTER_KINDS)))]
     filled, _, errors = interpolate(located, env)
-    errors += check(located, ADAPTER_KINDS[kind], filled)
+    errors += unrepeated(errors, check(located, ADAPTER_KINDS[kind], filled))
     for field in FILE_FIELDS.get(kind, ()):
         if isinstance(filled.get(field), str) and not (root / filled[field]).is_file():
             errors.append(located.error((field,), f"the file '{filled[field]}' does not exist",
@@ -73,5 +64,10 @@ def load_adapter(located: Located, root: Path, env: Mapping[str, str]) -> tuple[
     if errors:
         return None, errors
     settings = {k: v for k, v in filled.items() if k not in ("name", "kind", "operations", "inbound")}
+    secrets = credentials(filled) | {env[name] for _, name in hidden_variables(located, env, _by_name) if name in env}
     return AdapterSpec(filled["name"], kind, located.path, settings, filled["operations"],
-                       filled.get("inbound", {})), []
+                       filled.get("inbound", {}), frozenset(secrets)), []
+
+
+def _by_name(name: str, value: str) -> bool:
+    return is_secret_name(name)

@@ -61,10 +61,16 @@ def configure_logging(level: str = "warning", fmt: str = "console") -> None:
               help="The project folder holding routes/, adapters/, transformers/ and config/.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None,
               help="The least severe log lines shown on stderr [default: config for `run`, else warning].")
+@click.option("--env-file", envvar="ESB_ENV_FILE", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Read NAME=value lines into the environment first (variables already set win); "
+                   "e.g. config/demo.env for the demo and route tests. Also ESB_ENV_FILE.")
 @click.version_option(__version__, "--version", prog_name="esb")
 @click.pass_context
-def esb(ctx: click.Context, root: Path, log_level: str) -> None:
+def esb(ctx: click.Context, root: Path, log_level: str, env_file: Path | None) -> None:
     """A lightweight enterprise service bus for finance integration."""
+    if env_file is not None:
+        _load_env_file(env_file)
     if ctx.invoked_subcommand == "demo" and log_level is None:
         configure_logging("error")  # the demo prints what happened to each scenario itself
     elif ctx.invoked_subcommand == "run" and log_level is None:
@@ -73,6 +79,19 @@ def esb(ctx: click.Context, root: Path, log_level: str) -> None:
     else:
         configure_logging(log_level or "warning")
     ctx.obj = root
+
+
+def _load_env_file(path: Path) -> None:
+    """The file's variables join this process's environment, as with systemd's EnvironmentFile:
+    every command sees them, and the worker processes of `esb run` inherit them."""
+    from esb.loading.envfile import read_env_file
+    try:
+        found = read_env_file(path)
+    except ConfigErrors as exc:
+        print_problems(exc.errors, err=True, count=False)
+        raise click.exceptions.Exit(1) from None
+    for name, value in found.items():
+        os.environ.setdefault(name, value)
 
 
 def _settings_or_default(root: Path):

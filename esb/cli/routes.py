@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from esb.adapters.spec import mask_secrets
 from esb.errors import ConfigError, ConfigErrors
 from esb.loading.project import Project, load_project
+from esb.loading.secrets import mask_secrets, redact
 from esb.routes import graph
 from esb.routes.model import Route
-from esb.routes.testing import TESTS_FOLDER, CaseResult, run_route_tests
+from esb.routes.testing import TESTS_FOLDER, CaseResult, load_route_tests, run_route_tests
 from esb.steps import STEP_KINDS
 from esb.steps.base import Step
 
@@ -34,12 +34,14 @@ def routes() -> None:
 @routes.command()
 @click.pass_obj
 def validate(root: Path) -> None:
-    """Load every route, adapter and transformer as `esb run` does; list every problem."""
+    """Load every route, adapter and transformer as `esb run` does, and the route tests; list every problem."""
     try:
         project = load_project(root)
+        load_route_tests(project)  # the route tests' files too; their cases are not run
     except ConfigErrors as exc:
         print_problems(exc.errors)
         raise click.exceptions.Exit(1) from None
+    print_problems(list(project.warnings), count=False)
     click.echo(f"OK: {len(project.routes)} routes, {len(project.adapters)} adapters")
 
 
@@ -78,7 +80,8 @@ def show(root: Path, name: str) -> None:
     for line in _route_lines(route):
         click.echo(line)
     click.echo("steps:")
-    for line in _step_lines(route.steps, 1):
+    secrets = frozenset().union(*(spec.secrets for spec in project.adapters.values()))
+    for line in _step_lines(route.steps, 1, secrets):
         click.echo(line)
     if route.adapters:
         click.echo("adapters:")
@@ -100,7 +103,7 @@ def _route_lines(route: Route) -> Iterator[str]:
         yield f"idempotency: {'key' if route.idempotency.key else 'header'} {key}"
 
 
-def _step_lines(steps: tuple[Step, ...], depth: int) -> Iterator[str]:
+def _step_lines(steps: tuple[Step, ...], depth: int, secrets: frozenset[str] = frozenset()) -> Iterator[str]:
     pad = INDENT * depth
     for step in steps:
         what = f"{step.adapter}.{step.operation}" if step.kind == "to" else ""
@@ -108,10 +111,10 @@ def _step_lines(steps: tuple[Step, ...], depth: int) -> Iterator[str]:
         branches = step.branches()
         if not branches:  # a choice's settings repeat its conditions, which head its branches below
             settings = {k: v for k, v in step.settings().items() if v is not None}
-            yield from _indented(as_yaml(mask_secrets(settings)), depth + 2)
+            yield from _indented(as_yaml(redact(mask_secrets(settings), secrets)), depth + 2)
         for condition, nested in branches:
             yield f"{pad}{INDENT * 2}{'' if condition == graph.OTHERWISE else 'when '}{condition}:"
-            yield from _step_lines(nested, depth + 3)
+            yield from _step_lines(nested, depth + 3, secrets)
 
 
 def _adapter_lines(project: Project, route: Route) -> Iterator[str]:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from esb.loading.config import load_settings
+from esb.errors import ConfigError, ConfigErrors
+from esb.loading.project import load_project
+from esb.loading.startcheck import broker_url_problem
+
+# A project that does not load will not load on a restart either: exit 2 ("cannot start"),
+# checked once here, before any worker process exists to crash-loop.
+CANNOT_START = 2
 
 
 @click.command()
@@ -17,12 +23,23 @@ from esb.loading.config import load_settings
 @click.pass_context
 def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes: tuple[str, ...]) -> None:
     """Run the routes; Ctrl-C or SIGTERM drains in-flight messages and exits."""
+    from esb.cli.routes import print_problems
     from esb.runtime.supervisor import run_worker, supervise
-    root: Path = ctx.obj
-    settings = load_settings(root.resolve(), os.environ)
-    count = workers or settings.workers or os.cpu_count() or 1
+    root: Path = ctx.obj.resolve()
+    try:
+        project = load_project(root)  # the same checks as `esb routes validate`
+        for name in routes:
+            project.route(name)
+        if broker_url is not None and (problem := broker_url_problem(broker_url)):
+            raise ConfigErrors([ConfigError(f"--broker: the broker url {problem}")])
+    except ConfigErrors as exc:
+        print_problems(exc.errors, err=True)
+        click.echo("esb run: not started (fix the problems above; `esb routes validate` lists them)", err=True)
+        ctx.exit(CANNOT_START)
+    print_problems(list(project.warnings), err=True, count=False)
+    count = workers or project.settings.workers or os.cpu_count() or 1
     if count == 1:
-        run_worker(root.resolve(), broker_url, list(routes) or None)
+        run_worker(root, broker_url, list(routes) or None)
     else:
-        ctx.exit(supervise(root.resolve(), count, broker_url, list(routes) or None,
+        ctx.exit(supervise(root, count, broker_url, list(routes) or None,
                            ctx.find_root().params.get("log_level") or "info"))

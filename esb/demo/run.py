@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from esb.demo.scenarios import Scenario, scenarios
+from esb.loading.envfile import DEMO_ENV_FILE, with_env_file
 from esb.loading.project import load_project
 from esb.runtime import names
 from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
@@ -104,7 +105,7 @@ def run_demo(root: Path, say: Callable[[str], None] = print, broker_url: str = "
         archive, env = _start_oa(stack)
         sftp, sftp_env, no_sftp = _start_bank_sftp(stack, say)
         env.update(sftp_env, LEDGER_URL=ledger.url, ESB_BROKER_URL=broker_url)
-        project = load_project(root, {**os.environ, **env})
+        project = load_project(root, {**with_env_file(os.environ, root / DEMO_ENV_FILE), **env})
         broker = make_broker(broker_url)
         runtime = Runtime(project, broker, store=SqliteStore(str(work / "idempotency.sqlite3")),
                           pollers=sftp is not None)

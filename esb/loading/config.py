@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from esb.errors import ConfigError, ConfigErrors
-from esb.loading.interpolate import interpolate
+from esb.loading.interpolate import interpolate, unrepeated
 from esb.loading.schemacheck import check
 from esb.loading.yamlsource import load_yaml, parse_yaml
 
@@ -58,7 +58,7 @@ def load_settings(root: Path, env: Mapping[str, str]) -> Settings:
     located = load_yaml(path, CONFIG_FILE) if path.is_file() else parse_yaml("{}", CONFIG_FILE)
     data, _, errors = interpolate(located, env)
     data = _overrides(data or {}, env)
-    errors += check(located, SCHEMA, data)
+    errors += unrepeated(errors, check(located, SCHEMA, data))
     if errors:
         raise ConfigErrors(errors)
     return _settings(data)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from esb.adapters.preflight import preflight
 from esb.adapters.spec import AdapterSpec, load_adapter
 from esb.errors import ConfigError, ConfigErrors
-from esb.loading.config import Settings, config_errors, load_settings
-from esb.loading.yamlsource import load_yaml
-from esb.routes.loader import build_route
+from esb.loading.config import CONFIG_FILE, Settings, config_errors, load_settings
+from esb.loading.startcheck import start_problems
+from esb.loading.yamlsource import Located, load_yaml
+from esb.routes.loader import build_route, secret_warnings
 from esb.routes.model import Route
-from esb.transform.assets import check_transformers
+from esb.transform.assets import check_transformers, without_hint
 
 YAML = ("*.yaml", "*.yml")
 
@@ -25,6 +28,7 @@ class Project:
     settings: Settings
     adapters: Mapping[str, AdapterSpec]
     routes: Mapping[str, Route]
+    warnings: tuple[ConfigError, ...] = ()  # not errors: the project runs (e.g. a secret a route would print)
 
     def route(self, name: str) -> Route:
         from esb.loading.registry import did_you_mean
@@ -39,14 +43,37 @@ def load_project(root: str | Path = ".", env: Mapping[str, str] | None = None) -
     root = Path(root).resolve()
     env = os.environ if env is None else env
     errors = config_errors(root, env)
-    adapters = _load_named(root, "adapters", lambda loc: load_adapter(loc, root, env), errors)
-    errors += check_transformers(root)
-    routes = _load_named(root, "routes", lambda loc: build_route(loc, root, adapters, env), errors)
+    adapters = _load_named(root, "adapters", lambda loc: _adapter(loc, root, env), errors)
+    asset_errors = check_transformers(root)
+    errors += asset_errors
+    warnings: list[ConfigError] = []
+    routes = _load_named(root, "routes", lambda loc: _route(loc, root, adapters, env, warnings), errors)
     adapters = {name: spec for name, spec in adapters.items() if spec is not None}
     errors += _duplicate_queues(routes)
+    settings = None if errors and _config_broken(errors) else load_settings(root, env)
+    errors += start_problems(root, settings) if settings is not None else []
     if errors:
-        raise ConfigErrors(errors)
-    return Project(root, load_settings(root, env), adapters, routes)
+        raise ConfigErrors(_one_per_cause(errors, asset_errors))
+    return Project(root, settings, adapters, routes, tuple(sorted(warnings, key=ConfigError.sort_key)))
+
+
+def _config_broken(errors: list[ConfigError]) -> bool:
+    return any(e.path == CONFIG_FILE for e in errors)
+
+
+def _adapter(located: Located, root: Path, env: Mapping[str, str]) -> tuple[AdapterSpec | None, list[ConfigError]]:
+    """An adapter that loads and also opens as `esb run` will open it (files, keys, URLs)."""
+    spec, errors = load_adapter(located, root, env)
+    if spec is None:
+        return None, errors
+    problems = preflight(spec, located, root)
+    return (None, problems) if problems else (spec, [])
+
+
+def _route(located: Located, root: Path, adapters: Mapping, env: Mapping[str, str],
+           warnings: list[ConfigError]) -> tuple[Route | None, list[ConfigError]]:
+    warnings += secret_warnings(located, adapters, env)
+    return build_route(located, root, adapters, env)
 
 
 def asset_files(root: Path, folder: str) -> list[Path]:
@@ -61,6 +88,8 @@ def _load_named(root: Path, folder: str, build, errors: list[ConfigError]) -> di
             located = load_yaml(path, str(path.relative_to(root)))
         except ConfigErrors as exc:
             errors += exc.errors
+            if folder == "adapters":  # known but broken: routes naming it get no second error
+                found.setdefault(_declared_name(path), None)
             continue
         thing, problems = build(located)
         errors += problems
@@ -75,6 +104,26 @@ def _load_named(root: Path, folder: str, build, errors: list[ConfigError]) -> di
             continue
         found[thing.name] = thing
     return found
+
+
+def _declared_name(path: Path) -> str:
+    """The `name:` a file that cannot be parsed declares (read as text), else its file name."""
+    match = re.search(r"^name:\s*['\"]?([A-Za-z0-9_.-]+)", path.read_text(encoding="utf-8", errors="replace"), re.M)
+    return match.group(1) if match else path.stem
+
+
+def _one_per_cause(errors: list[ConfigError], asset_errors: list[ConfigError]) -> list[ConfigError]:
+    """Each problem once: a step that repeats a transformer file's problem at its own line, or the
+    same problem found twice, is dropped (the transformer's own report names the file and line)."""
+    repeated = {without_hint(e) for e in asset_errors}
+    seen: set[str] = set()
+    kept = []
+    for error in errors:
+        if (error not in asset_errors and error.message in repeated) or str(error) in seen:
+            continue
+        seen.add(str(error))
+        kept.append(error)
+    return kept
 
 
 def _duplicate_queues(routes: Mapping[str, Route]) -> list[ConfigError]:

@@ -20,6 +20,7 @@ from esb.errors import ConfigError, ConfigErrors
 
 MAX_FILE_BYTES = 2_000_000
 MAX_NODES = 200_000  # aliases can make a small file expand without bound
+MAX_DEPTH = 100  # routes nest a few levels; PyYAML composes recursively and would overflow the stack
 
 _STD = "tag:yaml.org,2002:"
 _ALLOWED_TAGS = {_STD + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
@@ -35,6 +36,9 @@ _SYNTAX_SENTENCES = {
         ("a tab is used for indentation", "indent with spaces only"),
     "found undefined alias":
         ("an alias (*name) refers to an anchor that is not defined", "define the &anchor first"),
+    "expected <block end>, but found '<block mapping start>'":
+        ("this line is indented differently from the lines of its block",
+         "align it with the keys above it that belong to the same mapping"),
     "expected <block end>, but found '-'":
         ("a list item is indented differently from its siblings", "align the '-' of every item"),
 }
@@ -89,9 +93,10 @@ def load_yaml(path: str | Path, display: str | None = None) -> Located:
 def parse_yaml(text: str, path: str) -> Located:
     """Parse YAML text; raise ConfigErrors naming every problem found."""
     try:
+        _check_depth(text, path)  # composing and walking recurse: refuse deep nesting before either
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        raise ConfigErrors([_syntax_error(exc, path)]) from None
+        raise ConfigErrors([_syntax_error(exc, path, text)]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - PyYAML raises marked errors for syntax
         raise ConfigErrors([ConfigError(f"the YAML cannot be read: {exc}", path=path)]) from None
     walker = _Walker(path)
@@ -101,13 +106,58 @@ def parse_yaml(text: str, path: str) -> Located:
     return Located(path, data, walker.values, walker.keys)
 
 
-def _syntax_error(exc: yaml.MarkedYAMLError, path: str) -> ConfigError:
+def _check_depth(text: str, path: str) -> None:
+    """Refuse collections nested deeper than MAX_DEPTH, found with PyYAML's event parser (a loop)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise ConfigErrors([ConfigError(f"the YAML is nested more than {MAX_DEPTH} levels deep", path=path,
+                                                line=mark.line + 1, col=mark.column + 1,
+                                                hint="flatten it: asset files are a few levels deep")])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, path: str, text: str = "") -> ConfigError:
     mark = exc.problem_mark or exc.context_mark
     problem = (exc.problem or "").strip()
     message, hint = _SYNTAX_SENTENCES.get(
         problem, (f"the YAML cannot be read ({problem})", "check the indentation and quoting on this line"))
     line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-    return ConfigError(message, path=path, line=line, col=col, hint=hint)
+    lines = text.splitlines()
+    if line is None or not 0 < line <= len(lines):
+        return ConfigError(message, path=path, line=line, col=col, hint=hint)
+    dedented = _dedented_line(lines, line)
+    if dedented is not None:  # the parser trips on the line after the one that is out of step
+        return ConfigError(f"this line is indented less than the lines around it: `{lines[dedented - 1].strip()}`",
+                           path=path, line=dedented, col=_indent(lines[dedented - 1]) + 1,
+                           hint=f"indent it like line {dedented - 1} (YAML cannot read line {line} after it)")
+    return ConfigError(f"{message}: `{lines[line - 1].strip()}`", path=path, line=line, col=col, hint=hint)
+
+
+def _dedented_line(lines: list[str], line: int) -> int | None:
+    """The line before `line` when it stands less indented than both its neighbours, opening no block."""
+    above = [n for n in range(line - 1, 0, -1) if _content(lines[n - 1])][:2]
+    if len(above) < 2 or not _content(lines[line - 1]):
+        return None
+    suspect, before = above
+    text = lines[suspect - 1].split(" #")[0].rstrip()
+    if text.endswith(":") or text.lstrip().startswith("- "):
+        return None
+    low = _indent(lines[suspect - 1])
+    return suspect if low < _indent(lines[line - 1]) and low < _indent(lines[before - 1]) else None
+
+
+def _content(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("#")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
 
 
 class _Walker:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from esb.errors import ConfigError
 from esb.loading.durations import seconds
-from esb.loading.interpolate import interpolate
+from esb.loading.interpolate import hidden_variables, interpolate, unrepeated
 from esb.loading.registry import did_you_mean
 from esb.loading.schemacheck import check
+from esb.loading.secrets import credentials, is_secret_name
 from esb.loading.yamlsource import Located
 from esb.routes.model import Backoff, Idempotency, RetryPolicy, Route, Source
 from esb.routes.schema import LABEL, ROUTE, STEP_META_KEYS
@@ -24,8 +25,8 @@ def build_route(located: Located, root: Path, adapters: Mapping[str, Any],
     """Build one route from its file; return it (or None) and every problem found."""
     if not isinstance(located.data, dict):
         return None, [located.error((), "a route file must be a mapping with name, source and steps")]
-    data, _, errors = interpolate(located, env)
-    errors += check(located, ROUTE, data)
+    data, _, errors = interpolate(located, env, secret_rule(adapters))
+    errors += unrepeated(errors, check(located, ROUTE, data))
     ctx = BuildContext(root, located, adapters, errors, None)
     ctx.build_steps = lambda items, at, prefix: _build_steps(items, at, prefix, ctx)
     steps = data.get("steps")
@@ -39,6 +40,38 @@ def build_route(located: Located, root: Path, adapters: Mapping[str, Any],
         concurrency=data.get("concurrency", 8), idempotency=idempotency, retry=_retry(data.get("retry", {})),
         path=located.path, line=located.where(())[0] or 1)
     return (None if errors else route), errors
+
+
+def secret_rule(adapters: Mapping[str, Any]) -> Callable[[str, str], bool]:
+    """A `${VAR}` is kept out of routes when its name looks secret or an adapter uses its value as a credential."""
+    used = set().union(*(credentials(dict(spec.settings)) for spec in adapters.values() if spec is not None))
+    return lambda name, value: is_secret_name(name) or value in used
+
+
+def secret_warnings(located: Located, adapters: Mapping[str, Any], env: Mapping[str, str]) -> list[ConfigError]:
+    """A warning at each `${VAR}` of a route that would print a secret (it is filled in as ***)."""
+    if not isinstance(located.data, dict):
+        return []
+    return [located.error(at, _secret_sentence(at, name), _SECRET_HINTS[_secret_place(at)])
+            for at, name in hidden_variables(located, env, secret_rule(adapters))]
+
+
+_SECRET_HINTS = {"log": "log something else; esb writes *** in its place",
+                 "set_headers": "let the adapter send credentials; esb sets *** in its place",
+                 "route": "routes need no credentials (adapters hold them); esb uses *** in its place"}
+
+
+def _secret_place(at: tuple) -> str:
+    return next((k for k in reversed(at) if k in ("log", "set_headers")), "route")
+
+
+def _secret_sentence(at: tuple, name: str) -> str:
+    place = _secret_place(at)
+    if place == "log":
+        return f"warning: this log step would print the secret ${{{name}}}"
+    if place == "set_headers":
+        return f"warning: this header would carry the secret ${{{name}}} into publishes, logs and dead letters"
+    return f"warning: the route uses the secret ${{{name}}}"
 
 
 def _build_steps(items: list, at: tuple, prefix: str, ctx: BuildContext) -> tuple[Step, ...]:
@@ -56,6 +89,12 @@ def _build_step(item: Any, at: tuple, default_label: str, ctx: BuildContext) -> 
         ctx.error(at, "a step must be a mapping like `- validate: {...}`")
         return None
     kinds = [k for k in item if k not in STEP_META_KEYS]
+    stray = _stray_setting(kinds)
+    if stray is not None:
+        kind, key = stray
+        ctx.error(at + (key,), f"'{key}' is a setting of the `{kind}` step above it, written beside `{kind}:`",
+                  f"indent `{key}:` under `{kind}:`", key=True)
+        return None
     if len(kinds) != 1:
         found = ", ".join(kinds) or "none"
         ctx.error(at, f"a step needs exactly one kind (found: {found})",
@@ -80,6 +119,16 @@ def _build_step(item: Any, at: tuple, default_label: str, ctx: BuildContext) -> 
     before = len(ctx.errors)
     step = step_class.build(item[kind], label, ctx, at + (kind,))
     return step if len(ctx.errors) == before else None
+
+
+def _stray_setting(keys: list[str]) -> tuple[str, str] | None:
+    """(kind, key) when a step's only extra key is a setting of its one kind: it was dedented."""
+    kinds = [k for k in keys if k in STEP_KINDS]
+    others = [k for k in keys if k not in STEP_KINDS]
+    if len(kinds) != 1 or len(others) != 1:
+        return None
+    settings = STEP_KINDS.get(kinds[0]).schema.get("properties", {})
+    return (kinds[0], others[0]) if others[0] in settings else None
 
 
 def _source(data: dict) -> Source:

@@ -226,20 +226,40 @@ def case_files(root: Path) -> list[Path]:
     return sorted(p for pattern in ("*.yaml", "*.yml") for p in folder.glob(pattern))
 
 
+@dataclasses.dataclass(frozen=True)
+class CaseFile:
+    """The cases of one routes/tests file, or the problems that keep it from loading."""
+
+    path: str
+    route: str | None
+    cases: tuple[Case, ...]
+    errors: tuple[ConfigError, ...]
+
+
+def load_case_files(project: Project) -> list[CaseFile]:
+    """Each file of routes/tests/ on its own: a broken file does not hide the cases of the others."""
+    found = []
+    for path in case_files(project.root):
+        shown = str(path.relative_to(project.root))
+        errors: list[ConfigError] = []
+        try:
+            located = load_yaml(path, shown)
+        except ConfigErrors as exc:
+            found.append(CaseFile(shown, None, (), tuple(exc.errors)))
+            continue
+        cases = _load_file(located, project, errors)
+        route = located.data.get("route") if isinstance(located.data, dict) else None
+        found.append(CaseFile(shown, route if isinstance(route, str) else None, tuple(cases), tuple(errors)))
+    return found
+
+
 def load_route_tests(project: Project) -> list[Case]:
     """Every case of routes/tests/*.yaml; raise ConfigErrors listing every problem in every file."""
-    cases: list[Case] = []
-    errors: list[ConfigError] = []
-    for path in case_files(project.root):
-        try:
-            located = load_yaml(path, str(path.relative_to(project.root)))
-        except ConfigErrors as exc:
-            errors += exc.errors
-            continue
-        cases += _load_file(located, project, errors)
+    files = load_case_files(project)
+    errors = [e for f in files for e in f.errors]
     if errors:
         raise ConfigErrors(errors)
-    return cases
+    return [case for f in files for case in f.cases]
 
 
 def _load_file(located: Located, project: Project, errors: list[ConfigError]) -> list[Case]:
@@ -383,11 +403,22 @@ class Outcome:
 
 
 def run_route_tests(project: Project, route_name: str | None = None) -> list[CaseResult]:
-    """Run every case (of one route, when named); a ConfigErrors if a test file or the name is wrong."""
+    """Run every case (of one route, when named); a ConfigErrors if the name is wrong.
+
+    A test file that does not load fails as one result of its own, and the other files still run.
+    """
     if route_name is not None:
         project.route(route_name)
-    cases = [c for c in load_route_tests(project) if route_name in (None, c.route)]
-    return [run_case(project.routes[c.route], c) for c in cases]
+    results = []
+    for file in load_case_files(project):
+        if route_name not in (None, file.route) and not (file.errors and file.route is None):
+            continue
+        if file.errors:
+            results.append(CaseResult(file.route or Path(file.path).stem, "(the test file does not load)", False,
+                                      [str(e) for e in file.errors], file.path))
+            continue
+        results += [run_case(project.routes[c.route], c) for c in file.cases]
+    return results
 
 
 def run_case(route: Route, case: Case) -> CaseResult:

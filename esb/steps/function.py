@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import hashlib
 import importlib.util
-import inspect
 import sys
 import threading
 from collections.abc import Callable
@@ -25,6 +25,7 @@ _NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "description"
 # Loaded modules by (path, mtime, size): a route reload after the file changed loads it afresh,
 # while every route and message using an unchanged file shares one module.
 _MODULES: dict[tuple[str, int, int], ModuleType] = {}
+FUNCTIONS_FOLDER = "transformers/functions"
 _LOCK = threading.Lock()
 
 
@@ -50,7 +51,7 @@ class FunctionStep(Step):
     label: str
     file: str
     name: str
-    _function: Callable[[Any, Any], Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+    _function: _Loader | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, config: Any, label: str, ctx: BuildContext, at: tuple) -> FunctionStep:
@@ -60,15 +61,46 @@ class FunctionStep(Step):
         else:
             file, name = config["file"], config["name"]
             file_at, name_at = at + ("file",), at + ("name",)
-        path = ctx.asset(file, file_at)
-        module = _load(path, file, ctx, file_at) if path is not None else None
-        function = _find(module, file, name, ctx, name_at) if module is not None else None
-        return cls(label, file, name, function)
+        path = _function_file(file, ctx, file_at)
+        tree = _parse(path, file, ctx, file_at) if path is not None else None
+        if tree is not None:
+            _check_defined(tree, file, name, ctx, name_at)
+        return cls(label, file, name, _Loader(path))
 
     def run(self, message: Message, io: StepIO) -> Message:
+        function = self._function.get(self.file, self.name)
         # A copy, so a function that edits the body in place cannot change the state retries hold.
-        result = self._function(copy.deepcopy(message.body), message.headers)
+        result = function(copy.deepcopy(message.body), message.headers)
         return message.with_body(result, _content_type(result, message, f"{self.file}:{self.name}"))
+
+
+class _Loader:
+    """Loads the function's module on first use, when a route or a route test runs: validating
+    a project (what a CI job does on someone's pull request) parses the file and never runs it."""
+
+    def __init__(self, path: Path | None):
+        self._path = path
+        self._function: Callable | None = None
+        self._lock = threading.Lock()
+
+    def get(self, file: str, name: str) -> Callable:
+        with self._lock:
+            if self._function is None:
+                self._function = _loaded(self._path, file, name)
+            return self._function
+
+
+def _loaded(path: Path, file: str, name: str) -> Callable:
+    if path.resolve() != path:  # replaced by a symlink since the route was validated
+        raise TransformError(f"{file} is now a link; function files must be plain files in {FUNCTIONS_FOLDER}/")
+    try:
+        module = load_module(path)
+    except Exception as exc:  # noqa: BLE001 - whatever the file runs at import fails the step, not the worker
+        raise TransformError(f"{file} fails while loading: {type(exc).__name__}: {exc}") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise TransformError(f"{file} defines no function '{name}' once loaded")
+    return function
 
 
 def load_module(path: Path) -> ModuleType:
@@ -98,35 +130,70 @@ def _exec(path: Path) -> ModuleType:
     return module
 
 
-def _load(path: Path, file: str, ctx: BuildContext, at: tuple) -> ModuleType | None:
+def _function_file(file: str, ctx: BuildContext, at: tuple) -> Path | None:
+    """The file, only from transformers/functions/ (resolved: no `..`, absolute path or symlink out)."""
+    folder = (ctx.root / FUNCTIONS_FOLDER).resolve()
+    path = (ctx.root / file).resolve()
+    if Path(file).is_absolute() or not path.is_relative_to(folder):
+        ctx.error(at, f"the function file '{file}' is not in {FUNCTIONS_FOLDER}/",
+                  f"put the file in {FUNCTIONS_FOLDER}/ and name it from the project root, "
+                  f"e.g. {FUNCTIONS_FOLDER}/statement.py")
+        return None
+    return ctx.asset(file, at)
+
+
+def _parse(path: Path, file: str, ctx: BuildContext, at: tuple) -> ast.Module | None:
+    """The file's syntax tree; its code is not run."""
     try:
-        return load_module(path)
+        return ast.parse(path.read_bytes(), filename=file)
     except SyntaxError as exc:
         ctx.error(at, f"{file} line {exc.lineno}: the Python code does not compile: {exc.msg}",
                   "fix the syntax on that line")
-    except Exception as exc:  # noqa: BLE001 - whatever the file runs at import must become a config error
-        ctx.error(at, f"{file} fails while loading: {type(exc).__name__}: {exc}",
-                  "fix the code at the top level of the file")
+    except (OSError, ValueError) as exc:
+        ctx.error(at, f"{file} cannot be read: {exc}", "save it as plain UTF-8 text")
     return None
 
 
-def _find(module: ModuleType, file: str, name: str, ctx: BuildContext, at: tuple) -> Callable | None:
-    function = getattr(module, name, None)
-    if not callable(function):
-        choices = sorted(n for n, v in vars(module).items()
-                         if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__)
-        what = "is not a function" if function is not None else "does not exist"
-        ctx.error(at, f"the function '{name}' in {file} {what}", did_you_mean(name, choices) or "define it in the file")
-        return None
-    try:
-        inspect.signature(function).bind(None, None)
-    except TypeError:
-        ctx.error(at, f"the function '{name}' in {file} must take two arguments: (body, headers)",
-                  f"write `def {name}(body, headers):`")
-        return None
-    except ValueError:  # some builtins have no signature to inspect
-        pass
-    return function
+def _check_defined(tree: ast.Module, file: str, name: str, ctx: BuildContext, at: tuple) -> None:
+    """`name` is a top-level `def` taking (body, headers), or at least bound at the top level."""
+    functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    if name in functions:
+        if not _takes_two(functions[name].args):
+            ctx.error(at, f"the function '{name}' in {file} must take two arguments: (body, headers)",
+                      f"write `def {name}(body, headers):`")
+        return
+    if name in _other_names(tree):
+        if name in _constants(tree):
+            ctx.error(at, f"the function '{name}' in {file} is not a function", "define it with `def`")
+        return  # bound another way (an import, a decorator's result): checked when it first runs
+    choices = sorted(n for n in functions if not n.startswith("_"))
+    ctx.error(at, f"the function '{name}' in {file} does not exist",
+              did_you_mean(name, choices) or "define it in the file")
+
+
+def _takes_two(args: ast.arguments) -> bool:
+    positional = [*args.posonlyargs, *args.args]
+    required = len(positional) - len(args.defaults)
+    return required <= 2 and (len(positional) >= 2 or args.vararg is not None)
+
+
+def _other_names(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.ClassDef)):
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+            if isinstance(node, ast.ClassDef):
+                names.add(node.name)
+    return names
+
+
+def _constants(tree: ast.Module) -> set[str]:
+    """Names bound to a literal (RATE = 3): certainly not functions."""
+    return {t.id for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+            for t in n.targets if isinstance(t, ast.Name)}
 
 
 def _content_type(result: Any, message: Message, where: str) -> str:

@@ -328,9 +328,12 @@ SECRET_SETTINGS = {
     "basic": {"auth": {"basic": {"username": "esb", "password": TOKEN}}},
     "hmac": {"auth": {"hmac": {"key_id": "esb", "secret": TOKEN}}},
     "header": {"headers": {"X-Api-Key": TOKEN}},
+    # the one rule of esb.loading.secrets, shared with `esb routes show` (issue 9 point 7)
+    "subscription-key header": {"headers": {"Ocp-Apim-Subscription-Key": TOKEN}},
+    "custom auth header": {"headers": {"X-Custom-Auth-Thing": TOKEN}},
 }
 ECHO = {"bearer": f"Bearer {TOKEN}", "basic": "Basic " + base64.b64encode(f"esb:{TOKEN}".encode()).decode(),
-        "hmac": TOKEN, "header": TOKEN}
+        "hmac": TOKEN, "header": TOKEN, "subscription-key header": TOKEN, "custom auth header": TOKEN}
 
 
 def _failures(server: StubHttpServer, echo: str) -> dict[str, tuple[str, dict, dict]]:

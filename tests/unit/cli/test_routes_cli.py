@@ -242,3 +242,67 @@ def test_a_root_that_does_not_exist_is_refused(tmp_path):
     result = esb_cli(tmp_path / "nowhere", "routes", "validate")
     assert result.exit_code == 2
     assert "does not exist" in result.stderr
+
+
+# -- secrets (one rule: esb.loading.secrets) -----------------------------------------------------
+SECRET_HEADERS = {"X-Auth": "xauth-value-1", "Ocp-Apim-Subscription-Key": "apim-value-2",
+                  "X-Custom-Auth-Thing": "custom-value-3"}
+
+
+def test_show_masks_every_header_whose_name_says_secret(project):
+    headers = "".join(f"\n  {name}: {value}" for name, value in SECRET_HEADERS.items())
+    write(project, {"adapters/ledger-rest.yaml": ADAPTER.replace("auth:", f"headers:{headers}\nauth:")})
+    result = esb_cli(project, "routes", "show", "oa-expense-to-voucher")
+    assert result.exit_code == 0
+    for name, value in SECRET_HEADERS.items():
+        assert value not in result.stdout
+        assert f"{name}: '***'" in result.stdout
+
+
+def test_show_masks_a_value_from_a_secret_variable_under_any_name(project):
+    write(project, {"adapters/ledger-rest.yaml": ADAPTER.replace("auth:", "headers: {X-Tenant: '${LEDGER_TOKEN}'}\n"
+                                                                           "auth:")})
+    result = esb_cli(project, "routes", "show", "oa-expense-to-voucher")
+    assert "s3cr3t" not in result.stdout and "X-Tenant: '***'" in result.stdout
+
+
+LOGGING_ROUTE = """\
+name: noisy
+source: {exchange: oa.events, binding_key: noisy}
+steps:
+  - log:
+      message: "token is ${LEDGER_TOKEN}"
+      fields: {token: "'${LEDGER_TOKEN}'"}
+  - set_headers: {x-token: "'${LEDGER_TOKEN}'"}
+"""
+
+
+def test_validate_warns_at_each_line_where_a_route_would_print_a_secret(project):
+    write(project, {"routes/noisy.yaml": LOGGING_ROUTE})
+    result = esb_cli(project, "routes", "validate")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "routes/noisy.yaml:5:16: warning: this log step would print the secret ${LEDGER_TOKEN} "
+        "— log something else; esb writes *** in its place",
+        "routes/noisy.yaml:6:23: warning: this log step would print the secret ${LEDGER_TOKEN} "
+        "— log something else; esb writes *** in its place",
+        "routes/noisy.yaml:7:28: warning: this header would carry the secret ${LEDGER_TOKEN} into publishes, logs "
+        "and dead letters — let the adapter send credentials; esb sets *** in its place",
+        "OK: 2 routes, 1 adapters"]
+
+
+def test_a_log_step_writes_stars_for_a_secret_variable_and_headers_carry_stars(project):
+    import structlog
+    from structlog.testing import capture_logs
+
+    from esb.loading.project import load_project
+    from esb.message import Message
+    from esb.steps.pipeline import run_steps
+    write(project, {"routes/noisy.yaml": LOGGING_ROUTE})
+    route = load_project(project, ENV).routes["noisy"]
+    structlog.reset_defaults()  # an earlier `esb` command configured it to drop info lines
+    with capture_logs() as logs:
+        out = run_steps(route.steps, Message({"a": 1}), None)
+    assert "s3cr3t" not in repr(logs) and "s3cr3t" not in repr(out.headers)
+    assert logs[0]["message"] == "token is ***" and logs[0]["token"] == "***"
+    assert out.headers["x-token"] == "***"  # what a dead letter of this message would carry

@@ -104,7 +104,7 @@ def test_unset_variable_is_reported_with_how_to_set_it(tmp_path):
     ledger = LEDGER.replace("${LEDGER_TOKEN:-t}", "${LEDGER_TOKEN}")
     found = problems(project(tmp_path, extra={"adapters/ledger-rest.yaml": ledger}))
     assert found == ["adapters/ledger-rest.yaml:4:24: the variable ${LEDGER_TOKEN} is not set "
-                     "— export LEDGER_TOKEN=... before starting esb, or write ${LEDGER_TOKEN:-default}"]
+                     "— export LEDGER_TOKEN=... before starting esb (the demo's: esb --env-file config/demo.env)"]
     assert load_project(tmp_path, {"LEDGER_TOKEN": "x"}).adapters["ledger-rest"].settings["auth"]["bearer"]
 
 
@@ -124,8 +124,8 @@ def test_two_routes_on_one_queue_are_refused(tmp_path):
 
 def test_yaml_syntax_error_is_a_sentence_not_a_parser_dump(tmp_path):
     found = problems(project(tmp_path, ROUTE.replace("concurrency: 4", "concurrency: 4: 5")))
-    assert found == ["routes/expense.yaml:3:15: a ':' stands where YAML does not expect a key "
-                     "— quote the value if it contains ': ', or fix the indentation"]
+    assert found == ["routes/expense.yaml:3:15: a ':' stands where YAML does not expect a key: "
+                     "`concurrency: 4: 5` — quote the value if it contains ': ', or fix the indentation"]
 
 
 @pytest.mark.parametrize("value, reads_as", [

@@ -50,6 +50,12 @@ def run(tmp_path: Path, cases: str, route: str = ROUTE, extra: dict[str, str] | 
     return run_route_tests(load_project(tmp_path, ENV))
 
 
+def load(tmp_path: Path, cases: str, route: str = ROUTE):
+    """The cases as `esb routes validate` loads them: any problem is a ConfigErrors."""
+    write(tmp_path, {"adapters/ledger.yaml": ADAPTER, "routes/route.yaml": route, "routes/tests/route.yaml": cases})
+    return load_route_tests(load_project(tmp_path, ENV))
+
+
 def only(results):
     assert len(results) == 1, results
     return results[0]
@@ -265,7 +271,7 @@ def test_an_xml_body_that_breaks_its_xsd_fails_the_case(tmp_path, testdata):
 
 def test_a_test_file_naming_an_unknown_route_is_a_config_error_with_a_suggestion(tmp_path):
     with pytest.raises(ConfigErrors) as raised:
-        run(tmp_path, """\
+        load(tmp_path, """\
             route: expense-to-vouchr
             cases:
               - {name: x, input: {body: {}}}
@@ -276,7 +282,7 @@ def test_a_test_file_naming_an_unknown_route_is_a_config_error_with_a_suggestion
 
 def test_a_mock_for_an_unknown_label_is_a_config_error_with_a_suggestion(tmp_path):
     with pytest.raises(ConfigErrors) as raised:
-        run(tmp_path, """\
+        load(tmp_path, """\
             route: expense-to-voucher
             cases:
               - name: typo

@@ -391,13 +391,19 @@ def test_function_that_is_not_callable_or_takes_the_wrong_arguments_is_reported(
                                           files)[0].message
 
 
-def test_function_file_that_does_not_load_is_a_config_error(tmp_path):
+def test_function_file_that_does_not_compile_is_a_config_error(tmp_path):
     errors = errors_of(tmp_path, "  - function: transformers/functions/bad.py:f\n",
                        {"transformers/functions/bad.py": "def f(body, headers):\n    return (\n"})
     assert "does not compile" in errors[0].message
-    errors = errors_of(tmp_path, "  - function: transformers/functions/boom.py:f\n",
-                       {"transformers/functions/boom.py": "raise RuntimeError('no config')\n"})
-    assert "RuntimeError: no config" in errors[0].message
+
+
+def test_function_file_that_fails_at_its_top_level_fails_the_step_when_it_first_runs(tmp_path):
+    # validating never runs the file (issue 9 point 6): its top-level code runs with the route
+    route = route_with(tmp_path, "  - function: transformers/functions/boom.py:f\n",
+                       {"transformers/functions/boom.py": "raise RuntimeError('no config')\ndef f(body, headers):\n"
+                                                          "    return body\n"})
+    error = failure(route)
+    assert error.error_class == "transform" and "RuntimeError: no config" in error.message
 
 
 def test_function_file_is_loaded_once_and_again_after_it_changes(tmp_path):
