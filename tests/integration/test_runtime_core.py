@@ -9,6 +9,7 @@ import pytest
 from test_bus import relay_route
 
 from esb.runtime import dlq
+from esb.runtime.broker import Outgoing
 from esb.testing.ledger import StandInLedger
 
 LEDGER = """\
@@ -108,7 +109,7 @@ def test_a_string_key_and_an_integer_key_name_two_messages(bus, run_routes, uid)
 
 
 def test_a_slow_message_does_not_hold_up_another_routes_messages(bus, run_routes, uid):
-    big = "<Doc>" + "".join(f'<E n="{i}"><A>{i}.00</A><B>text {i}</B></E>' for i in range(100_000)) + "</Doc>"
+    big = "<Doc>" + "".join(f'<E n="{i}"><A>{i}.00</A><B>text {i}</B></E>' for i in range(150_000)) + "</Doc>"
     slow = f"""\
 name: slow-{uid}
 source: {{exchange: in-{uid}, binding_key: slow, format: xml}}
@@ -123,8 +124,9 @@ steps:
     for _ in range(2):
         bus.send(f"in-{uid}", "slow", big.encode(), content_type="application/xml")
     time.sleep(0.2)  # the slow route is converting now
-    for n in range(20):
-        bus.send(f"in-{uid}", "fast", json.dumps({"n": n}).encode())
+    sent = [bus.broker.publish(f"in-{uid}", "fast", Outgoing(json.dumps({"n": n}).encode(), "application/json", {},
+                                                                f"fast-{n}")) for n in range(20)]
+    assert all(confirmation.exception(10) is None for confirmation in sent)
     seen = bus.wait_for(f"seen-{uid}", 22, timeout=60)
     kinds = ["slow" if len(d.body) > 1000 else "fast" for d in seen]
     assert kinds[:20] == ["fast"] * 20, f"the fast route waited for the slow one's conversion: {kinds}"
