@@ -23,7 +23,8 @@ from pathlib import Path
 from esb.loading.project import load_project
 from esb.runtime import names
 from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
-from esb.runtime.runtime import Runtime, make_broker
+from esb.runtime.connect import make_broker
+from esb.runtime.runtime import Runtime
 from esb.store import SqliteStore
 from esb.testing.ledger import StandInLedger
 from esb.transform import jsoncodec
