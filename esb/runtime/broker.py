@@ -189,9 +189,13 @@ class Broker(Protocol):
         None when the queue is empty."""
 
     def give_back_fetched(self) -> None:
-        """Return every fetched message not acked to its queue, in the order they were fetched.
+        """Return every fetched message not acked to its queue, in the order they were fetched,
+        and return once they are there again (a quorum queue takes them back a moment later).
 
-        Never by reject: a reject counts as a failed delivery on a quorum queue with a delivery limit.
+        Never by reject: from RabbitMQ 4.3 a reject counts as a failed delivery on a quorum queue
+        with a delivery limit and a return on close does not. Before 4.3 both count (measured on
+        3.10.8), and 4.0 gives quorum queues a limit of 20 by default: so a dead-letter queue must
+        be declared without a delivery limit, or browsing it would drop what it shows.
         """
 
     def purge(self, queue: str) -> int:
