@@ -20,7 +20,7 @@ from typing import Any
 
 from esb.errors import EsbError
 from esb.runtime import names
-from esb.runtime.broker import Broker, Delivery, Outgoing
+from esb.runtime.broker import Broker, Delivery, Outgoing, confirmed_publish
 from esb.runtime.connect import mask_url
 from esb.runtime.envelope import RetryState, _fallback_id, state_headers, user_headers, wire_headers
 
@@ -165,13 +165,10 @@ def _send(broker: Broker, where: tuple[str, str, Outgoing] | None, letter: DeadL
           queue: str) -> None:
     if where is None:
         return
-    exchange, routing_key, message = where
+    exchange, routing_key, m = where
     try:
-        confirmation = broker.publish(exchange, routing_key, message)
-        confirmation.result(CONFIRM_TIMEOUT)
-    except TimeoutError:
-        raise ReplayFailed(f"replayed {moved}; {letter.id} stays in {queue}: no confirm from the broker "
-                           f"within {CONFIRM_TIMEOUT:g}s", moved) from None
+        confirmed_publish(broker, CONFIRM_TIMEOUT)(exchange, routing_key, m.body, m.content_type, m.headers,
+                                                   m.message_id)
     except EsbError as exc:
         raise ReplayFailed(f"replayed {moved}; {letter.id} stays in {queue}: {exc}", moved) from None
 

@@ -8,13 +8,13 @@ acks of deliveries from the old connection are dropped, and the broker reconnect
 re-subscribes. Declarations use a short-lived blocking connection; the CLI's one-off operations
 (depth, get, give back, purge) one blocking connection held until `stop`, used under a lock.
 A fetched message goes back to its place when its channel closes: RabbitMQ requeues what a
-closed channel held unacked, and that is no failed delivery, as a reject would be on a quorum
-queue with a delivery limit.
+closed channel held unacked (never a reject: see Broker.give_back_fetched).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
 import threading
@@ -98,11 +98,12 @@ class RabbitBroker:
         if not self._thread.is_alive():
             self._ioloop.close()  # its wake-up socket pair
         with self._oneoff_lock:
-            if self._oneoff is not None and self._oneoff.is_open:
-                self.give_back_fetched()
+            with contextlib.suppress(pika.exceptions.AMQPError, TransientError):
+                self.give_back_fetched()  # a connection that died gave back what it held already
             oneoff, self._oneoff, self._reader = self._oneoff, None, None
             if oneoff is not None and oneoff.is_open:
-                oneoff.close()
+                with contextlib.suppress(pika.exceptions.AMQPError):
+                    oneoff.close()
 
     # -- commands from any thread ---------------------------------------------------------
 
