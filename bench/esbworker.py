@@ -11,7 +11,8 @@ from pathlib import Path
 
 from esb.cli.main import configure_logging
 from esb.loading.project import load_project
-from esb.runtime.runtime import Runtime, make_broker, open_store_for
+from esb.runtime.connect import make_broker
+from esb.runtime.runtime import Runtime, open_store_for
 from esb.runtime.supervisor import stop_signals
 
 

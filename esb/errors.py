@@ -5,7 +5,9 @@
     │   └── ConfigErrors     several ConfigErrors found in one pass (validate reports them all)
     └── ProcessingError      a message failed in a step: carries the step label
         ├── TransientError   worth retrying: timeouts, connection errors, 5xx, 429
+        │   └── NotConfirmed      the broker refused a publish, or the connection dropped before its confirm
         └── PermanentError   retrying cannot help: goes to the dead-letter queue
+            ├── Unroutable        the broker returned a publish: no queue is bound for it
             ├── ValidationError   the message does not match its schema
             ├── TransformError    a conversion or mapping could not be done
             └── BusinessError     a business rule does not hold (e.g. a statement does not reconcile)
@@ -93,3 +95,17 @@ class TransformError(PermanentError):
 
 class BusinessError(PermanentError):
     error_class = "business"
+
+
+class NotConfirmed(TransientError):
+    """The broker refused (nacked) a publish, or the connection dropped before the confirm."""
+
+
+class Unroutable(PermanentError):
+    """The broker returned a mandatory publish: no queue is bound for it."""
+
+
+def unroutable(exchange: str, routing_key: str) -> Unroutable:
+    """The one wording of an unroutable publish, whichever broker returned it."""
+    where = f"exchange '{exchange}'" if exchange else "the default exchange (there is no such queue)"
+    return Unroutable(f"no queue is bound to {where} for key '{routing_key}': the broker returned the message")

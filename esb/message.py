@@ -13,6 +13,8 @@ XML = "application/xml"
 TEXT = "text/plain"
 BINARY = "application/octet-stream"
 
+HEADER_PREFIX = "x-esb-"  # headers starting with it are esb's own (retry and dead-letter state, file facts)
+
 
 def _frozen_headers(headers: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(headers or {}))

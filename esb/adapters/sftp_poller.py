@@ -12,7 +12,8 @@ One round (`poll_once`), for an adapter's `inbound.NAME`:
        - unless the ledger already holds (adapter, inbound, path, size, mtime, sha256): publish it
          to `publish_to` (body = the file's bytes, content type from the extension, message id =
          the SHA-256, so the same bytes are always the same message; headers x-esb-file-name,
-         -size, -mtime, -sha256), WAIT for the broker's confirm, and write it to the ledger;
+         -size, -mtime, -sha256) with the confirmed-publish function the runtime hands the poller
+         (it returns once the broker confirmed), and write it to the ledger;
        - then move it into `archive` (created when missing; relative to the polled directory when
          not absolute; a name already there gets the hash added) or remove it (`delete: true`).
 A crash between the confirm and the ledger write republishes the same message (the same id) on
@@ -37,23 +38,25 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import structlog
 
 from esb.adapters.sftp import SftpConnection
 from esb.adapters.spec import AdapterSpec, positive_seconds
-from esb.errors import ConfigError, PermanentError, ProcessingError
-from esb.message import BINARY, JSON, TEXT, XML
-from esb.runtime.broker import Broker, NotConfirmed, Outgoing, Unroutable
-from esb.runtime.names import HEADER_PREFIX
+from esb.errors import ConfigError, NotConfirmed, PermanentError, ProcessingError, Unroutable
+from esb.message import BINARY, HEADER_PREFIX, JSON, TEXT, XML
+
+# publish(exchange, routing_key, body, content_type, headers, message_id): returns once the broker
+# confirmed the message; raises Unroutable, NotConfirmed (or another Transient/PermanentError).
+Publish = Callable[[str, str, bytes, str, Mapping[str, Any], str], None]
 
 DEFAULT_EVERY = 60.0
 DEFAULT_MAX_BYTES = 50_000_000
-CONFIRM_TIMEOUT = 30.0
 LEDGER_BUSY_TIMEOUT = 10.0
 
 FILE_NAME = HEADER_PREFIX + "file-name"      # the remote file's name, without its directory
@@ -93,7 +96,7 @@ class RemoteFile:
 class SftpPoller:
     """Polls one `inbound` entry of an sftp adapter; `run(stop_event)` repeats `poll_once` every `every`."""
 
-    def __init__(self, spec: AdapterSpec, inbound_name: str, root: Path, broker: Broker,
+    def __init__(self, spec: AdapterSpec, inbound_name: str, root: Path, publish: Publish,
                  ledger_path: str | Path, lock: str | Path | None = None):
         if inbound_name not in spec.inbound:
             raise ConfigError(f"the adapter '{spec.name}' has no inbound '{inbound_name}'", path=spec.path)
@@ -109,7 +112,7 @@ class SftpPoller:
         self.ledger_path = Path(root) / ledger_path
         self.lock_path = Path(root) / lock if lock else self.ledger_path.with_name(
             f"sftp-{spec.name}-{inbound_name}.lock")
-        self._broker = broker
+        self._publish_confirmed = publish
         self._connection = SftpConnection(spec, Path(root))
         self._archive_ready = False
         self._log = log.bind(adapter=spec.name, inbound=inbound_name)
@@ -186,12 +189,11 @@ class SftpPoller:
     def _publish(self, file: RemoteFile, data: bytes, sha256: str) -> None:
         headers = {FILE_NAME: file.name, FILE_SIZE: file.size, FILE_SHA256: sha256,
                    FILE_MTIME: datetime.fromtimestamp(file.mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        outgoing = Outgoing(data, _CONTENT_TYPES.get(posixpath.splitext(file.name)[1].lower(), BINARY),
-                            headers, sha256)
+        content_type = _CONTENT_TYPES.get(posixpath.splitext(file.name)[1].lower(), BINARY)
         try:
-            self._broker.publish(self.exchange, self.routing_key, outgoing).result(CONFIRM_TIMEOUT)
-        except TimeoutError:
-            raise NotConfirmed(f"{file.path}: no confirm from the broker within {CONFIRM_TIMEOUT:g}s") from None
+            self._publish_confirmed(self.exchange, self.routing_key, data, content_type, headers, sha256)
+        except NotConfirmed as exc:
+            raise NotConfirmed(f"{file.path}: {exc.message}") from None
         except Unroutable:
             raise Unroutable(f"{file.path}: nothing is bound to exchange '{self.exchange}' for key "
                              f"'{self.routing_key}'; the file stays until a queue is") from None

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from esb.runtime import dlq as engine
 from esb.runtime import names
+from esb.runtime.connect import connected, mask_url
 
 REASON_WIDTH = 60
 
@@ -59,7 +60,8 @@ def dlq() -> None:
 @click.pass_obj
 def list_letters(root: Path, route: str, limit: int, broker_url: str | None) -> None:
     """A table of the dead letters of ROUTE (oldest first); they stay in the queue."""
-    letters = engine.browse(resolve_broker(root, broker_url), route, limit, seal=project_seal(root))
+    with connected(resolve_broker(root, broker_url)) as broker:
+        letters = engine.browse(broker, route, limit, seal=project_seal(root))
     table = Table("id", "age", "step", "error class", "reason")
     for letter in letters:
         table.add_row(Text(letter.id), format_age(letter.age), Text(letter.step), Text(letter.error_class),
@@ -82,7 +84,8 @@ def show(root: Path, message_id: str, route: str | None, broker_url: str | None)
         routes = list(load_project(root).routes)
     else:
         routes = [route]
-    letter = engine.find(resolve_broker(root, broker_url), routes, message_id, seal=project_seal(root))
+    with connected(resolve_broker(root, broker_url)) as broker:
+        letter = engine.find(broker, routes, message_id, seal=project_seal(root))
     if letter is None:
         raise click.ClickException(f"no dead letter {message_id} in the DLQ of {', '.join(routes) or 'any route'}")
     for line in show_lines(letter):
@@ -151,10 +154,10 @@ def replay(root: Path, route: str, ids: tuple[str, ...], everything: bool, from_
     _ids_or_all(ids, everything)
     url, model = resolve_broker(root, broker_url), load_route(root, route)
     console = Console(stderr=True)  # stdout says only how many were replayed
-    with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
+    with connected(url) as broker, Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
+                                            console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("replay", total=len(ids) or None)
-        count = engine.replay(url, route, ids=ids, replay_all=everything, from_step=from_step, route_model=model,
+        count = engine.replay(broker, route, ids=ids, replay_all=everything, from_step=from_step, route_model=model,
                               progress=lambda done, total: bar.update(task, completed=done, total=total),
                               seal=project_seal(root))
     click.echo(f"replayed {count}")
@@ -173,8 +176,9 @@ def purge(root: Path, route: str, ids: tuple[str, ...], everything: bool, yes: b
     url = resolve_broker(root, broker_url)
     what = "every dead letter" if everything else f"{len(ids)} dead letter{'' if len(ids) == 1 else 's'}"
     if not yes:
-        click.confirm(f"delete {what} of {route} from {engine.mask_url(url)}?", abort=True)
-    count = engine.purge(url, route, None if everything else ids, seal=project_seal(root))
+        click.confirm(f"delete {what} of {route} from {mask_url(url)}?", abort=True)
+    with connected(url) as broker:
+        count = engine.purge(broker, route, None if everything else ids, seal=project_seal(root))
     click.echo(f"purged {count}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -41,5 +42,15 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
     if count == 1:
         run_worker(root, broker_url, list(routes) or None)
     else:
-        ctx.exit(supervise(root, count, broker_url, list(routes) or None,
-                           ctx.find_root().params.get("log_level") or "info"))
+        log_level = ctx.find_root().params.get("log_level") or "info"
+        ctx.exit(supervise(worker_command(root, log_level, broker_url, routes), count))
+
+
+def worker_command(root: Path, log_level: str, broker_url: str | None, routes: tuple[str, ...]) -> list[str]:
+    """The command line of one worker process: this `esb run` with one worker."""
+    command = [sys.executable, "-m", "esb.cli.main", "--root", str(root), "--log-level", log_level, "run",
+               "--workers", "1"]
+    command += ["--broker", broker_url] if broker_url else []
+    for route in routes:
+        command += ["--route", route]
+    return command

@@ -9,9 +9,9 @@ import click
 
 from esb.cli.dlq import broker_option, load_route, resolve_broker
 from esb.message import JSON, TEXT, XML
-from esb.runtime import dlq as engine
 from esb.runtime import names
-from esb.runtime.broker import Outgoing
+from esb.runtime.broker import confirmed_publish
+from esb.runtime.connect import connected
 
 CONTENT_TYPES = {".json": JSON, ".xml": XML}
 
@@ -32,10 +32,10 @@ def send(root: Path, args: tuple[str, ...], exchange: str | None, key: str | Non
     """
     route, file = _route_and_file(args, exchange, key)
     target = (exchange, key) if route is None else route_target(load_route(root, route), key)
-    message = Outgoing(Path(file).read_bytes(), content_type_for(file), parse_headers(headers),
-                       message_id or uuid.uuid4().hex)
-    engine.publish(resolve_broker(root, broker_url), *target, message)
-    click.echo(message.message_id)
+    body, message_id = Path(file).read_bytes(), message_id or uuid.uuid4().hex
+    with connected(resolve_broker(root, broker_url)) as broker:
+        confirmed_publish(broker)(*target, body, content_type_for(file), parse_headers(headers), message_id)
+    click.echo(message_id)
 
 
 def _route_and_file(args: tuple[str, ...], exchange: str | None, key: str | None) -> tuple[str | None, str]:

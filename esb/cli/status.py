@@ -10,7 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from esb.cli.dlq import broker_option, resolve_broker
-from esb.runtime import dlq as engine
+from esb.runtime.connect import connected, mask_url
+from esb.runtime.status import status as route_statuses
 
 
 @click.command()
@@ -21,8 +22,10 @@ def status(root: Path, broker_url: str | None) -> None:
     from esb.loading.project import load_project
     project = load_project(root)
     url = resolve_broker(root, broker_url or project.settings.broker_url)
-    table = Table("route", "queue", "depth", "consumers", "dlq", "retrying", title=Text(engine.mask_url(url)))
-    for row in engine.status(url, project):
+    table = Table("route", "queue", "depth", "consumers", "dlq", "retrying", title=Text(mask_url(url)))
+    with connected(url) as broker:
+        rows = route_statuses(broker, project)
+    for row in rows:
         table.add_row(Text(row.route), Text(row.queue), _count(row.messages), _count(row.consumers),
                       _count(row.dead_letters), str(row.retrying))
     Console().print(table)

@@ -18,8 +18,9 @@ from esb.loading.envfile import DEMO_ENV_FILE, with_env_file
 from esb.loading.project import load_project
 from esb.runtime import names
 from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
+from esb.runtime.connect import make_broker
 from esb.runtime.keys import store_key
-from esb.runtime.runtime import Runtime, make_broker
+from esb.runtime.runtime import Runtime
 from esb.store import SqliteStore
 from esb.testing.ledger import StandInLedger
 from esb.transform import jsoncodec

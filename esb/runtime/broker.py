@@ -1,7 +1,9 @@
-"""The one small protocol the runtime talks to: declare, consume, publish-and-confirm, ack, reject.
+"""The one small protocol the runtime and the CLI talk to.
 
+The runtime declares, consumes, publishes with confirms, acks and rejects; the CLI also reads
+queues one message at a time (get, then ack or give back), purges them and asks their depth.
 Two implementations: `RabbitBroker` (pika, pipelined confirms) and `KombuBroker` (the embedded
-`memory://` default and other kombu transports).
+`memory://` default and other kombu transports). `esb.runtime.connect` picks one for a URL.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from esb.errors import PermanentError, TransientError
+from esb.errors import NotConfirmed as NotConfirmed  # re-exported: the runtime's callers know them from here
+from esb.errors import Unroutable as Unroutable
 
 log = structlog.get_logger("esb.broker")
 
@@ -69,15 +72,8 @@ class Topology:
                         tuple(dict.fromkeys(self.bindings + other.bindings)))
 
 
-class Unroutable(PermanentError):
-    """The broker returned a mandatory publish: no queue is bound for it."""
-
-
-class NotConfirmed(TransientError):
-    """The broker refused (nacked) a publish, or the connection dropped before the confirm."""
-
-
 OnDelivery = Callable[[Delivery], None]
+PublishConfirmed = Callable[[str, str, bytes, str, Mapping[str, Any], str], None]
 
 
 class Confirmation:
@@ -161,6 +157,8 @@ def wait_all(confirmations: Iterable[Confirmation], timeout: float) -> bool:
 
 
 class Broker(Protocol):
+    url: str  # what it connects to; print it through esb.runtime.connect.mask_url
+
     def start(self) -> None:
         """Connect; after this, declare/consume/publish may be called."""
 
@@ -177,7 +175,8 @@ class Broker(Protocol):
         """
 
     def ack(self, delivery: Delivery) -> None:
-        """Acknowledge; safe from any thread. An ack for a dead connection is dropped (redelivered)."""
+        """Acknowledge a consumed or fetched delivery; safe from any thread. An ack for a dead
+        connection (or a fetched delivery already given back) is dropped: the broker has it again."""
 
     def reject(self, delivery: Delivery, requeue: bool) -> None:
         """Reject; safe from any thread."""
@@ -185,5 +184,37 @@ class Broker(Protocol):
     def queue_depth(self, queue: str) -> tuple[int, int] | None:
         """(messages, consumers) of a queue, or None if it does not exist."""
 
+    def get(self, queue: str) -> Delivery | None:
+        """Fetch one message of `queue` (basic.get), held unacked until `ack` or `give_back_fetched`;
+        None when the queue is empty."""
+
+    def give_back_fetched(self) -> None:
+        """Return every fetched message not acked to its queue, in the order they were fetched,
+        and return once they are there again (a quorum queue takes them back a moment later).
+
+        Never by reject: from RabbitMQ 4.3 a reject counts as a failed delivery on a quorum queue
+        with a delivery limit and a return on close does not. Before 4.3 both count (measured on
+        3.10.8), and 4.0 gives quorum queues a limit of 20 by default: so a dead-letter queue must
+        be declared without a delivery limit, or browsing it would drop what it shows.
+        """
+
+    def purge(self, queue: str) -> int:
+        """Delete every ready message of `queue`; how many went."""
+
     def stop(self) -> None:
         """Stop consuming, wait for pending confirms, close."""
+
+
+def confirmed_publish(broker: Broker, timeout: float = 30.0) -> PublishConfirmed:
+    """`publish(exchange, routing_key, body, content_type, headers, message_id)` through `broker`,
+    returning once the broker confirmed it: what a part outside the runtime (the SFTP poller, the
+    CLI) is handed instead of the broker. It raises Unroutable, or NotConfirmed when nacked, lost
+    or not confirmed within `timeout` seconds."""
+    def publish(exchange: str, routing_key: str, body: bytes, content_type: str, headers: Mapping[str, Any],
+                message_id: str) -> None:
+        confirmation = broker.publish(exchange, routing_key, Outgoing(body, content_type, headers, message_id))
+        try:
+            confirmation.result(timeout)
+        except TimeoutError:
+            raise NotConfirmed(f"no confirm from the broker within {timeout:g}s for message {message_id}") from None
+    return publish

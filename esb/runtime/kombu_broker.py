@@ -5,7 +5,9 @@ kombu's ConsumerProducerMixin does (one py-amqp connection for both re-entered t
 callback and crashed with a RecursionError). Transports lack RabbitMQ's queue TTL and
 dead-lettering, so this class runs retry tiers itself: a message sent to a tier queue is
 held for the tier's delay, then delivered to the route queue. Those timers live in memory:
-with `memory://` everything does.
+with `memory://` everything does. The CLI's one-off operations run on the I/O thread too;
+kombu's memory transport does not restore unacked messages when a channel closes
+(`do_restore = False`), so messages fetched by `get` are requeued explicitly, at the tail.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from collections.abc import Callable
 import kombu
 import structlog
 
-from esb.runtime.broker import Confirmation, Delivery, OnDelivery, Outgoing, QueueSpec, Topology, Unroutable
+from esb.errors import TransientError, unroutable
+from esb.runtime.broker import Confirmation, Delivery, OnDelivery, Outgoing, QueueSpec, Topology
+from esb.runtime.connect import mask_url, without_password
 
 log = structlog.get_logger("esb.broker")
 POLL = 0.005
@@ -37,12 +41,20 @@ class KombuBroker:
         self._order = itertools.count()
         self._tiers: dict[str, QueueSpec] = {}
         self._consumers: dict[str, kombu.Consumer] = {}
+        self._fetched: list[kombu.Message] = []  # held by `get`, in the order fetched
+        self._reader = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="esb-broker-io", daemon=True)
 
     def start(self) -> None:
-        self._consuming.connect()
-        self._producing.connect()
+        try:
+            self._consuming.connect()
+            self._producing.connect()
+        except (*self._consuming.connection_errors, OSError) as exc:
+            self._consuming.release()
+            self._producing.release()
+            raise TransientError(f"cannot connect to {mask_url(self.url)}: {without_password(repr(exc), self.url)}"
+                                 ) from None
         self._channel = self._consuming.channel()
         self._producer = kombu.Producer(self._producing.channel())
         self._thread.start()
@@ -51,6 +63,7 @@ class KombuBroker:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        self._give_back_fetched()
         self._consuming.release()
         self._producing.release()
 
@@ -110,7 +123,7 @@ class KombuBroker:
             heapq.heappush(self._timers, (due, next(self._order), tier.dead_letter_to, message))
             return
         if not self._routable(exchange, routing_key):
-            raise Unroutable(f"no queue is bound to exchange '{exchange}' for key '{routing_key}'")
+            raise unroutable(exchange, routing_key)
         self._producer.publish(message.body, exchange=exchange, routing_key=routing_key,
                                headers=dict(message.headers), content_type=message.content_type,
                                content_encoding="binary", delivery_mode=2, message_id=message.message_id)
@@ -166,3 +179,30 @@ class KombuBroker:
                 return None
             return channel._size(queue), int(queue in self._consumers)
         return self._submit(depth).result(10)
+
+    # -- one-off reads for the CLI ------------------------------------------------------------
+
+    def get(self, queue: str) -> Delivery | None:
+        def fetch():
+            if self._reader is None:
+                self._reader = self._producing.channel()
+            message = kombu.Queue(queue, channel=self._reader).get(no_ack=False, accept=None)
+            if message is None:
+                return None
+            self._fetched.append(message)
+            return Delivery(message.body, message.content_type, message.headers or {},
+                            message.properties.get("message_id"), queue,
+                            bool(message.delivery_info.get("redelivered")), message)
+        return self._submit(fetch).result(10)
+
+    def give_back_fetched(self) -> None:
+        self._submit(self._give_back_fetched).result(10)
+
+    def _give_back_fetched(self) -> None:
+        fetched, self._fetched = self._fetched, []
+        for message in fetched:
+            if not message.acknowledged:
+                message.requeue()
+
+    def purge(self, queue: str) -> int:
+        return self._submit(lambda: self._producing.default_channel.queue_purge(queue) or 0).result(10)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HEADER_PREFIX = "x-esb-"
+from esb.message import HEADER_PREFIX
 
 
 def route_queue(route: str) -> str:

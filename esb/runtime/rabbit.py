@@ -5,35 +5,41 @@ Every publish gets a Confirmation that completes when the broker acks it (pipeli
 in flight at once); a mandatory publish the broker returns fails it as Unroutable.
 When the connection drops, pending confirms fail (their sources stay unacked and come back),
 acks of deliveries from the old connection are dropped, and the broker reconnects and
-re-subscribes. Declarations and one-off reads use a short-lived blocking connection.
+re-subscribes. Declarations use a short-lived blocking connection; the CLI's one-off operations
+(depth, get, give back, purge) one blocking connection held until `stop`, used under a lock.
+A fetched message goes back to its place when its channel closes: RabbitMQ requeues what a
+closed channel held unacked (never a reject: see Broker.give_back_fetched).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import itertools
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 import pika
 import pika.exceptions
 import structlog
 from pika.adapters.select_connection import IOLoop
 
-from esb.errors import TransientError
+from esb.errors import NotConfirmed, TransientError, Unroutable, unroutable
 from esb.runtime.broker import (
     Confirmation,
     Delivery,
-    NotConfirmed,
     OnDelivery,
     Outgoing,
     QueueSpec,
     Topology,
-    Unroutable,
 )
 
 log = structlog.get_logger("esb.broker")
 RECONNECT_DELAY = 1.0
+GIVE_BACK_WAIT = 5.0  # at most, for given-back messages to be ready again
 
 
 class RabbitBroker:
@@ -55,12 +61,16 @@ class RabbitBroker:
         self._consumers: dict[str, tuple[int, OnDelivery]] = {}
         self._consumer_channels: dict[str, pika.channel.Channel] = {}
         self._pending: dict[int, tuple[Confirmation, str]] = {}   # publish seq -> (confirmation, message id)
-        self._returned: set[int] = set()
+        self._returned: dict[int, Unroutable] = {}   # publish seq -> why the broker returned it
         self._seq = itertools.count(1)
         self._last_error = ""
         self._outstanding: dict = {}   # consumer channel -> delivery tags not yet settled
         self._to_ack: dict = {}        # consumer channel -> settled tags whose ack is not yet sent
         self._flush_scheduled = False
+        self._oneoff_lock = threading.RLock()
+        self._oneoff: pika.BlockingConnection | None = None
+        self._reader: Any = None  # the channel fetched messages are held on
+        self._held_tags: dict[int, str] = {}  # delivery tag on the reader -> queue, until acked or given back
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -87,6 +97,13 @@ class RabbitBroker:
             self._thread.join(5)
         if not self._thread.is_alive():
             self._ioloop.close()  # its wake-up socket pair
+        with self._oneoff_lock:
+            with contextlib.suppress(pika.exceptions.AMQPError, TransientError):
+                self.give_back_fetched()  # a connection that died gave back what it held already
+            oneoff, self._oneoff, self._reader = self._oneoff, None, None
+            if oneoff is not None and oneoff.is_open:
+                with contextlib.suppress(pika.exceptions.AMQPError):
+                    oneoff.close()
 
     # -- commands from any thread ---------------------------------------------------------
 
@@ -113,9 +130,15 @@ class RabbitBroker:
         return future
 
     def ack(self, delivery: Delivery) -> None:
+        if type(delivery.tag) is _Fetched:
+            self._settle_fetched(delivery.tag, lambda ch, tag: ch.basic_ack(tag))
+            return
         self._submit(lambda: self._settle(delivery, self._ack_later))
 
     def reject(self, delivery: Delivery, requeue: bool) -> None:
+        if type(delivery.tag) is _Fetched:
+            self._settle_fetched(delivery.tag, lambda ch, tag: ch.basic_reject(tag, requeue=requeue))
+            return
         self._submit(lambda: self._settle(delivery, lambda ch, tag: ch.basic_reject(tag, requeue=requeue)))
 
     def consume(self, queue: str, prefetch: int, on_delivery: OnDelivery) -> None:
@@ -196,11 +219,11 @@ class RabbitBroker:
             del self._pending[seq]
             future.set_exception(NotConfirmed(f"publish failed: {exc}"))
 
-    def _on_return(self, _channel, _method, properties, _body) -> None:
+    def _on_return(self, _channel, method, properties, _body) -> None:
         # The broker sends basic.return before the ack of the same message, in publish order.
         for seq, (_, message_id) in self._pending.items():
             if message_id == properties.message_id and seq not in self._returned:
-                self._returned.add(seq)
+                self._returned[seq] = unroutable(method.exchange, method.routing_key)
                 return
 
     def _on_confirm(self, frame) -> None:
@@ -214,9 +237,9 @@ class RabbitBroker:
             if entry is None:
                 continue
             future = entry[0]
-            if tag in self._returned:
-                self._returned.discard(tag)
-                future.set_exception(Unroutable("the broker returned the message: no queue is bound for it"))
+            returned = self._returned.pop(tag, None)
+            if returned is not None:
+                future.set_exception(returned)
             elif acked:
                 future.set_result(None)
             else:
@@ -296,10 +319,39 @@ class RabbitBroker:
 
     # -- one-off operations on a blocking connection -----------------------------------------
 
-    def _blocking(self):
+    def _blocking(self, heartbeat: int | None = None):
         params = pika.URLParameters(self.url)
         params.connection_attempts, params.socket_timeout = 3, 10
-        return pika.BlockingConnection(params)
+        if heartbeat is not None:
+            params.heartbeat = heartbeat
+        try:
+            return pika.BlockingConnection(params)
+        except pika.exceptions.AMQPConnectionError as exc:
+            raise TransientError(f"cannot connect to RabbitMQ at {self._where()}: {exc!r}") from None
+
+    def _held(self) -> pika.BlockingConnection:
+        """The one-off connection, (re)opened when needed. No heartbeat: nothing pumps it between
+        calls, and RabbitMQ would close an idle connection whose heartbeats it misses."""
+        if self._oneoff is None or not self._oneoff.is_open:
+            self._oneoff, self._reader = self._blocking(heartbeat=0), None
+        return self._oneoff
+
+    def _on_own_channel(self, operation: Callable[[Any], Any], retry: bool) -> Any:
+        """Run `operation(channel)` on a channel of its own (a failed passive declare closes its
+        channel); `retry`: once more on a new connection if the held one was found dead."""
+        with self._oneoff_lock:
+            try:
+                channel = self._held().channel()
+            except pika.exceptions.AMQPConnectionError:
+                if not retry:
+                    raise
+                self._oneoff = None
+                channel = self._held().channel()
+            try:
+                return operation(channel)
+            finally:
+                if channel.is_open:
+                    channel.close()
 
     def declare(self, topology: Topology) -> None:
         with self._blocking() as connection:
@@ -312,15 +364,62 @@ class RabbitBroker:
                 channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
 
     def queue_depth(self, queue: str) -> tuple[int, int] | None:
-        with self._blocking() as connection:
+        def depth(channel):
             try:
-                ok = connection.channel().queue_declare(queue, passive=True)
+                ok = channel.queue_declare(queue, passive=True)
             except pika.exceptions.ChannelClosedByBroker:
                 return None
             return ok.method.message_count, ok.method.consumer_count
+        return self._on_own_channel(depth, retry=True)
+
+    def purge(self, queue: str) -> int:
+        return self._on_own_channel(lambda channel: channel.queue_purge(queue).method.message_count, retry=False)
+
+    def get(self, queue: str) -> Delivery | None:
+        with self._oneoff_lock:
+            if self._reader is None or not self._reader.is_open:
+                self._reader = self._held().channel()
+            method, properties, body = self._reader.basic_get(queue, auto_ack=False)
+            if method is None:
+                return None
+            self._held_tags[method.delivery_tag] = queue
+            return Delivery(body, properties.content_type, properties.headers or {}, properties.message_id,
+                            queue, method.redelivered, _Fetched(self._reader, method.delivery_tag))
+
+    def give_back_fetched(self) -> None:
+        """Close the reader channel, then wait until what it held is ready again: a quorum queue
+        takes back a closed channel's messages a moment after the close (a browse right after a
+        browse saw an empty queue 10 times in 50), a classic queue at once."""
+        with self._oneoff_lock:
+            reader, self._reader = self._reader, None
+            held, self._held_tags = collections.Counter(self._held_tags.values()), {}
+            if reader is None or not reader.is_open:
+                return
+            ready = {queue: (self.queue_depth(queue) or (0, 0))[0] for queue in held}
+            reader.close()
+            deadline = time.monotonic() + GIVE_BACK_WAIT
+            for queue, count in held.items():
+                while (self.queue_depth(queue) or (0, 0))[0] < ready[queue] + count and time.monotonic() < deadline:
+                    time.sleep(0.005)  # another consumer may take some: then the deadline ends the wait
+
+    def _settle_fetched(self, fetched: _Fetched, action) -> None:
+        with self._oneoff_lock:
+            if fetched.channel is self._reader and fetched.channel.is_open:
+                action(fetched.channel, fetched.tag)
+                self._held_tags.pop(fetched.tag, None)
+            # else: given back already; the message is in its queue again
+
 
     def _where(self) -> str:
         return f"{self.params.host}:{self.params.port}"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Fetched:
+    """The tag of a message fetched by `get`: settled on the one-off connection, not the I/O thread."""
+
+    channel: Any
+    tag: int
 
 
 def queue_arguments(queue: QueueSpec) -> dict:

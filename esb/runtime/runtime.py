@@ -10,7 +10,7 @@ from pathlib import Path
 import structlog
 
 from esb.loading.project import Project
-from esb.runtime.broker import Broker, Topology
+from esb.runtime.broker import Broker, Topology, confirmed_publish
 from esb.runtime.lanes import Timer
 from esb.runtime.middleware import Hooks, LogMiddleware, Middleware
 from esb.runtime.state import load_key
@@ -18,15 +18,6 @@ from esb.runtime.topology import route_topology
 from esb.runtime.worker import RouteRunner
 
 log = structlog.get_logger("esb.runtime")
-
-
-def make_broker(url: str, heartbeat: int = 30) -> Broker:
-    """amqp:// and amqps:// go to RabbitBroker; memory:// and other kombu transports to KombuBroker."""
-    if url.startswith(("amqp://", "amqps://")):
-        from esb.runtime.rabbit import RabbitBroker
-        return RabbitBroker(url, heartbeat=heartbeat)
-    from esb.runtime.kombu_broker import KombuBroker
-    return KombuBroker(url)
 
 
 def project_topology(project: Project, routes: Iterable[str]) -> Topology:
@@ -118,9 +109,11 @@ class Runtime:
 
 
 def _inbound_pollers(project: Project, broker: Broker) -> list:
-    """One poller per `inbound` entry of each SFTP adapter; a file lock keeps one per machine polling."""
+    """One poller per `inbound` entry of each SFTP adapter; a file lock keeps one per machine polling.
+    A poller gets a confirmed-publish function, not the broker: adapters never see the runtime."""
     from esb.adapters.sftp_poller import SftpPoller
-    return [SftpPoller(spec, name, project.root, broker, "var/sftp-inbound.sqlite3")
+    publish = confirmed_publish(broker)
+    return [SftpPoller(spec, name, project.root, publish, "var/sftp-inbound.sqlite3")
             for spec in project.adapters.values() if spec.kind == "sftp" for name in spec.inbound]
 
 

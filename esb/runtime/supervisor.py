@@ -1,4 +1,8 @@
-"""`esb run`: one worker in this process, or N worker processes kept alive by a supervisor."""
+"""One worker in this process, or N worker processes kept alive by a supervisor.
+
+The supervisor runs whatever worker command it is given (`esb run` builds it): it knows
+processes, not the command line.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,16 @@ import gc
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
 
 from esb.loading.project import load_project
-from esb.runtime.runtime import Runtime, make_broker, open_store_for
+from esb.runtime.connect import make_broker, mask_url
+from esb.runtime.runtime import Runtime, open_store_for
 
 log = structlog.get_logger("esb.supervisor")
 RESTART_DELAY = 1.0
@@ -37,7 +42,7 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
                       pollers=True)
     runtime.start()
     _tune_gc()
-    log.info("worker_ready", pid=os.getpid(), broker=_public(url))
+    log.info("worker_ready", pid=os.getpid(), broker=mask_url(url))
     stop.wait()
     log.info("worker_draining", pid=os.getpid())
     runtime.stop(drain_timeout)
@@ -51,15 +56,10 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
-def supervise(root: Path, workers: int, broker_url: str | None, routes: list[str] | None,
-              log_level: str) -> int:
-    """Start `workers` processes; restart one that dies; on SIGTERM/SIGINT stop them all and wait."""
+def supervise(command: Sequence[str], workers: int) -> int:
+    """Start `workers` processes running `command` (one worker each); restart one that dies; on
+    SIGTERM/SIGINT stop them all and wait; the highest exit code."""
     stop = stop_signals()
-    command = [sys.executable, "-m", "esb.cli.main", "--root", str(root), "--log-level", log_level, "run",
-               "--workers", "1"]
-    command += ["--broker", broker_url] if broker_url else []
-    for route in routes or []:
-        command += ["--route", route]
     children = [subprocess.Popen(command) for _ in range(workers)]
     log.info("supervisor_started", workers=workers, pids=[c.pid for c in children])
     while not stop.wait(0.5):
@@ -74,11 +74,3 @@ def supervise(root: Path, workers: int, broker_url: str | None, routes: list[str
     codes = [child.wait() for child in children]
     log.info("supervisor_stopped", exit_codes=codes)
     return max(codes, default=0)
-
-
-def _public(url: str) -> str:
-    """The broker URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"

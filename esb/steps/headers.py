@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from esb.message import Message
-from esb.runtime.names import HEADER_PREFIX
+from esb.message import HEADER_PREFIX, Message
 from esb.steps.base import BuildContext, Step, StepIO
 from esb.transform.expressions import Expression, ExpressionError, compile_expression, search_message
 

@@ -15,7 +15,8 @@ import pytest
 
 from esb.loading.project import load_project
 from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
-from esb.runtime.runtime import Runtime, make_broker
+from esb.runtime.connect import make_broker
+from esb.runtime.runtime import Runtime
 from esb.testing.http import StubHttpServer
 
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"

@@ -70,8 +70,8 @@ def test_browse_shows_id_step_and_reason_and_leaves_the_dead_letters_in_place(bu
         ledger.enqueue("/vouchers", 400, {"error": "account 9999 does not exist"})
     runtime = run_routes(route_files(uid, ledger, ONE_CALL))
     ids = dead_letter(bus, uid, "C-1", "C-2")
-    first = dlq.browse(bus.url, f"r-{uid}", seal=runtime.seal)
-    again = dlq.browse(bus.url, f"r-{uid}", seal=runtime.seal)
+    first = dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal)
+    again = dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal)
     assert sorted(letter.id for letter in first) == sorted(ids)
     assert [letter.id for letter in again] == [letter.id for letter in first]
     letter = first[0]
@@ -86,11 +86,11 @@ def test_show_finds_a_dead_letter_by_id_with_its_original_body(bus, run_routes, 
     ledger.enqueue("/vouchers", 422, {"error": "period closed"})
     runtime = run_routes(route_files(uid, ledger, ONE_CALL))
     [message_id] = dead_letter(bus, uid, "C-3")
-    letter = dlq.find(bus.url, [f"missing-{uid}", f"r-{uid}"], message_id, seal=runtime.seal)
+    letter = dlq.find(bus.broker, [f"missing-{uid}", f"r-{uid}"], message_id, seal=runtime.seal)
     assert letter is not None and letter.id == message_id
     assert letter.body == b'{"claim_id": "C-3", "amount": 10.05}' and letter.content_type == "application/json"
     assert letter.failed_body is not None and jsoncodec.loads(letter.failed_body)["claim_id"] == "C-3"
-    assert dlq.find(bus.url, [f"r-{uid}"], "no-such-id", seal=runtime.seal) is None
+    assert dlq.find(bus.broker, [f"r-{uid}"], "no-such-id", seal=runtime.seal) is None
 
 
 def test_replay_after_the_fix_delivers_through_the_route_once_and_leaves_the_others(bus, run_routes, ledger, uid):
@@ -101,7 +101,7 @@ def test_replay_after_the_fix_delivers_through_the_route_once_and_leaves_the_oth
     ledger.enqueue("/vouchers", 201, {"voucher_no": "V-4"})  # the fix: the ledger accepts it now
     bus.listen(f"seen-{uid}", f"out-{uid}")
     progress = []
-    count = dlq.replay(bus.url, f"r-{uid}", ids=[fixed], route_model=runtime.project.routes[f"r-{uid}"],
+    count = dlq.replay(bus.broker, f"r-{uid}", ids=[fixed], route_model=runtime.project.routes[f"r-{uid}"],
                        progress=lambda done, total: progress.append((done, total)), seal=runtime.seal)
     [delivered] = bus.wait_for(f"seen-{uid}", 1)
     bus.settle()
@@ -109,7 +109,7 @@ def test_replay_after_the_fix_delivers_through_the_route_once_and_leaves_the_oth
     assert delivered.message_id == fixed and len(bus.received[f"seen-{uid}"]) == 1
     assert jsoncodec.loads(delivered.body)["receipt"] == {"voucher_no": "V-4"}
     assert len(ledger.requests_to("/vouchers")) == 3
-    assert [letter.id for letter in dlq.browse(bus.url, f"r-{uid}", seal=runtime.seal)] == [other]
+    assert [letter.id for letter in dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal)] == [other]
 
 
 def test_replay_all_empties_the_dead_letter_queue(bus, run_routes, ledger, uid):
@@ -119,12 +119,12 @@ def test_replay_all_empties_the_dead_letter_queue(bus, run_routes, ledger, uid):
     ids = dead_letter(bus, uid, "C-6", "C-7")
     ledger.set_default(StubResponse(201, {"voucher_no": "V"}))
     bus.listen(f"seen-{uid}", f"out-{uid}")
-    assert dlq.replay(bus.url, f"r-{uid}", replay_all=True, route_model=runtime.project.routes[f"r-{uid}"],
+    assert dlq.replay(bus.broker, f"r-{uid}", replay_all=True, route_model=runtime.project.routes[f"r-{uid}"],
                       seal=runtime.seal) == 2
     got = bus.wait_for(f"seen-{uid}", 2)
     bus.settle()
     assert sorted(d.message_id for d in got) == sorted(ids) and len(bus.received[f"seen-{uid}"]) == 2
-    assert dlq.browse(bus.url, f"r-{uid}", seal=runtime.seal) == []
+    assert dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal) == []
 
 
 def test_replay_from_the_failed_step_resumes_there_and_repeats_only_that_call(bus, run_routes, ledger, uid):
@@ -134,7 +134,7 @@ def test_replay_from_the_failed_step_resumes_there_and_repeats_only_that_call(bu
     [message_id] = dead_letter(bus, uid, "C-8")
     ledger.enqueue("/archive", 201, {"archived": True})
     bus.listen(f"seen-{uid}", f"out-{uid}")
-    count = dlq.replay(bus.url, f"r-{uid}", ids=[message_id], from_step="archive",
+    count = dlq.replay(bus.broker, f"r-{uid}", ids=[message_id], from_step="archive",
                        route_model=runtime.project.routes[f"r-{uid}"], seal=runtime.seal)
     [delivered] = bus.wait_for(f"seen-{uid}", 1)
     bus.settle()
@@ -142,7 +142,7 @@ def test_replay_from_the_failed_step_resumes_there_and_repeats_only_that_call(bu
     assert len(ledger.requests_to("/vouchers")) == 1 and len(ledger.requests_to("/archive")) == 2
     retried = ledger.requests_to("/archive")[1]
     assert retried.json()["receipt"] == {"voucher_no": "V-8"}  # the body as it stood at the failed step
-    assert dlq.browse(bus.url, f"r-{uid}", seal=runtime.seal) == []
+    assert dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal) == []
 
 
 def test_replay_from_another_step_than_the_failed_one_is_refused_and_moves_nothing(bus, run_routes, ledger, uid):
@@ -151,9 +151,9 @@ def test_replay_from_another_step_than_the_failed_one_is_refused_and_moves_nothi
     runtime = run_routes(route_files(uid, ledger, TWO_CALLS))
     [message_id] = dead_letter(bus, uid, "C-9")
     with pytest.raises(EsbError, match="failed at step 'archive', not 'create-voucher'"):
-        dlq.replay(bus.url, f"r-{uid}", ids=[message_id], from_step="create-voucher",
+        dlq.replay(bus.broker, f"r-{uid}", ids=[message_id], from_step="create-voucher",
                    route_model=runtime.project.routes[f"r-{uid}"], seal=runtime.seal)
-    assert [letter.id for letter in dlq.browse(bus.url, f"r-{uid}", seal=runtime.seal)] == [message_id]
+    assert [letter.id for letter in dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal)] == [message_id]
 
 
 def test_purge_by_id_removes_only_that_dead_letter(bus, run_routes, ledger, uid):
@@ -161,12 +161,12 @@ def test_purge_by_id_removes_only_that_dead_letter(bus, run_routes, ledger, uid)
         ledger.enqueue("/vouchers", 400, {"error": "account 9999 does not exist"})
     runtime = run_routes(route_files(uid, ledger, ONE_CALL))
     doomed, *kept = dead_letter(bus, uid, "C-10", "C-11", "C-12")
-    assert dlq.purge(bus.url, f"r-{uid}", [doomed], seal=runtime.seal) == 1
-    assert sorted(letter.id for letter in dlq.browse(bus.url, f"r-{uid}", seal=runtime.seal)) == sorted(kept)
-    assert dlq.purge(bus.url, f"r-{uid}", seal=runtime.seal) == 2
-    assert dlq.browse(bus.url, f"r-{uid}", seal=runtime.seal) == []
+    assert dlq.purge(bus.broker, f"r-{uid}", [doomed], seal=runtime.seal) == 1
+    assert sorted(letter.id for letter in dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal)) == sorted(kept)
+    assert dlq.purge(bus.broker, f"r-{uid}", seal=runtime.seal) == 2
+    assert dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal) == []
 
 
 def test_a_missing_dead_letter_queue_is_a_clear_error(bus, uid):
     with pytest.raises(EsbError, match=f"no queue 'nothing-{uid}.dlq'"):
-        dlq.browse(bus.url, f"nothing-{uid}", seal=Seal(b'k' * 32))
+        dlq.browse(bus.broker, f"nothing-{uid}", seal=Seal(b'k' * 32))

@@ -64,7 +64,7 @@ def dead_letters(bus, runtime, uid: str, count: int, timeout: float = 15.0) -> l
     """The route's dead letters, left in place, once there are `count` of them."""
     deadline = time.monotonic() + timeout
     while True:
-        letters = dlq.browse(bus.url, f"r-{uid}", seal=runtime.seal)
+        letters = dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal)
         if len(letters) >= count or time.monotonic() > deadline:
             return letters
         time.sleep(0.1)
@@ -137,9 +137,9 @@ def test_a_letter_forged_straight_into_the_dlq_is_shown_unsealed_and_replays_as_
     [letter] = dead_letters(bus, oa_route, uid, 1)
     assert not letter.authentic and letter.body == claim("C-F") and letter.reason.startswith("not dead-lettered by esb")
     with pytest.raises(Exception, match="not dead-lettered by esb"):
-        dlq.replay(bus.url, f"r-{uid}", ids=[f"F-{uid}"], from_step="post-entries", route_model=route,
+        dlq.replay(bus.broker, f"r-{uid}", ids=[f"F-{uid}"], from_step="post-entries", route_model=route,
                    seal=oa_route.seal)
-    assert dlq.replay(bus.url, f"r-{uid}", ids=[f"F-{uid}"], route_model=route, seal=oa_route.seal) == 1
+    assert dlq.replay(bus.broker, f"r-{uid}", ids=[f"F-{uid}"], route_model=route, seal=oa_route.seal) == 1
     [out] = bus.wait_for(f"seen-{uid}", 1)
     assert json.loads(out.body)["claim_id"] == "C-F"
     assert posts(stand_in) == ["C-F"]

@@ -48,7 +48,7 @@ def voucher_route(bus, run_routes, stand_in, uid):
 def dead_letters(bus, runtime, uid: str, count: int, timeout: float = 15.0) -> list:
     deadline = time.monotonic() + timeout
     while True:
-        letters = dlq.browse(bus.url, f"r-{uid}", seal=runtime.seal)
+        letters = dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal)
         if len(letters) >= count or time.monotonic() > deadline:
             return letters
         time.sleep(0.1)
@@ -66,7 +66,7 @@ def test_replaying_a_compensated_dead_letter_posts_the_voucher_anew_and_it_exist
     letters = dead_letters(bus, runtime, uid, 3)
     assert [letter.compensation for letter in letters] == ["ok"] * 3
     assert stand_in.vouchers == {}  # each voucher was cancelled when its message died
-    assert dlq.replay(bus.url, f"r-{uid}", replay_all=True, route_model=runtime.project.routes[f"r-{uid}"],
+    assert dlq.replay(bus.broker, f"r-{uid}", replay_all=True, route_model=runtime.project.routes[f"r-{uid}"],
                       seal=runtime.seal) == 3
     outputs = bus.wait_for(f"seen-{uid}", 3)
     assert sorted(v["claim_id"] for v in stand_in.vouchers.values()) == ["C-0", "C-1", "C-2"]
@@ -84,7 +84,7 @@ def test_replaying_a_dead_letter_whose_voucher_was_not_undone_keeps_its_key(bus,
     bus.send(f"in-{uid}", "x", claim("K-1"), message_id=f"K-{uid}")
     [letter] = dead_letters(bus, runtime, uid, 1)
     assert letter.compensation.startswith("failed")
-    dlq.replay(bus.url, f"r-{uid}", ids=[f"K-{uid}"], route_model=runtime.project.routes[f"r-{uid}"],
+    dlq.replay(bus.broker, f"r-{uid}", ids=[f"K-{uid}"], route_model=runtime.project.routes[f"r-{uid}"],
                seal=runtime.seal)
     bus.wait_for(f"seen-{uid}", 1)
     assert [v["claim_id"] for v in stand_in.vouchers.values()] == ["K-1"]

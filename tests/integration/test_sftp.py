@@ -22,6 +22,7 @@ from esb.adapters.sftp_poller import FILE_MTIME, FILE_NAME, FILE_SHA256, FILE_SI
 from esb.adapters.spec import AdapterSpec
 from esb.errors import ConfigError, PermanentError, TransientError
 from esb.message import BINARY, XML, Message
+from esb.runtime.broker import confirmed_publish
 from esb.testing.sftp import SftpServer, SshdMissing
 from esb.transform import jsoncodec
 
@@ -206,12 +207,13 @@ def statement_bytes(testdata: Path) -> bytes:
     return (testdata / "iso20022" / "camt053" / STATEMENT).read_bytes()
 
 
-def make_poller(server: SftpServer, box: str, bus, uid: str, tmp_path: Path, *, broker=None, lock=None,
+def make_poller(server: SftpServer, box: str, bus, uid: str, tmp_path: Path, *, publish=None, lock=None,
                 **inbound) -> SftpPoller:
     config = {"poll": server.remote(f"{box}/inbox/*.xml"), "every": "1s", "archive": "done",
               "publish_to": {"exchange": f"bank.events.{uid}", "routing_key": "statement.camt053"}, **inbound}
     spec = adapter_spec(server, box, {"statements": config})
-    return SftpPoller(spec, "statements", tmp_path, broker or bus.broker, tmp_path / "sftp-ledger.sqlite3", lock)
+    return SftpPoller(spec, "statements", tmp_path, publish or confirmed_publish(bus.broker),
+                      tmp_path / "sftp-ledger.sqlite3", lock)
 
 
 def drop_file(server: SftpServer, box: str, name: str, data: bytes, mtime: float | None = None) -> Path:
@@ -340,28 +342,25 @@ def test_delete_removes_the_file_after_the_confirm(sftp_server, box, bus, uid, t
     assert list((sftp_server.root / box / "inbox").iterdir()) == []
 
 
-class _GatedBroker:
-    """The real broker, but each publish waits for `gate`: holds a poller inside its round."""
+class _GatedPublish:
+    """The real confirmed publish, but each waits for `gate`: holds a poller inside its round."""
 
     def __init__(self, broker):
-        self._broker = broker
+        self._publish = confirmed_publish(broker)
         self.entered, self.gate = threading.Event(), threading.Event()
 
-    def publish(self, *args):
+    def __call__(self, *args) -> None:
         self.entered.set()
         assert self.gate.wait(30)
-        return self._broker.publish(*args)
-
-    def __getattr__(self, name):
-        return getattr(self._broker, name)
+        self._publish(*args)
 
 
 def test_of_two_pollers_sharing_a_lock_only_one_polls_at_a_time(sftp_server, box, bus, uid, tmp_path):
     bus.listen(f"statements-{uid}", f"bank.events.{uid}", "#")
     drop_file(sftp_server, box, "stmt.xml", b"<a/>")
-    gated = _GatedBroker(bus.broker)
+    gated = _GatedPublish(bus.broker)
     lock = tmp_path / "bank-sftp.lock"
-    first = make_poller(sftp_server, box, bus, uid, tmp_path, broker=gated, lock=lock)
+    first = make_poller(sftp_server, box, bus, uid, tmp_path, publish=gated, lock=lock)
     second = make_poller(sftp_server, box, bus, uid, tmp_path, lock=lock)
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:

@@ -17,16 +17,14 @@ from esb.cli.main import configure_logging, esb
 from esb.cli.send import route_target
 from esb.loading.project import load_project
 from esb.runtime import dlq
-from esb.runtime.runtime import Runtime, make_broker
+from esb.runtime.connect import connected, make_broker
+from esb.runtime.runtime import Runtime
 from esb.runtime.state import load_key
+from esb.runtime.status import status
 from esb.store import SqliteStore
 from esb.testing.http import StubHttpServer, StubResponse
 
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-
-
-def seal_of(root):
-    return load_key(root, None)
 ENV = {"COLUMNS": "200"}
 
 ROUTE = """\
@@ -105,10 +103,15 @@ def dead_letters(root: Path, uid: str, ledger, *message_ids: str, failing: str =
         runtime.stop(drain_timeout=10)
 
 
+def browse(root: Path, uid: str) -> list[dlq.DeadLetter]:
+    with connected(RABBIT_URL) as broker:
+        return dlq.browse(broker, f"r-{uid}", seal=load_key(root, None))
+
+
 def wait_for_dead_letters(root: Path, uid: str, count: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(dlq.browse(RABBIT_URL, f"r-{uid}", seal=seal_of(root))) == count:
+        if len(browse(root, uid)) == count:
             return
         time.sleep(0.1)
     raise AssertionError(f"r-{uid}.dlq never held {count} dead letters")
@@ -116,7 +119,7 @@ def wait_for_dead_letters(root: Path, uid: str, count: int, timeout: float = 15.
 
 def test_send_publishes_the_file_to_the_route_with_its_headers_and_prints_the_message_id(project, uid, ledger):
     dead_letters(project, uid, ledger, f"M-{uid}")
-    [letter] = dlq.browse(RABBIT_URL, f"r-{uid}", seal=seal_of(project))
+    [letter] = browse(project, uid)
     assert letter.id == f"M-{uid}" and letter.content_type == "application/json"
     assert dict(letter.headers) == {"source": "oa"}
     assert letter.body == b'{"claim_id": "C-1", "amount": 10.05}'
@@ -126,7 +129,7 @@ def test_send_to_an_exchange_where_nothing_is_bound_fails_saying_so(project, uid
     dead_letters(project, uid, ledger, f"M-{uid}")  # declares the route's exchanges
     result = esb_cli(project, "send", "--exchange", f"out-{uid}", "--key", "nobody", str(project / "claim.json"))
     assert result.exit_code == 1
-    assert f"nothing is bound to exchange 'out-{uid}' for key 'nobody'" in result.stderr
+    assert f"no queue is bound to exchange 'out-{uid}' for key 'nobody'" in result.stderr
 
 
 def test_send_uses_the_binding_key_when_it_names_one_key_else_the_route_queue(project, uid):
@@ -149,7 +152,7 @@ def test_dlq_list_shows_id_age_step_error_class_and_reason(project, uid, ledger)
     for text in ("id", "age", "step", "error class", "reason", f"A-{uid}", f"B-{uid}", "create-voucher",
                  "permanent", "HTTP 400", f"2 dead letters in r-{uid}.dlq"):
         assert text in result.stdout
-    assert len(dlq.browse(RABBIT_URL, f"r-{uid}", seal=seal_of(project))) == 2  # listing leaves them in place
+    assert len(browse(project, uid)) == 2  # listing leaves them in place
 
 
 def test_dlq_show_tells_why_and_pretty_prints_the_original_body(project, uid, ledger):
@@ -181,8 +184,9 @@ def test_dlq_replay_moves_the_dead_letter_back_to_the_route_queue(project, uid, 
     dead_letters(project, uid, ledger, f"R-{uid}", f"K-{uid}")
     result = esb_cli(project, "dlq", "replay", f"r-{uid}", "--id", f"R-{uid}")
     assert result.exit_code == 0 and result.stdout.endswith("replayed 1\n")
-    assert [letter.id for letter in dlq.browse(RABBIT_URL, f"r-{uid}", seal=seal_of(project))] == [f"K-{uid}"]
-    [row] = dlq.status(RABBIT_URL, load_project(project, {}))
+    assert [letter.id for letter in browse(project, uid)] == [f"K-{uid}"]
+    with connected(RABBIT_URL) as broker:
+        [row] = status(broker, load_project(project, {}))
     assert (row.messages, row.dead_letters) == (1, 1)
 
 
@@ -191,7 +195,7 @@ def test_dlq_replay_from_a_step_other_than_the_failed_one_is_refused(project, ui
     result = esb_cli(project, "dlq", "replay", f"r-{uid}", "--all", "--from-step", "create-voucher")
     assert result.exit_code == 1
     assert "failed at step 'archive', not 'create-voucher'" in result.stderr
-    assert len(dlq.browse(RABBIT_URL, f"r-{uid}", seal=seal_of(project))) == 1
+    assert len(browse(project, uid)) == 1
 
 
 def test_dlq_replay_needs_ids_or_all(project, uid):
@@ -203,10 +207,10 @@ def test_dlq_purge_asks_first_and_removes_only_the_named_dead_letter(project, ui
     dead_letters(project, uid, ledger, f"P-{uid}", f"Q-{uid}")
     declined = esb_cli(project, "dlq", "purge", f"r-{uid}", "--id", f"P-{uid}", stdin="n\n")
     assert declined.exit_code == 1 and "guest:***@" in declined.stdout and ":guest@" not in declined.stdout
-    assert len(dlq.browse(RABBIT_URL, f"r-{uid}", seal=seal_of(project))) == 2
+    assert len(browse(project, uid)) == 2
     result = esb_cli(project, "dlq", "purge", f"r-{uid}", "--id", f"P-{uid}", "--yes")
     assert result.exit_code == 0 and result.stdout == "purged 1\n"
-    assert [letter.id for letter in dlq.browse(RABBIT_URL, f"r-{uid}", seal=seal_of(project))] == [f"Q-{uid}"]
+    assert [letter.id for letter in browse(project, uid)] == [f"Q-{uid}"]
 
 
 def test_status_shows_depth_consumers_dead_letters_and_retrying_without_the_password(project, uid, ledger):
