@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from esb.errors import TransformError
+from esb.transform.numbers import MAX_NUMBER_CHARS, fixed_point
 from esb.transform.safexml import LIBXML2_MAX_DEPTH, load_xsd, local_file, parse_xml, read_xml_file
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
@@ -124,13 +125,15 @@ def _attribute_name(key: str, nsmap: dict) -> str:
 
 # ---------------------------------------------------------------------------- JSON → XML
 
-def json_to_xml(obj: Any, *, root: str | None = None, pretty: bool = False) -> str:
+def json_to_xml(obj: Any, *, root: str | None = None, pretty: bool = False,
+                max_number_chars: int = MAX_NUMBER_CHARS) -> str:
     """Convert xmltodict-style JSON to an XML document (a str with an XML declaration).
 
     A dict with one key is the document; anything else is wrapped in an element named `root`.
+    A number whose text would be longer than `max_number_chars` is refused (see numbers.py).
     """
     name, value = _root_item(obj, root)
-    element = _build(None, name, value, {}, f"$.{name}", 1)
+    element = _build(None, name, value, {}, f"$.{name}", 1, max_number_chars)
     body = etree.tostring(element, encoding="unicode", pretty_print=pretty)
     return f"{XML_DECLARATION}\n{body}"
 
@@ -151,7 +154,7 @@ def _root_item(obj: Any, root: str | None) -> tuple[str, Any]:
 
 
 def _build(parent: etree._Element | None, name: str, value: Any, scope: dict, path: str,
-           depth: int) -> etree._Element:
+           depth: int, digits: int) -> etree._Element:
     """Create the element `name` for `value` (a dict, a scalar or None) under parent."""
     if depth > LIBXML2_MAX_DEPTH:
         raise TransformError(f"the data at {path} nests deeper than {LIBXML2_MAX_DEPTH} "
@@ -167,19 +170,19 @@ def _build(parent: etree._Element | None, name: str, value: Any, scope: dict, pa
         raise TransformError(f"the key {name!r} at {path} is not a valid XML element name") from None
     for attr, attr_value in attributes:
         if attr_value is not None:  # an optional attribute a mapping left empty
-            _set_attribute(el, attr, attr_value, scope, f"{path}.@{attr}")
+            _set_attribute(el, attr, attr_value, scope, f"{path}.@{attr}", digits)
     if text is not None:
         text_path = f"{path}.#text" if isinstance(value, dict) else path
-        _set_text(el, _text(text, text_path), text_path)
+        _set_text(el, _text(text, text_path, digits), text_path)
     for key, item in children:
         if isinstance(item, (list, tuple)):
             for i, each in enumerate(item):
                 if isinstance(each, (list, tuple)):
                     raise TransformError(f"the list at {path}.{key}[{i}] sits directly in a list, "
                                          "which XML cannot express")
-                _build(el, key, each, scope, f"{path}.{key}[{i}]", depth + 1)
+                _build(el, key, each, scope, f"{path}.{key}[{i}]", depth + 1, digits)
         else:
-            _build(el, key, item, scope, f"{path}.{key}", depth + 1)
+            _build(el, key, item, scope, f"{path}.{key}", depth + 1, digits)
     return el
 
 
@@ -225,9 +228,10 @@ def _qualified(name: str, scope: dict, path: str, *, element: bool) -> str:
     return f"{{{uri}}}{local}" if uri else local
 
 
-def _set_attribute(el: etree._Element, name: str, value: Any, scope: dict, path: str) -> None:
+def _set_attribute(el: etree._Element, name: str, value: Any, scope: dict, path: str,
+                   digits: int) -> None:
     key = _qualified(name, scope, path, element=False)
-    text = _text(value, path)
+    text = _text(value, path, digits)
     try:
         el.set(key, text)
     except ValueError:
@@ -252,29 +256,36 @@ def _set_text(el: etree._Element, text: str, path: str) -> None:
                              "characters or lone surrogates)") from None
 
 
-def _text(value: Any, path: str) -> str:
-    """The XML text of a JSON scalar, digit for digit; a float is refused."""
+def _text(value: Any, path: str, digits: int) -> str:
+    """The XML text of a JSON scalar, digit for digit; a float or an overlong number is refused."""
     kind = type(value)
     if kind is str:
         return value
     if kind is bool:
         return "true" if value else "false"
     if kind is int:
-        return str(value)
+        return _int_text(value, path)
     if kind is Decimal:
         if not value.is_finite():
             raise TransformError(f"the Decimal {value} at {path} is not a number XML can carry")
-        # xs:decimal has no exponent: 1E-7 is written 0.0000001, digit for digit
-        return format(value, "f")
+        # xs:decimal has no exponent: 1E-7 is written 0.0000001, digit for digit, within bounds
+        return fixed_point(value, path, digits)
     if isinstance(value, float):
         raise TransformError(f"a float reached the XML encoder at {path}; money must be Decimal")
     if isinstance(value, str):  # subclasses such as enums: their value, not their name
         return str.__str__(value)
     if isinstance(value, int):
-        return _text(bool(value) if isinstance(value, bool) else int(value), path)
+        return _text(bool(value) if isinstance(value, bool) else int(value), path, digits)
     if isinstance(value, Decimal):
-        return _text(Decimal(value), path)
+        return _text(Decimal(value), path, digits)
     raise TransformError(f"a value of type {kind.__name__} at {path} cannot become XML text")
+
+
+def _int_text(value: int, path: str) -> str:
+    try:
+        return str(value)
+    except ValueError:  # CPython writes at most 4,300 digits of an int (sys.set_int_max_str_digits)
+        raise TransformError(f"the integer at {path} has too many digits to write out") from None
 
 
 # ---------------------------------------------------------------------------- XSD shape

@@ -428,3 +428,21 @@ def test_a_no_break_space_beside_children_is_text_not_whitespace():
     from esb.transform.xmljson import json_to_xml, xml_to_json
     value = {"A": {"A": None, "#text": "\xa0"}}
     assert xml_to_json(json_to_xml(value)) == value
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"Doc": {"Amt": {"@Ccy": "EUR", "#text": Decimal("1E+99999999")}}}, "$.Doc.Amt.#text"),
+    ({"Doc": {"@Rate": Decimal("-1E-99999999")}}, "$.Doc.@Rate"),
+    ({"Doc": {"Ntry": [{"Amt": "1"}, {"Amt": Decimal("1E+1000")}]}}, "$.Doc.Ntry[1].Amt"),
+])
+def test_a_number_too_long_for_xml_is_a_permanent_error_naming_the_field(data, field):
+    with pytest.raises(TransformError) as caught:
+        json_to_xml(data)
+    assert caught.value.message.startswith(f"the number at {field} would be ")
+    assert caught.value.message.endswith("over the limit of 1,000; no amount needs that many digits")
+
+
+def test_the_number_limit_of_json_to_xml_can_be_chosen():
+    assert json_to_xml({"a": Decimal("1.2E+3")}, max_number_chars=4).endswith("<a>1200</a>")
+    with pytest.raises(TransformError, match="the limit of 3"):
+        json_to_xml({"a": Decimal("1.2E+3")}, max_number_chars=3)
