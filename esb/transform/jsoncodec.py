@@ -194,14 +194,17 @@ def _decoder(max_number_chars: int) -> json.JSONDecoder:
     builds one per call); a decoder keeps no state between documents, so threads share it."""
     def parse_float(literal: str) -> Decimal:
         value = Decimal(literal)
-        # Without an exponent a JSON number's text is its fixed-point text (~0.1 µs to check).
-        if len(literal) > max_number_chars or (
-                ("e" in literal or "E" in literal) and fixed_point_chars(value) > max_number_chars):
+        if _too_long_literal(literal, value, max_number_chars):
             raise _NumberTooLong
         return value
 
     return json.JSONDecoder(parse_float=parse_float, parse_constant=_refuse_constant,
                             object_pairs_hook=_unique_keys)
+
+
+def _too_long_literal(literal: str, value: Decimal, limit: int) -> bool:
+    # Without an exponent a JSON number's text is its fixed-point text (~0.1 µs to check).
+    return len(literal) > limit or (("e" in literal or "E" in literal) and fixed_point_chars(value) > limit)
 
 
 def _number_refusal(text: str, limit: int) -> TransformError:
@@ -210,18 +213,19 @@ def _number_refusal(text: str, limit: int) -> TransformError:
 
     def mark(literal: str) -> Any:
         value = Decimal(literal)
-        if fixed_point_chars(value) > limit:
-            marks.append(value)
-            return value
-        return None
+        if not _too_long_literal(literal, value, limit):
+            return None
+        marks.append(value)
+        return value
 
     ignore = lambda _: None  # noqa: E731 - other refusals do not matter here
     try:
         value = json.JSONDecoder(parse_float=mark, parse_int=ignore, parse_constant=ignore).decode(text)
-        path = next(path for path, node in _walk(value) if node is marks[0])
     except (ValueError, RecursionError):  # the document is broken after the number as well
-        path = "$"
-    return TransformError(f"JSON refused: {too_long(marks[0], path, limit)}")
+        value = None
+    path = next((path for path, node in _walk(value) if marks and node is marks[0]), "$")
+    reason = too_long(marks[0], path, limit) if marks else None
+    return TransformError(f"JSON refused: {reason or 'a number is too long to write out in full'}")
 
 
 def _refuse_lone_surrogates(value: Any) -> None:
