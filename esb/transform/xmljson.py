@@ -137,14 +137,17 @@ class _Scope:
 
 
 def _declarations(root: etree._Element) -> dict[etree._Element, dict]:
-    """The namespaces each element declares, in one walk (holding the proxies keeps them stable)."""
-    found: dict[etree._Element, dict] = {}
+    """The namespaces each element declares, in one walk (holding the proxies keeps them stable).
+    The element converted first gets all in scope, so a subtree's JSON names its namespaces too."""
+    found: dict[etree._Element, dict] = {root: root.nsmap}
     pending: dict = {}
     for event, item in etree.iterwalk(root, events=("start-ns", "start")):
         if event == "start-ns":
             pending[item[0] or None] = item[1]
         elif pending:
-            found[item], pending = pending, {}
+            if item is not root:
+                found[item] = pending
+            pending = {}
     return found
 
 

@@ -496,3 +496,8 @@ def test_a_redeclared_namespace_is_written_only_where_it_changes():
     doc = '<a xmlns:p="urn:1"><b xmlns:p="urn:1" p:x="1"/><c xmlns:p="urn:2" p:y="2"/></a>'
     assert xml_to_json(doc) == {"a": {"@xmlns:p": "urn:1", "b": {"@p:x": "1"},
                                       "c": {"@xmlns:p": "urn:2", "@p:y": "2"}}}
+
+
+def test_a_subtree_keeps_the_namespaces_it_inherits():
+    root = parse_xml('<a xmlns="urn:a" xmlns:p="urn:p"><b p:x="1"><c/></b></a>')
+    assert xml_to_json(root[0]) == {"b": {"@xmlns": "urn:a", "@xmlns:p": "urn:p", "@p:x": "1", "c": None}}
