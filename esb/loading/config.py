@@ -10,9 +10,13 @@ from typing import Any
 from esb.errors import ConfigError, ConfigErrors
 from esb.loading.interpolate import interpolate, unrepeated
 from esb.loading.schemacheck import check
+from esb.loading.sizes import SIZE, size_bytes
 from esb.loading.yamlsource import load_yaml, parse_yaml
 
 CONFIG_FILE = "config/esb.yaml"
+# camt.053 statements of a busy account run to several MB; 10 MB takes them whole, while one
+# message can cost at most ~50 MB of memory in a worker (a parsed JSON body is ~5x its bytes).
+DEFAULT_MAX_BODY = 10 * 1024 ** 2
 
 SCHEMA = {
     "type": "object", "additionalProperties": False,
@@ -34,6 +38,10 @@ SCHEMA = {
         "security": {"type": "object", "additionalProperties": False,
                      "properties": {"state_key": {"type": "string", "minLength": 16, "description":
                                                   "the key that seals esb's retry state and dead letters"}}},
+        "limits": {"type": "object", "additionalProperties": False,
+                   "properties": {"max_body": {**SIZE, "description": "the largest body a route takes unless it "
+                                               "says max_body; a larger one is dead-lettered unread. Write a size "
+                                               "like 512KB, 10MB or 1GB, or whole bytes"}}},
     },
 }
 
@@ -50,6 +58,7 @@ class Settings:
     workers: int = 0
     delivery_limit: int = 3
     state_key: str | None = None  # None: a key of this machine, kept in var/state.key
+    max_body_bytes: int = DEFAULT_MAX_BODY
 
 
 def load_settings(root: Path, env: Mapping[str, str]) -> Settings:
@@ -88,7 +97,9 @@ def _typed(value: str, schema: dict) -> Any:
 def _settings(data: dict) -> Settings:
     broker, store, logging = data.get("broker", {}), data.get("store", {}), data.get("logging", {})
     base = Settings()
+    max_body = data.get("limits", {}).get("max_body")
     return Settings(
+        max_body_bytes=base.max_body_bytes if max_body is None else size_bytes(max_body),
         broker_url=broker.get("url", base.broker_url), heartbeat=broker.get("heartbeat", base.heartbeat),
         store_kind=store.get("kind", base.store_kind), store_path=store.get("path", base.store_path),
         store_url=store.get("url", base.store_url), log_level=logging.get("level", base.log_level),

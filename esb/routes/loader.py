@@ -12,6 +12,7 @@ from esb.loading.interpolate import hidden_variables, interpolate, unrepeated
 from esb.loading.registry import did_you_mean
 from esb.loading.schemacheck import check
 from esb.loading.secrets import credentials, is_secret_name
+from esb.loading.sizes import size_bytes
 from esb.loading.yamlsource import Located
 from esb.routes.model import Backoff, Idempotency, RetryPolicy, Route, Source
 from esb.routes.schema import LABEL, ROUTE, STEP_META_KEYS
@@ -38,7 +39,8 @@ def build_route(located: Located, root: Path, adapters: Mapping[str, Any],
     route = Route(
         name=data["name"], source=_source(data), steps=steps, description=data.get("description", ""),
         concurrency=data.get("concurrency", 8), idempotency=idempotency, retry=_retry(data.get("retry", {})),
-        path=located.path, line=located.where(())[0] or 1)
+        path=located.path, line=located.where(())[0] or 1,
+        max_body_bytes=size_bytes(data["max_body"]) if "max_body" in data else None)
     return (None if errors else route), errors
 
 

@@ -58,6 +58,11 @@ class Route:
     retry: RetryPolicy = RetryPolicy()
     path: str = ""
     line: int = 1
+    max_body_bytes: int | None = None  # None: the project's limits.max_body (Settings.max_body_bytes)
+
+    def body_limit(self, default: int) -> int:
+        """The largest body this route takes: its own max_body, else the project's `default`."""
+        return default if self.max_body_bytes is None else self.max_body_bytes
 
     def walk(self):
         """Every step, nested ones included, depth first."""
@@ -71,3 +76,10 @@ class Route:
     @property
     def adapters(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(s.adapter for s in self.walk() if s.kind == "to"))
+
+
+def body_too_large(size: int, limit: int) -> str | None:
+    """Why a body of `size` bytes is refused unread, or None when it fits in `limit`."""
+    if size <= limit:
+        return None
+    return f"the body is {size:,} bytes, over the route's limit of {limit:,} (max_body)"

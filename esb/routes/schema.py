@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from esb.adapters.kinds import DURATION
+from esb.loading.sizes import SIZE
 
 NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 200}
 
@@ -31,6 +32,9 @@ ROUTE = {
                         "description": "messages in flight at once (the prefetch): threads for a route with "
                                        "`to` or `function` steps; for a route that cannot block, the depth "
                                        "of its pipeline of publisher confirms"},
+        "max_body": {**SIZE, "description": "the largest body this route takes, e.g. 2MB (default: limits.max_body "
+                                             "in config/esb.yaml); a larger message is dead-lettered unread, its "
+                                             "bytes kept. Write a size like 512KB, 10MB or 1GB, or whole bytes"},
         "idempotency": {
             "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
             "description": "what makes two messages the same: `key` (JMESPath into the body) or `header`",

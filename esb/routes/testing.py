@@ -25,12 +25,13 @@ from esb.errors import (
     TransientError,
     ValidationError,
 )
+from esb.loading.config import DEFAULT_MAX_BODY
 from esb.loading.project import Project
 from esb.loading.registry import did_you_mean
 from esb.loading.schemacheck import check
 from esb.loading.yamlsource import Located, load_yaml
 from esb.message import JSON, TEXT, XML, Message
-from esb.routes.model import Route
+from esb.routes.model import Route, body_too_large
 from esb.steps.base import Step
 from esb.steps.pipeline import StepFailed, run_steps
 from esb.transform import jsoncodec, safexml
@@ -417,13 +418,17 @@ def run_route_tests(project: Project, route_name: str | None = None) -> list[Cas
             results.append(CaseResult(file.route or Path(file.path).stem, "(the test file does not load)", False,
                                       [str(e) for e in file.errors], file.path))
             continue
-        results += [run_case(project.routes[c.route], c) for c in file.cases]
+        results += [run_case(project.routes[c.route], c, project.settings.max_body_bytes) for c in file.cases]
     return results
 
 
-def run_case(route: Route, case: Case) -> CaseResult:
+def run_case(route: Route, case: Case, max_body: int = DEFAULT_MAX_BODY) -> CaseResult:
+    """Run one case as a worker would: a body over the route's max_body fails before any step."""
     io = RecordingIO(case.mocks)
+    too_large = body_too_large(_body_size(case.message), route.body_limit(max_body))
     try:
+        if too_large:
+            raise StepFailed(PermanentError(too_large), 0, case.message)
         outcome = Outcome(run_steps(route.steps, case.message, io), None, io)
     except StepFailed as failed:
         outcome = Outcome(None, failed, io)
@@ -452,8 +457,21 @@ def _missing_mock(call: Call) -> str:
             f"add `mocks: {{{call.step}: {{body: ...}}}}`")
 
 
+def _body_size(message: Message) -> int:
+    """The body's size in bytes as it would travel (a JSON body written compactly)."""
+    body = message.body
+    if isinstance(body, (bytes, bytearray)):
+        return len(body)
+    try:
+        text = body if isinstance(body, str) else jsoncodec.dumps(body)
+    except TransformError:  # a YAML date in a test body: the steps will say what is wrong
+        return 0
+    return len(text.encode("utf-8", errors="replace"))
+
+
 def describe(error: ProcessingError) -> str:
-    return f"{error.error_class} error at step '{error.step}': {error.message}"
+    where = f"at step '{error.step}'" if error.step else "before the first step"
+    return f"{error.error_class} error {where}: {error.message}"
 
 
 def _error_reasons(expected: ExpectedError | None, failure: StepFailed | None) -> list[str]:

@@ -72,7 +72,8 @@ class Runtime:
         self.seal = seal = load_key(project.root, project.settings.state_key)
         self.runners = [RouteRunner(project.routes[n], broker, self.adapters, store, owner, seal=seal,
                                     hooks=self.hooks, timer=self.timer,
-                                    delivery_limit=project.settings.delivery_limit)
+                                    delivery_limit=project.settings.delivery_limit,
+                                    max_body_bytes=project.settings.max_body_bytes)
                         for n in self.route_names]
         self.pollers = _inbound_pollers(project, broker) if pollers else []
         self._stop_polling = threading.Event()

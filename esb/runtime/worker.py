@@ -29,8 +29,9 @@ from typing import Any
 import tenacity
 
 from esb.errors import PermanentError, ProcessingError, TransientError
+from esb.loading.config import DEFAULT_MAX_BODY
 from esb.message import Message
-from esb.routes.model import Route
+from esb.routes.model import Route, body_too_large
 from esb.runtime import compensation, deadletter, names, retry
 from esb.runtime.attempt import Attempt
 from esb.runtime.broker import Broker, Confirmation, Delivery
@@ -78,10 +79,10 @@ class RouteRunner:
     def __init__(self, route: Route, broker: Broker, adapters: Callable[[str], Any], store=None,
                  owner: str = "", lease_seconds: float = LEASE_SECONDS, *, seal: Seal, hooks: Hooks | None = None,
                  timer: Timer | None = None, delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
-                 max_body_bytes: int | None = None):
+                 max_body_bytes: int = DEFAULT_MAX_BODY):
         self.route, self.broker, self.adapters, self.owner = route, broker, adapters, owner
         self.lease_seconds, self.seal, self.delivery_limit = lease_seconds, seal, delivery_limit
-        self.max_body_bytes = getattr(route, "max_body_bytes", None) or max_body_bytes
+        self.max_body_bytes = route.body_limit(max_body_bytes)
         self.hooks = hooks or Hooks([LogMiddleware()])
         self.store = store if store is not None and (route.idempotency or _has_calls(route)) else None
         self.claims = any(step.has_side_effects() for step in route.steps)  # else one write: `done`
@@ -168,9 +169,8 @@ class RouteRunner:
                 dropped = [h for h in delivery.headers if str(h).startswith(names.HEADER_PREFIX)]
                 self.hooks.on_forged_state(attempt, headers=dropped)
         attempt.generations = dict(attempt.state.generations)
-        if self.max_body_bytes is not None and len(delivery.body) > self.max_body_bytes:
-            error = PermanentError(f"the body is {len(delivery.body):,} bytes, over the route's limit of "
-                                   f"{self.max_body_bytes:,} (max_body)", step="receive")
+        if too_large := body_too_large(len(delivery.body), self.max_body_bytes):
+            error = PermanentError(too_large, step="receive")
             error.error_class = "too_large"
             return self._later(inline, attempt, lambda: self._dead_letter(attempt, error, "receive", 0, None))
         try:

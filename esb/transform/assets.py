@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from lxml import etree
 from esb.errors import ConfigError, ConfigErrors, TransformError
 from esb.transform import jsoncodec
 from esb.transform.mapping import load_mapping
+from esb.transform.numbers import MAX_NUMBER_CHARS, fixed_point_chars
 from esb.transform.safexml import load_xsd, load_xslt
 
 DEFAULT_DRAFT = jsonschema.Draft202012Validator
@@ -106,7 +108,27 @@ def _decimal_aware(validator_class: type[Validator]) -> type[Validator]:
         return original.is_type(instance, "integer")
 
     checker = original.redefine("integer", is_integer)
-    return jsonschema.validators.extend(validator_class, type_checker=checker)
+    return jsonschema.validators.extend(validator_class, type_checker=checker,
+                                        validators={"multipleOf": _multiple_of})
+
+
+def _multiple_of(validator: Validator, divisor: Any, instance: Any, schema: Any) -> Iterator:
+    """multipleOf in exact arithmetic. jsonschema's `instance % divisor` on Decimals raises
+    InvalidOperation for 1e99999999 and rounds 1e-999999999999 to a remainder of 0; here a number
+    too long to write out is a validation error, and any other is divided exactly."""
+    if not validator.is_type(instance, "number"):
+        return
+    if isinstance(instance, Decimal) and not instance.is_finite():
+        yield jsonschema.ValidationError(f"{instance} is not a finite number")
+        return
+    size = fixed_point_chars(instance) if isinstance(instance, Decimal) else 0
+    if size > MAX_NUMBER_CHARS:  # Fraction(1e99999999) would build a 100-million-digit integer
+        yield jsonschema.ValidationError(f"the number is {size:,} characters long written out in full, "
+                                         f"over the limit of {MAX_NUMBER_CHARS:,}")
+        return
+    exact = Decimal(repr(divisor)) if isinstance(divisor, float) else divisor  # 0.01, not its binary neighbour
+    if (Fraction(instance) / Fraction(exact)).denominator != 1:
+        yield jsonschema.ValidationError(f"{instance} is not a multiple of {divisor}")
 
 
 def load_xsd_file(path: Path, display: str) -> etree.XMLSchema:

@@ -53,6 +53,7 @@ from esb.errors import TransformError
 from esb.loading.registry import did_you_mean
 from esb.message import Message
 from esb.transform import jsoncodec
+from esb.transform.numbers import MAX_NUMBER_CHARS, fixed_point_chars
 
 FUNCTION_HELP: dict[str, str] = {
     "decimal": "decimal(x): text or a number as a Decimal; text that is not a number is an error",
@@ -78,9 +79,12 @@ FUNCTION_HELP: dict[str, str] = {
 
 # Amount arithmetic runs in contexts of its own, never the thread's (which any library may
 # change). 34 digits is IEEE decimal128; where add/sub/mul/sum would have to round to fit,
-# Inexact is trapped so a wrong amount becomes an error instead.
-_EXACT = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
-_ROUNDED = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
+# Inexact is trapped so a wrong amount becomes an error instead. The exponent stays within the
+# number bound (numbers.py), so ten mul() in a row cannot make 1e999 a megabyte of digits.
+_EXACT = Context(prec=34, rounding=ROUND_HALF_EVEN, Emax=MAX_NUMBER_CHARS - 1, Emin=-MAX_NUMBER_CHARS,
+                 traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+_ROUNDED = Context(prec=34, rounding=ROUND_HALF_EVEN, Emax=MAX_NUMBER_CHARS - 1, Emin=-MAX_NUMBER_CHARS,
+                   traps=[InvalidOperation, DivisionByZero, Overflow])
 _NUMBER_TEXT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 _INTEGER_TEXT = re.compile(r"[-+]?\d+")
 _CREDIT = frozenset({"CRDT", "C"})
@@ -303,8 +307,7 @@ class _Functions(functions.Functions):
             return _number(arg) if isinstance(arg, float) else arg
         if not isinstance(arg, str) or not _NUMBER_TEXT.fullmatch(arg.strip()):
             return None
-        text = arg.strip()
-        return int(text) if _INTEGER_TEXT.fullmatch(text) else Decimal(text)
+        return _bounded("to_number", _read_number(arg.strip()), arg)
 
     @functions.signature(_ANY)
     def _func_to_string(self, arg):
@@ -426,9 +429,21 @@ def _to_decimal(function: str, value: Any, name: str) -> Decimal:
         if number.is_finite():
             return number
     elif isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
-        return Decimal(value.strip())
+        return _bounded(function, Decimal(value.strip()), value)
     raise TransformError(f"{function}() needs a number for {name}, not {_describe(value)}"
                          + ("; use default(field, `0`) if it may be missing" if value is None else ""))
+
+
+def _read_number(text: str) -> int | Decimal:
+    return Decimal(text) if not _INTEGER_TEXT.fullmatch(text) or len(text) > MAX_NUMBER_CHARS else int(text)
+
+
+def _bounded(function: str, number: Any, text: str) -> Any:
+    """Text such as "1e99999999" reads as a tiny Decimal that no one could ever write out."""
+    if isinstance(number, Decimal) and fixed_point_chars(number) > MAX_NUMBER_CHARS:
+        raise TransformError(f"{function}() cannot take {_describe(text)}: written out in full it would be "
+                             f"{fixed_point_chars(number):,} characters, over the limit of {MAX_NUMBER_CHARS:,}")
+    return number
 
 
 def _quantize(function: str, x: Any, places: Any, rounding: str) -> Decimal:
@@ -476,10 +491,10 @@ def _describe(value: Any) -> str:
 
 
 def _arithmetic(exc: ArithmeticError) -> str:
+    if isinstance(exc, Overflow):  # before Inexact: an Overflow is an Inexact too
+        return f"gives a number too large to hold (over {MAX_NUMBER_CHARS:,} digits written out)"
     if isinstance(exc, Inexact):
         return "would have to round: the exact result needs more than 34 significant digits"
     if isinstance(exc, (DivisionByZero, ZeroDivisionError)):
         return "cannot divide by zero"
-    if isinstance(exc, Overflow):
-        return "gives a number too large to hold"
     return "cannot compute this (a result over 34 digits, or an undefined operation)"

@@ -6,10 +6,12 @@ import json
 import re
 from collections.abc import Iterator
 from decimal import Decimal
+from functools import lru_cache
 from json.encoder import encode_basestring
 from typing import Any
 
 from esb.errors import TransformError
+from esb.transform.numbers import MAX_NUMBER_CHARS, fixed_point_chars, too_long
 
 # A JSON "\ud800" escape decodes to a lone surrogate that later breaks UTF-8 encoding; only a
 # document that holds a surrogate escape (or, as str, a raw surrogate) is walked to find one.
@@ -19,11 +21,14 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _quote = encode_basestring
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse JSON; non-integers become Decimal, integers int. Refuses what JSON does not allow."""
+def loads(data: bytes | str, *, max_number_chars: int = MAX_NUMBER_CHARS) -> Any:
+    """Parse JSON; non-integers become Decimal, integers int. Refuses what JSON does not allow,
+    and a number whose fixed-point text would be over `max_number_chars` (1e99999999)."""
     text = _decode(data)
     try:
-        value = _DECODER.decode(text)
+        value = _decoder(max_number_chars).decode(text)
+    except _NumberTooLong:
+        raise _number_refusal(text, max_number_chars) from None
     except json.JSONDecodeError as exc:
         raise TransformError(f"JSON syntax error at line {exc.lineno}, column {exc.colno}: "
                              f"{exc.msg}") from None
@@ -39,7 +44,8 @@ def loads(data: bytes | str) -> Any:
 
 
 def dumps(obj: Any, *, indent: int | None = None) -> str:
-    """Serialise to JSON text; Decimals are written digit for digit, a float is refused."""
+    """Serialise to JSON text; Decimals are written digit for digit, a float is refused, and so is
+    a Decimal that loads would refuse as too long (it could only have come from a calculation)."""
     out: list[str] = []
     try:
         _encode(obj, out, None if indent is None else "\n", " " * (indent or 0))
@@ -137,7 +143,11 @@ def _encode_other(o: Any, out: list[str], newline: str | None, step: str) -> Non
 def _decimal(d: Decimal) -> str:
     if not d.is_finite():
         raise _Unencodable(d)
-    return str(d)  # always a valid JSON number for a finite Decimal: "1.50", "1E-7", "-0"
+    text = str(d)  # always a valid JSON number for a finite Decimal: "1.50", "1E-7", "-0"
+    # Without an exponent the text is the fixed-point text; only "1E+99999999" needs counting.
+    if len(text) > MAX_NUMBER_CHARS or ("E" in text and fixed_point_chars(d) > MAX_NUMBER_CHARS):
+        raise _Unencodable(d)
+    return text
 
 
 def _key(key: Any) -> str:
@@ -174,9 +184,48 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-# Built once, like json.loads's own default decoder (json.loads with arguments builds one per
-# call); a decoder keeps no state between documents, so threads share it.
-_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+class _NumberTooLong(Exception):
+    pass
+
+
+@lru_cache(maxsize=4)
+def _decoder(max_number_chars: int) -> json.JSONDecoder:
+    """Built once per limit, like json.loads's own default decoder (json.loads with arguments
+    builds one per call); a decoder keeps no state between documents, so threads share it."""
+    def parse_float(literal: str) -> Decimal:
+        value = Decimal(literal)
+        if _too_long_literal(literal, value, max_number_chars):
+            raise _NumberTooLong
+        return value
+
+    return json.JSONDecoder(parse_float=parse_float, parse_constant=_refuse_constant,
+                            object_pairs_hook=_unique_keys)
+
+
+def _too_long_literal(literal: str, value: Decimal, limit: int) -> bool:
+    # Without an exponent a JSON number's text is its fixed-point text (~0.1 µs to check).
+    return len(literal) > limit or (("e" in literal or "E" in literal) and fixed_point_chars(value) > limit)
+
+
+def _number_refusal(text: str, limit: int) -> TransformError:
+    """Parse again, marking the overlong numbers, to name the first one's place in the document."""
+    marks: list[Decimal] = []
+
+    def mark(literal: str) -> Any:
+        value = Decimal(literal)
+        if not _too_long_literal(literal, value, limit):
+            return None
+        marks.append(value)
+        return value
+
+    ignore = lambda _: None  # noqa: E731 - other refusals do not matter here
+    try:
+        value = json.JSONDecoder(parse_float=mark, parse_int=ignore, parse_constant=ignore).decode(text)
+    except (ValueError, RecursionError):  # the document is broken after the number as well
+        value = None
+    path = next((path for path, node in _walk(value) if marks and node is marks[0]), "$")
+    reason = too_long(marks[0], path, limit) if marks else None
+    return TransformError(f"JSON refused: {reason or 'a number is too long to write out in full'}")
 
 
 def _refuse_lone_surrogates(value: Any) -> None:
@@ -206,6 +255,8 @@ def _refusal(obj: Any, value: Any) -> TransformError:
     path = next((path for path, node in _walk(obj) if node is value), "$")
     if isinstance(value, float):
         return TransformError(f"a float reached the JSON encoder at {path}; money must be Decimal")
+    if isinstance(value, Decimal) and value.is_finite():
+        return TransformError(too_long(value, path, MAX_NUMBER_CHARS) or f"the Decimal at {path} is too long")
     if isinstance(value, Decimal):
         return TransformError(f"the Decimal {value} at {path} is not a number JSON can carry")
     return TransformError(f"a value of type {type(value).__name__} reached the JSON encoder at "

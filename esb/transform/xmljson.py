@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from esb.errors import TransformError
+from esb.transform.numbers import MAX_NUMBER_CHARS, fixed_point
 from esb.transform.safexml import LIBXML2_MAX_DEPTH, load_xsd, local_file, parse_xml, read_xml_file
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
@@ -44,30 +45,36 @@ def xml_to_json(xml: bytes | str | etree._Element, *, force_list: Iterable[str] 
     is in `force_list`; otherwise only when siblings repeat it.
     """
     root = xml if etree.iselement(xml) else parse_xml(xml)
-    converter = _ToJson(frozenset(force_list), shape)
+    converter = _ToJson(frozenset(force_list), shape, _declarations(root))
     ctype = shape.root_type(root.tag) if shape is not None else None
     try:
-        return {_written_name(root): converter.element(root, ctype, {})}
+        return {_written_name(root): converter.element(root, ctype, _Scope({}))}
     except RecursionError:  # only for a tree built elsewhere: parse_xml stops at 256 levels
         raise TransformError("XML to JSON failed: the document nests too deeply") from None
 
 
+# Linear time in the document's size, whatever its shape: lxml's el.nsmap walks every
+# declaration in scope, and el.attrib.items() looks each value up from the first attribute again
+# (200,000 attributes took 237 s). Declarations are read once from the tree, attributes by XPath.
 class _ToJson:
-    def __init__(self, force_list: frozenset[str], shape: XsdShape | None):
+    def __init__(self, force_list: frozenset[str], shape: XsdShape | None,
+                 declarations: dict[etree._Element, dict]):
         self.force_list = force_list
         self.shape = shape
+        self.declarations = declarations
 
-    def element(self, el: etree._Element, ctype: str | None, parent_nsmap: dict) -> Any:
-        nsmap = el.nsmap
+    def element(self, el: etree._Element, ctype: str | None, scope: _Scope) -> Any:
         result: dict[str, Any] = {}
-        if nsmap != parent_nsmap:
-            for prefix, uri in nsmap.items():
-                if parent_nsmap.get(prefix, _MISSING) != uri:
+        declared = self.declarations.get(el)
+        if declared:
+            for prefix, uri in declared.items():
+                if scope.uris.get(prefix, _MISSING) != uri:
                     result["@xmlns" if prefix is None else f"@xmlns:{prefix}"] = uri
-        for key, value in el.attrib.items():
-            result["@" + _attribute_name(key, nsmap)] = value
+            scope = _Scope({**scope.uris, **declared})
+        for key, value in _attributes(el):
+            result["@" + _attribute_name(key, scope)] = value
         if len(el):
-            text = self._children(el, result, nsmap, ctype)
+            text = self._children(el, result, scope, ctype)
         else:  # a leaf, most elements of a message: no text to gather from tails
             text = el.text and (el.text.strip(_XML_SPACE) or None)
         if not result:
@@ -76,7 +83,7 @@ class _ToJson:
             result["#text"] = text
         return result
 
-    def _children(self, el: etree._Element, result: dict[str, Any], nsmap: dict,
+    def _children(self, el: etree._Element, result: dict[str, Any], scope: _Scope,
                   ctype: str | None) -> str | None:
         """Add el's child elements to result; return el's own text, gathered around them."""
         children = self.shape.children(ctype) if ctype is not None else None
@@ -84,11 +91,11 @@ class _ToJson:
         for child in el:
             texts.append(child.tail)
             if type(child.tag) is str:  # comments, PIs and entities have a function as tag
-                self._add_child(result, child, children, nsmap)
+                self._add_child(result, child, children, scope)
         return "".join(t for t in texts if t and t.strip(_XML_SPACE)).strip(_XML_SPACE) or None
 
     def _add_child(self, result: dict[str, Any], child: etree._Element,
-                   children: Mapping[str, Child] | None, nsmap: dict) -> None:
+                   children: Mapping[str, Child] | None, scope: _Scope) -> None:
         name = _written_name(child)
         local = child.tag.rpartition("}")[2]
         known = children.get(local) if children is not None else None
@@ -96,7 +103,7 @@ class _ToJson:
             as_list, ctype = known.repeated, known.type
         else:
             as_list, ctype = (local in self.force_list or name in self.force_list), None
-        value = self.element(child, ctype, nsmap)
+        value = self.element(child, ctype, scope)
         existing = result.get(name, _MISSING)
         if existing is _MISSING:
             result[name] = [value] if as_list else value
@@ -112,25 +119,69 @@ def _written_name(el: etree._Element) -> str:
     return f"{prefix}:{local}" if prefix else local
 
 
-def _attribute_name(key: str, nsmap: dict) -> str:
+class _Scope:
+    """The namespace declarations in scope (prefix -> uri), made anew only where one is declared."""
+
+    def __init__(self, uris: dict):
+        self.uris = uris
+        self._prefixes: dict | None = None
+
+    def prefix(self, uri: str) -> str | None:
+        """The first prefix bound to uri; the reverse table is built once, when first needed."""
+        if self._prefixes is None:
+            self._prefixes = {}
+            for prefix, bound in self.uris.items():
+                if prefix:
+                    self._prefixes.setdefault(bound, prefix)
+        return self._prefixes.get(uri)
+
+
+def _declarations(root: etree._Element) -> dict[etree._Element, dict]:
+    """The namespaces each element declares, in one walk (holding the proxies keeps them stable).
+    The element converted first gets all in scope, so a subtree's JSON names its namespaces too."""
+    found: dict[etree._Element, dict] = {root: root.nsmap}
+    pending: dict = {}
+    for event, item in etree.iterwalk(root, events=("start-ns", "start")):
+        if event == "start-ns":
+            pending[item[0] or None] = item[1]
+        elif pending:
+            if item is not root:
+                found[item] = pending
+            pending = {}
+    return found
+
+
+_ALL_ATTRIBUTES = etree.XPath("@*")
+
+
+def _attributes(el: etree._Element) -> list[tuple[str, str]]:
+    attrib = el.attrib
+    if len(attrib) < 16:
+        return attrib.items()
+    return [(found.attrname, str(found)) for found in _ALL_ATTRIBUTES(el)]
+
+
+def _attribute_name(key: str, scope: _Scope) -> str:
     if key[0] != "{":
         return key
     uri, _, local = key[1:].partition("}")
     if uri == _XML_NS:
         return f"xml:{local}"
-    prefix = next((p for p, u in nsmap.items() if u == uri and p), None)
+    prefix = scope.prefix(uri)
     return f"{prefix}:{local}" if prefix else local
 
 
 # ---------------------------------------------------------------------------- JSON → XML
 
-def json_to_xml(obj: Any, *, root: str | None = None, pretty: bool = False) -> str:
+def json_to_xml(obj: Any, *, root: str | None = None, pretty: bool = False,
+                max_number_chars: int = MAX_NUMBER_CHARS) -> str:
     """Convert xmltodict-style JSON to an XML document (a str with an XML declaration).
 
     A dict with one key is the document; anything else is wrapped in an element named `root`.
+    A number whose text would be longer than `max_number_chars` is refused (see numbers.py).
     """
     name, value = _root_item(obj, root)
-    element = _build(None, name, value, {}, f"$.{name}", 1)
+    element = _build(None, name, value, {}, f"$.{name}", 1, max_number_chars)
     body = etree.tostring(element, encoding="unicode", pretty_print=pretty)
     return f"{XML_DECLARATION}\n{body}"
 
@@ -151,7 +202,7 @@ def _root_item(obj: Any, root: str | None) -> tuple[str, Any]:
 
 
 def _build(parent: etree._Element | None, name: str, value: Any, scope: dict, path: str,
-           depth: int) -> etree._Element:
+           depth: int, digits: int) -> etree._Element:
     """Create the element `name` for `value` (a dict, a scalar or None) under parent."""
     if depth > LIBXML2_MAX_DEPTH:
         raise TransformError(f"the data at {path} nests deeper than {LIBXML2_MAX_DEPTH} "
@@ -167,19 +218,19 @@ def _build(parent: etree._Element | None, name: str, value: Any, scope: dict, pa
         raise TransformError(f"the key {name!r} at {path} is not a valid XML element name") from None
     for attr, attr_value in attributes:
         if attr_value is not None:  # an optional attribute a mapping left empty
-            _set_attribute(el, attr, attr_value, scope, f"{path}.@{attr}")
+            _set_attribute(el, attr, attr_value, scope, f"{path}.@{attr}", digits)
     if text is not None:
         text_path = f"{path}.#text" if isinstance(value, dict) else path
-        _set_text(el, _text(text, text_path), text_path)
+        _set_text(el, _text(text, text_path, digits), text_path)
     for key, item in children:
         if isinstance(item, (list, tuple)):
             for i, each in enumerate(item):
                 if isinstance(each, (list, tuple)):
                     raise TransformError(f"the list at {path}.{key}[{i}] sits directly in a list, "
                                          "which XML cannot express")
-                _build(el, key, each, scope, f"{path}.{key}[{i}]", depth + 1)
+                _build(el, key, each, scope, f"{path}.{key}[{i}]", depth + 1, digits)
         else:
-            _build(el, key, item, scope, f"{path}.{key}", depth + 1)
+            _build(el, key, item, scope, f"{path}.{key}", depth + 1, digits)
     return el
 
 
@@ -225,9 +276,10 @@ def _qualified(name: str, scope: dict, path: str, *, element: bool) -> str:
     return f"{{{uri}}}{local}" if uri else local
 
 
-def _set_attribute(el: etree._Element, name: str, value: Any, scope: dict, path: str) -> None:
+def _set_attribute(el: etree._Element, name: str, value: Any, scope: dict, path: str,
+                   digits: int) -> None:
     key = _qualified(name, scope, path, element=False)
-    text = _text(value, path)
+    text = _text(value, path, digits)
     try:
         el.set(key, text)
     except ValueError:
@@ -252,29 +304,36 @@ def _set_text(el: etree._Element, text: str, path: str) -> None:
                              "characters or lone surrogates)") from None
 
 
-def _text(value: Any, path: str) -> str:
-    """The XML text of a JSON scalar, digit for digit; a float is refused."""
+def _text(value: Any, path: str, digits: int) -> str:
+    """The XML text of a JSON scalar, digit for digit; a float or an overlong number is refused."""
     kind = type(value)
     if kind is str:
         return value
     if kind is bool:
         return "true" if value else "false"
     if kind is int:
-        return str(value)
+        return _int_text(value, path)
     if kind is Decimal:
         if not value.is_finite():
             raise TransformError(f"the Decimal {value} at {path} is not a number XML can carry")
-        # xs:decimal has no exponent: 1E-7 is written 0.0000001, digit for digit
-        return format(value, "f")
+        # xs:decimal has no exponent: 1E-7 is written 0.0000001, digit for digit, within bounds
+        return fixed_point(value, path, digits)
     if isinstance(value, float):
         raise TransformError(f"a float reached the XML encoder at {path}; money must be Decimal")
     if isinstance(value, str):  # subclasses such as enums: their value, not their name
         return str.__str__(value)
     if isinstance(value, int):
-        return _text(bool(value) if isinstance(value, bool) else int(value), path)
+        return _text(bool(value) if isinstance(value, bool) else int(value), path, digits)
     if isinstance(value, Decimal):
-        return _text(Decimal(value), path)
+        return _text(Decimal(value), path, digits)
     raise TransformError(f"a value of type {kind.__name__} at {path} cannot become XML text")
+
+
+def _int_text(value: int, path: str) -> str:
+    try:
+        return str(value)
+    except ValueError:  # CPython writes at most 4,300 digits of an int (sys.set_int_max_str_digits)
+        raise TransformError(f"the integer at {path} has too many digits to write out") from None
 
 
 # ---------------------------------------------------------------------------- XSD shape

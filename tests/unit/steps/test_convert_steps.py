@@ -134,3 +134,10 @@ def test_an_xml_bomb_is_refused(tmp_path, testdata):
 def test_a_json_body_given_to_xml_to_json_is_a_transform_error(tmp_path):
     error = failure(route_with(tmp_path, "  - xml_to_json:\n"), {"a": "1"})
     assert error.message == "xml_to_json needs an XML body, not application/json"
+
+
+def test_a_17_byte_body_that_would_become_100_mb_of_xml_is_refused_naming_the_field(tmp_path):
+    route = route_with(tmp_path, "  - json_to_xml: {root: Receipt}\n")
+    error = failure(route, {"a": Decimal("1e99999999")})
+    assert error.message.startswith("the number at $.Receipt.a would be 100,000,000 characters long")
+    assert error.step == "json_to_xml-1"

@@ -170,3 +170,18 @@ def test_a_broken_xsd_is_reported_at_the_field(tmp_path):
     assert errors[0].line == 4 and errors[0].col == 21
     assert errors[0].message.startswith("s.xsd: the XML Schema cannot be used: XSD s.xsd does not compile: "
                                         "The XML document 's.xsd' is not a schema document")
+
+
+@pytest.mark.parametrize("amount, size", [(Decimal("1e99999999"), "100,000,000"),
+                                          (Decimal("1e-999999999999"), "1,000,000,000,001")])
+def test_multiple_of_on_a_number_too_long_to_write_out_is_a_validation_error_naming_the_field(
+        tmp_path, amount, size):
+    error = failure(claim_route(tmp_path), {"claim_id": "C-1", "claim": {"amount": amount}})
+    assert error.message == (f"claim.amount: the number is {size} characters long written out in full, "
+                             "over the limit of 1,000")
+
+
+@pytest.mark.parametrize("amount", [Decimal("0.07"), Decimal("1.2E+3"), Decimal("12.500"), 7])
+def test_multiple_of_is_decided_in_exact_decimal_arithmetic(tmp_path, amount):
+    body = {"claim_id": "C-1", "claim": {"amount": amount}}
+    assert run_steps(claim_route(tmp_path).steps, Message(body), NoIO()).body == body

@@ -344,3 +344,16 @@ def test_a_body_expression_on_an_xml_body_asks_for_xml_to_json():
     message = Message("<a/>", content_type=XML)
     with pytest.raises(TransformError, match="add xml_to_json before it"):
         search_message(compile_expression("total"), message, "filter")
+
+
+@pytest.mark.parametrize("text", ["decimal(a)", "to_number(a)", "add(a, `1`)", "format_decimal(a, `2`)"])
+def test_text_holding_a_number_too_long_to_write_out_is_refused(text):
+    message = failure(text, {"a": "1e99999999"})
+    assert "cannot take the text '1e99999999': written out in full it would be 100,000,000 characters, " \
+           "over the limit of 1,000" in message
+
+
+def test_arithmetic_cannot_grow_a_number_past_the_limit():
+    assert search("mul(a, a)", {"a": Decimal("1e499")}) == Decimal("1E+998")
+    assert "mul() gives a number too large to hold (over 1,000 digits written out)" in \
+        failure("mul(a, a)", {"a": Decimal("1e600")})

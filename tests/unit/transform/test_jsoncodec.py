@@ -173,3 +173,26 @@ def test_without_decimals_the_text_is_what_json_dumps_writes(value, indent):
     separators = (",", ":") if indent is None else (",", ": ")
     expected = json.dumps(value, ensure_ascii=False, indent=indent, separators=separators)
     assert dumps(value, indent=indent) == expected
+
+
+@pytest.mark.parametrize("text, field, size", [
+    ('{"a": 1e99999999}', "$.a", "100,000,000"),
+    ('{"a": [1, {"b": -1e-999999999999}]}', r"$.a[1].b", "1,000,000,000,002"),
+    ('{"a": 0.' + "1" * 1000 + "}", "$.a", "1,002"),
+])
+def test_a_number_too_long_to_write_out_is_refused_when_read_naming_the_field(text, field, size):
+    with pytest.raises(TransformError) as caught:
+        loads(text)
+    assert caught.value.message == (f"JSON refused: the number at {field} would be {size} characters long "
+                                    "written out in full, over the limit of 1,000; no amount needs that many digits")
+
+
+def test_a_number_as_long_as_the_limit_is_read():
+    assert loads('{"a": 1e999}') == {"a": Decimal("1E+999")}
+    with pytest.raises(TransformError, match="the limit of 3"):
+        loads('{"a": 1.5e3}', max_number_chars=3)
+
+
+def test_a_calculated_decimal_too_long_to_write_out_is_refused_with_its_path():
+    with pytest.raises(TransformError, match=r"the number at \$\.v\[0\] would be 5,001 characters long"):
+        dumps({"v": [Decimal("1E+5000")]})

@@ -14,6 +14,7 @@ from lxml import etree
 
 from esb.errors import TransformError, ValidationError
 from esb.transform.safexml import (
+    XmlLimits,
     apply_xslt,
     load_xsd,
     load_xslt,
@@ -206,6 +207,58 @@ def test_the_default_depth_limit_is_256_levels():
     assert parse_xml(b"<a>" * 256 + b"</a>" * 256) is not None
     with pytest.raises(TransformError, match="deeper than 256 levels"):
         parse_xml(b"<a>" * 257 + b"</a>" * 257)
+
+
+def _element_with_attributes(count: int) -> bytes:
+    return ("<r>\n<e " + " ".join(f'a{i}="v"' for i in range(count)) + "/></r>").encode()
+
+
+def _in_scope_namespaces(count: int) -> bytes:
+    outer = " ".join(f'xmlns:p{i}="urn:p{i}"' for i in range(count // 2))
+    inner = " ".join(f'xmlns:q{i}="urn:q{i}"' for i in range(count - count // 2))
+    return f"<r {outer}><e {inner}/><e/></r>".encode()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_an_element_with_more_attributes_than_the_limit_is_refused_naming_it(encoding):
+    assert parse_xml(_element_with_attributes(1_000).decode().encode(encoding)) is not None
+    with pytest.raises(TransformError) as caught:
+        parse_xml(_element_with_attributes(1_001).decode().encode(encoding))
+    assert caught.value.message == ("XML refused: the element <e> on line 2 has 1,001 attributes, "
+                                    "over the limit of 1,000")
+
+
+def test_an_attribute_value_longer_than_the_limit_is_refused_naming_it():
+    doc = '<r xmlns:p="urn:p"><e p:note="{}"/></r>'
+    assert parse_xml(doc.format("x" * 65_536)) is not None
+    with pytest.raises(TransformError) as caught:
+        parse_xml(doc.format("x" * 65_537))
+    assert caught.value.message == ("XML refused: the attribute note of the element <e> on line 1 is 65,537 "
+                                    "characters long, over the limit of 65,536")
+
+
+def test_a_text_longer_than_the_limit_is_refused_naming_its_element():
+    assert parse_xml(b"<r><e>" + b"x" * 5_000_000 + b"</e></r>") is not None
+    with pytest.raises(TransformError) as caught:
+        parse_xml(b"<r><e>" + b"x" * 5_000_001 + b"</e></r>")
+    assert caught.value.message == ("XML refused: a text in the element <e> on line 1 is 5,000,001 characters long, "
+                                    "over the limit of 5,000,000")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_more_namespace_declarations_in_scope_than_the_limit_are_refused(encoding):
+    assert parse_xml(_in_scope_namespaces(100).decode().encode(encoding)) is not None
+    with pytest.raises(TransformError, match="more than 100 namespace declarations in scope at once"):
+        parse_xml(_in_scope_namespaces(101).decode().encode(encoding))
+
+
+def test_the_limits_can_be_chosen():
+    limits = XmlLimits(attributes=2, attribute_chars=3, text_chars=4, namespaces=1)
+    assert parse_xml('<r xmlns="urn:r" a="123" b="2">1234</r>', limits=limits) is not None
+    for doc, limit in [('<r a="1" b="2" c="3"/>', "over the limit of 2"), ('<r a="1234"/>', "over the limit of 3"),
+                       ("<r>12345</r>", "over the limit of 4"), ('<r xmlns="urn:r" xmlns:p="urn:p"/>', "than 1 ")]:
+        with pytest.raises(TransformError, match=limit):
+            parse_xml(doc, limits=limits)
 
 
 def test_a_very_deep_document_is_refused_without_a_recursion_error():

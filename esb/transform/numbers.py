@@ -1,0 +1,47 @@
+"""The bound on how long a number may grow when written out in full, checked before writing it.
+
+A 17-byte body `{"a": 1e99999999}` is a valid JSON number whose fixed-point text (what xs:decimal
+and most ledgers need) is 100 MB. Every place that writes a Decimal digit for digit asks this
+module first, so a number amplifies into at most MAX_NUMBER_CHARS characters.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from esb.errors import TransformError
+
+# ISO 20022 amounts have at most 18 digits (totalDigits 18), a ledger's NUMERIC at most 38-1000
+# (PostgreSQL). A thousand characters holds any real amount or rate written out in full, and
+# writing one costs microseconds: a million would already let a 17-byte body become 1 MB.
+MAX_NUMBER_CHARS = 1_000
+
+
+def fixed_point_chars(value: Decimal) -> int:
+    """How many characters format(value, "f") writes for a finite Decimal, without writing them."""
+    # From the exponent and the digit count; as_tuple costs what the digits already cost.
+    sign, digits, exponent = value.as_tuple()
+    if exponent >= 0:
+        length = 1 if digits == (0,) else len(digits) + exponent
+    elif len(digits) > -exponent:
+        length = len(digits) + 1  # the point sits among the digits: "12.5"
+    else:
+        length = 2 - exponent  # "0." then zeros then the digits: "0.0125"
+    return length + sign
+
+
+def too_long(value: Decimal, where: str, limit: int = MAX_NUMBER_CHARS) -> str | None:
+    """Why a finite Decimal is refused, or None when its fixed-point text fits in `limit`."""
+    size = fixed_point_chars(value)
+    if size <= limit:
+        return None
+    return (f"the number at {where} would be {size:,} characters long written out in full, over "
+            f"the limit of {limit:,}; no amount needs that many digits")
+
+
+def fixed_point(value: Decimal, where: str, limit: int = MAX_NUMBER_CHARS) -> str:
+    """format(value, "f") for a finite Decimal; refused, naming `where`, when it would be too long."""
+    reason = too_long(value, where, limit)
+    if reason is not None:
+        raise TransformError(reason)
+    return format(value, "f")
