@@ -6,6 +6,7 @@ processes, not the command line.
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import os
 import signal
@@ -22,7 +23,11 @@ from esb.runtime.connect import make_broker, mask_url
 from esb.runtime.runtime import Runtime, open_store_for
 
 log = structlog.get_logger("esb.supervisor")
-RESTART_DELAY = 1.0
+RESTART_DELAY = 1.0      # before the first restart of a worker; doubled each time it dies young
+MAX_RESTART_DELAY = 60.0
+STEADY_AFTER = 60.0      # a worker that lived this long starts its restart delays afresh
+HARD_EXIT_MARGIN = 10.0  # seconds past the drain timeout before a worker is ended regardless
+CANNOT_START = 2         # a worker's exit code when the project does not load: restarting cannot help
 
 
 def stop_signals() -> threading.Event:
@@ -34,7 +39,9 @@ def stop_signals() -> threading.Event:
 
 
 def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, drain_timeout: float = 30.0) -> None:
-    """Run the routes in this process until SIGTERM/SIGINT, then drain in-flight messages."""
+    """Run the routes in this process until SIGTERM/SIGINT, then drain in-flight messages for at
+    most `drain_timeout` seconds: whatever a step is doing, the process ends by then (what was not
+    settled stays unacked, and the broker redelivers it)."""
     stop = stop_signals()
     project = load_project(root)
     url = broker_url or project.settings.broker_url
@@ -44,8 +51,12 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
     _tune_gc()
     log.info("worker_ready", pid=os.getpid(), broker=mask_url(url))
     stop.wait()
-    log.info("worker_draining", pid=os.getpid())
+    log.info("worker_draining", pid=os.getpid(), timeout_s=drain_timeout)
+    # A step stuck in C code may never give the interpreter back: faulthandler's own thread ends
+    # the process (with the stacks on stderr) if draining and exiting overrun by HARD_EXIT_MARGIN.
+    faulthandler.dump_traceback_later(drain_timeout + HARD_EXIT_MARGIN, exit=True)
     runtime.stop(drain_timeout)
+    log.info("worker_stopped", pid=os.getpid())
 
 
 def _tune_gc() -> None:
@@ -56,21 +67,61 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
-def supervise(command: Sequence[str], workers: int) -> int:
-    """Start `workers` processes running `command` (one worker each); restart one that dies; on
-    SIGTERM/SIGINT stop them all and wait; the highest exit code."""
+def supervise(command: Sequence[str], workers: int, drain_timeout: float = 30.0) -> int:
+    """Start `workers` processes running `command` (one worker each); restart one that dies, after
+    a delay that doubles while it keeps dying young; stop everything when one cannot start (exit 2).
+    On SIGTERM/SIGINT stop them all and wait (killing one that overruns its drain); the highest
+    exit code."""
     stop = stop_signals()
-    children = [subprocess.Popen(command) for _ in range(workers)]
-    log.info("supervisor_started", workers=workers, pids=[c.pid for c in children])
+    slots = [_Slot(command) for _ in range(workers)]
+    log.info("supervisor_started", workers=workers, pids=[slot.process.pid for slot in slots])
     while not stop.wait(0.5):
-        for i, child in enumerate(children):
-            if child.poll() is not None:
-                log.warning("worker_died", pid=child.pid, exit_code=child.returncode)
-                time.sleep(RESTART_DELAY)
-                children[i] = subprocess.Popen(command)
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    codes = [child.wait() for child in children]
+        if any(slot.check() == CANNOT_START for slot in slots):
+            log.error("worker_cannot_start", hint="the project does not load: `esb routes validate` says why")
+            break
+    for slot in slots:
+        slot.terminate()
+    codes = [slot.wait(drain_timeout + HARD_EXIT_MARGIN) for slot in slots]
     log.info("supervisor_stopped", exit_codes=codes)
     return max(codes, default=0)
+
+
+class _Slot:
+    """One worker process and its restarts."""
+
+    def __init__(self, command: Sequence[str]):
+        self.command = command
+        self.process = subprocess.Popen(command)
+        self.started = time.monotonic()
+        self.delay = RESTART_DELAY
+        self.restart_at: float | None = None
+
+    def check(self) -> int | None:
+        """Restart the worker if it died and its delay is over; its exit code if it cannot start."""
+        if self.restart_at is not None:
+            if time.monotonic() >= self.restart_at:
+                self.process, self.started, self.restart_at = subprocess.Popen(self.command), time.monotonic(), None
+            return None
+        code = self.process.poll()
+        if code is None:
+            return None
+        if code == CANNOT_START:
+            return code
+        if time.monotonic() - self.started >= STEADY_AFTER:
+            self.delay = RESTART_DELAY
+        log.warning("worker_died", pid=self.process.pid, exit_code=code, restart_in_s=self.delay)
+        self.restart_at = time.monotonic() + self.delay
+        self.delay = min(self.delay * 2, MAX_RESTART_DELAY)
+        return None
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("worker_killed", pid=self.process.pid, hint="it did not stop within its drain timeout")
+            self.process.kill()
+            return self.process.wait()

@@ -130,3 +130,16 @@ steps:
     seen = bus.wait_for(f"seen-{uid}", 22, timeout=60)
     kinds = ["slow" if len(d.body) > 1000 else "fast" for d in seen]
     assert kinds[:20] == ["fast"] * 20, f"the fast route waited for the slow one's conversion: {kinds}"
+
+
+def test_a_body_over_the_routes_max_body_is_dead_lettered_unread_with_its_size(bus, run_routes, uid):
+    steps = f"  - publish: {{exchange: out-{uid}, routing_key: done}}\n"
+    runtime = run_routes({"routes/r.yaml": relay_route(uid, steps, "max_body: 1KB\n")})
+    bus.listen(f"seen-{uid}", f"out-{uid}")
+    big = b'{"pad": "' + b"x" * 2000 + b'"}'
+    bus.send(f"in-{uid}", "x", big)
+    bus.send(f"in-{uid}", "x", b'{"small": 1}')
+    assert [out.body for out in bus.wait_for(f"seen-{uid}", 1)] == [b'{"small":1}']
+    [letter] = dead_letters(bus, runtime, uid, 1)
+    assert (letter.error_class, letter.step, letter.body) == ("too_large", "receive", big)
+    assert letter.reason == "the body is 2,011 bytes, over the route's limit of 1,024 (max_body)"
