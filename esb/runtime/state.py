@@ -140,15 +140,26 @@ def load_key(root: Path, configured: str | None) -> Seal:
         return Seal(configured.encode("utf-8"))
     path = root / KEY_FILE
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another worker made it first
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32))
+        _make_key_file(path)
     return Seal(path.read_text().strip().encode("utf-8"))
+
+
+def _make_key_file(path: Path) -> None:
+    """Write a new random key whole, then link it into place: workers starting together all read
+    the one key that won, never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass  # another worker's key is in place: use that one
+    finally:
+        draft.unlink()
 
 
 def _is_esb(name: Any) -> bool:
