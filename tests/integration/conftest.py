@@ -18,6 +18,7 @@ from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
 from esb.runtime.connect import make_broker
 from esb.runtime.runtime import Runtime
 from esb.testing.http import StubHttpServer
+from esb.testing.ledger import StandInLedger
 
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -118,6 +119,24 @@ def _bus(url: str, uid: str):
 def bus(broker_url, uid):
     """A Bus on each broker in turn (the embedded one and RabbitMQ)."""
     yield from _bus(broker_url, uid)
+
+
+@pytest.fixture
+def stand_in():
+    """The stand-in ledger: recognises repeats by Idempotency-Key, honours DELETE."""
+    with StandInLedger() as ledger:
+        yield ledger
+
+
+def dead_letters(bus: Bus, runtime: Runtime, route: str, count: int, timeout: float = 15.0) -> list:
+    """The route's dead letters, left in place, once there are `count` of them (or the time is up)."""
+    from esb.runtime import dlq
+    deadline = time.monotonic() + timeout
+    while True:
+        letters = dlq.browse(bus.broker, route, seal=runtime.seal)
+        if len(letters) >= count or time.monotonic() > deadline:
+            return letters
+        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ operations:
   create_voucher: {{method: POST, path: /vouchers}}
   cancel_voucher: {{method: DELETE, path: "/vouchers/{{voucher_no}}"}}
   archive: {{method: POST, path: /archive}}
+  post_entries: {{method: POST, path: /entries}}
 """
 
 

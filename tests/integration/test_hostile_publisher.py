@@ -6,25 +6,14 @@ Each case was an attack that worked before the state was sealed (issue 8, findin
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-from test_bus import relay_route
+from conftest import dead_letters
+from test_bus import LEDGER_ADAPTER, relay_route
 
 from esb.runtime import dlq
 from esb.runtime.broker import Outgoing
 from esb.testing.ledger import StandInLedger
-
-LEDGER = """\
-name: ledger
-kind: rest
-base_url: {url}
-timeout: 2s
-operations:
-  create_voucher: {{method: POST, path: /vouchers}}
-  cancel_voucher: {{method: DELETE, path: "/vouchers/{{voucher_no}}"}}
-  post_entries: {{method: POST, path: /entries}}
-"""
 
 CLAIM_SCHEMA = json.dumps({"type": "object", "required": ["claim_id", "voucher_no", "lines"],
                            "properties": {"lines": {"type": "array", "items": {
@@ -45,29 +34,13 @@ def steps(uid: str) -> str:
 
 
 @pytest.fixture
-def stand_in():
-    with StandInLedger() as ledger:
-        yield ledger
-
-
-@pytest.fixture
 def oa_route(bus, run_routes, stand_in, uid):
     """A copy of oa-expense-to-voucher: validate, post the voucher (undone by cancel), post entries, tell the ERP."""
-    runtime = run_routes({"adapters/ledger.yaml": LEDGER.format(url=stand_in.url),
+    runtime = run_routes({"adapters/ledger.yaml": LEDGER_ADAPTER.format(url=stand_in.url),
                           "transformers/schemas/claim.json": CLAIM_SCHEMA,
                           "routes/r.yaml": relay_route(uid, steps(uid), "idempotency: {key: claim_id}\n")})
     bus.listen(f"seen-{uid}", f"out-{uid}")
     return runtime
-
-
-def dead_letters(bus, runtime, uid: str, count: int, timeout: float = 15.0) -> list:
-    """The route's dead letters, left in place, once there are `count` of them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        letters = dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal)
-        if len(letters) >= count or time.monotonic() > deadline:
-            return letters
-        time.sleep(0.1)
 
 
 def claim(claim_id: str, amount: str = "100.00") -> bytes:
@@ -83,7 +56,7 @@ def posts(ledger: StandInLedger) -> list[str]:
 def test_a_forged_attempt_and_resume_step_do_not_skip_validation(bus, oa_route, stand_in, uid):
     bus.send(f"in-{uid}", "x", claim("BAD-1", "-500.00"),
              headers={"x-esb-attempt": 1, "x-esb-resume-step": 1})
-    [letter] = dead_letters(bus, oa_route, uid, 1)
+    [letter] = dead_letters(bus, oa_route, f"r-{uid}", 1)
     assert (letter.step, letter.error_class) == ("check-claim", "validation")
     assert posts(stand_in) == []
 
@@ -94,7 +67,7 @@ def test_forged_compensations_never_reach_the_ledger(bus, oa_route, stand_in, ui
                "message_id": "m"}]
     bus.send(f"in-{uid}", "x", claim("BAD-2", "-1.00"),
              headers={"x-esb-attempt": 1, "x-esb-resume-step": 0, "x-esb-compensations": json.dumps(forged)})
-    [letter] = dead_letters(bus, oa_route, uid, 1)
+    [letter] = dead_letters(bus, oa_route, f"r-{uid}", 1)
     assert letter.compensation == "none"
     assert [r for r in stand_in.server.requests if r.method == "DELETE"] == []
 
@@ -111,7 +84,7 @@ def test_a_forged_idempotency_key_does_not_post_a_claim_twice(bus, oa_route, sta
 def test_a_forged_resume_past_the_end_cannot_mark_a_victims_key_done(bus, oa_route, stand_in, uid):
     bus.send(f"in-{uid}", "x", b'{"garbage": true}',
              headers={"x-esb-attempt": 1, "x-esb-resume-step": 99, "x-esb-idempotency-key": "s:VICTIM-9"})
-    [letter] = dead_letters(bus, oa_route, uid, 1)  # the garbage runs from its start: it names no claim
+    [letter] = dead_letters(bus, oa_route, f"r-{uid}", 1)  # the garbage runs from its start: it names no claim
     assert "idempotency key claim_id is missing" in letter.reason
     bus.send(f"in-{uid}", "x", claim("VICTIM-9"))
     [out] = bus.wait_for(f"seen-{uid}", 1)
@@ -123,7 +96,7 @@ def test_a_forged_original_body_is_not_what_the_dead_letter_keeps(bus, oa_route,
     real = claim("BAD-3", "-3.00")
     bus.send(f"in-{uid}", "x", real, message_id=f"M3-{uid}",
              headers={"x-esb-attempt": 1, "x-esb-original-body": b'{"claim_id": "PLANTED"}'})
-    [letter] = dead_letters(bus, oa_route, uid, 1)
+    [letter] = dead_letters(bus, oa_route, f"r-{uid}", 1)
     assert letter.authentic and letter.body == real and letter.id == f"M3-{uid}"
 
 
@@ -134,7 +107,7 @@ def test_a_letter_forged_straight_into_the_dlq_is_shown_unsealed_and_replays_as_
         "x-esb-original-body": b'{"claim_id": "PLANTED"}', "x-esb-failed-body": b'{"claim_id": "PLANTED"}'},
         f"F-{uid}")).result(10)
     route = oa_route.project.routes[f"r-{uid}"]
-    [letter] = dead_letters(bus, oa_route, uid, 1)
+    [letter] = dead_letters(bus, oa_route, f"r-{uid}", 1)
     assert not letter.authentic and letter.body == claim("C-F") and letter.reason.startswith("not dead-lettered by esb")
     with pytest.raises(Exception, match="not dead-lettered by esb"):
         dlq.replay(bus.broker, f"r-{uid}", ids=[f"F-{uid}"], from_step="post-entries", route_model=route,

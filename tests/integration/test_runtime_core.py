@@ -5,29 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-from test_bus import relay_route
+from conftest import dead_letters
+from test_bus import LEDGER_ADAPTER, relay_route
 
 from esb.runtime import dlq
 from esb.runtime.broker import Outgoing
-from esb.testing.ledger import StandInLedger
-
-LEDGER = """\
-name: ledger
-kind: rest
-base_url: {url}
-timeout: 2s
-operations:
-  create_voucher: {{method: POST, path: /vouchers}}
-  cancel_voucher: {{method: DELETE, path: "/vouchers/{{voucher_no}}"}}
-  post_entries: {{method: POST, path: /entries}}
-"""
-
-
-@pytest.fixture
-def stand_in():
-    with StandInLedger() as ledger:
-        yield ledger
 
 
 def voucher_route(bus, run_routes, stand_in, uid):
@@ -39,19 +21,10 @@ def voucher_route(bus, run_routes, stand_in, uid):
   - label: tell-erp
     publish: {{exchange: out-{uid}, routing_key: done}}
 """
-    runtime = run_routes({"adapters/ledger.yaml": LEDGER.format(url=stand_in.url),
+    runtime = run_routes({"adapters/ledger.yaml": LEDGER_ADAPTER.format(url=stand_in.url),
                           "routes/r.yaml": relay_route(uid, steps, "idempotency: {key: claim_id}\n")})
     bus.listen(f"seen-{uid}", f"out-{uid}")
     return runtime
-
-
-def dead_letters(bus, runtime, uid: str, count: int, timeout: float = 15.0) -> list:
-    deadline = time.monotonic() + timeout
-    while True:
-        letters = dlq.browse(bus.broker, f"r-{uid}", seal=runtime.seal)
-        if len(letters) >= count or time.monotonic() > deadline:
-            return letters
-        time.sleep(0.1)
 
 
 def claim(claim_id: str) -> bytes:
@@ -63,7 +36,7 @@ def test_replaying_a_compensated_dead_letter_posts_the_voucher_anew_and_it_exist
     for n in range(3):
         stand_in.fail_next("/entries", 400)
         bus.send(f"in-{uid}", "x", claim(f"C-{n}"), message_id=f"M-{n}-{uid}")
-    letters = dead_letters(bus, runtime, uid, 3)
+    letters = dead_letters(bus, runtime, f"r-{uid}", 3)
     assert [letter.compensation for letter in letters] == ["ok"] * 3
     assert stand_in.vouchers == {}  # each voucher was cancelled when its message died
     assert dlq.replay(bus.broker, f"r-{uid}", replay_all=True, route_model=runtime.project.routes[f"r-{uid}"],
@@ -82,7 +55,7 @@ def test_replaying_a_dead_letter_whose_voucher_was_not_undone_keeps_its_key(bus,
     stand_in.fail_next("/entries", 400)
     stand_in.fail_next("/vouchers/OA-K-1", 400)  # the cancel fails: the voucher stays
     bus.send(f"in-{uid}", "x", claim("K-1"), message_id=f"K-{uid}")
-    [letter] = dead_letters(bus, runtime, uid, 1)
+    [letter] = dead_letters(bus, runtime, f"r-{uid}", 1)
     assert letter.compensation.startswith("failed")
     dlq.replay(bus.broker, f"r-{uid}", ids=[f"K-{uid}"], route_model=runtime.project.routes[f"r-{uid}"],
                seal=runtime.seal)
@@ -102,7 +75,7 @@ def test_a_string_key_and_an_integer_key_name_two_messages(bus, run_routes, uid)
     outputs = bus.wait_for(f"seen-{uid}", 4)
     assert sorted(out.body for out in outputs) == sorted([b'{"ref":1}', b'{"ref":"1"}', b'{"ref":"True"}',
                                                          b'{"ref":"[]"}'])
-    letters = dead_letters(bus, runtime, uid, 2)
+    letters = dead_letters(bus, runtime, f"r-{uid}", 2)
     assert sorted(letter.reason for letter in letters) == [
         "the idempotency key ref is a boolean (True): it must be a string or an integer",
         "the idempotency key ref is a list ([]): it must be a string or an integer"]
@@ -140,6 +113,6 @@ def test_a_body_over_the_routes_max_body_is_dead_lettered_unread_with_its_size(b
     bus.send(f"in-{uid}", "x", big)
     bus.send(f"in-{uid}", "x", b'{"small": 1}')
     assert [out.body for out in bus.wait_for(f"seen-{uid}", 1)] == [b'{"small":1}']
-    [letter] = dead_letters(bus, runtime, uid, 1)
+    [letter] = dead_letters(bus, runtime, f"r-{uid}", 1)
     assert (letter.error_class, letter.step, letter.body) == ("too_large", "receive", big)
     assert letter.reason == "the body is 2,011 bytes, over the route's limit of 1,024 (max_body)"
