@@ -15,7 +15,8 @@ from rich.text import Text
 
 from esb.runtime import dlq as engine
 from esb.runtime import names
-from esb.runtime.connect import connected, mask_url
+from esb.runtime.connect import connected
+from esb.runtime.urls import mask_url
 
 REASON_WIDTH = 60
 

@@ -10,8 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from esb.cli.dlq import broker_option, resolve_broker
-from esb.runtime.connect import connected, mask_url
+from esb.runtime.connect import connected
 from esb.runtime.status import status as route_statuses
+from esb.runtime.urls import mask_url
 
 
 @click.command()

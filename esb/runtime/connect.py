@@ -1,14 +1,11 @@
-"""The one place a broker URL becomes a broker, and the one place a URL's password is masked."""
+"""The one place a broker URL becomes a broker."""
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from esb.runtime.broker import Broker
-
-MASK = "***"
 
 
 def make_broker(url: str, heartbeat: int = 30, connect_timeout: float = 15.0) -> Broker:
@@ -31,21 +28,3 @@ def connected(url: str, connect_timeout: float = 5.0) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, fit to print and log."""
-    scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, host = netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.partition(':')[0]}:{MASK}@{host}{slash}{path}"
-
-
-def without_password(text: str, url: str) -> str:
-    """`text` (e.g. a driver's error) with the password of `url` masked wherever it appears."""
-    password = urllib.parse.urlsplit(url).password
-    if not password:
-        return text
-    return text.replace(password, MASK).replace(urllib.parse.unquote(password), MASK)

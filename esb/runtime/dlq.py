@@ -21,9 +21,9 @@ from typing import Any
 from esb.errors import EsbError
 from esb.runtime import names
 from esb.runtime.broker import Broker, Delivery, Outgoing, confirmed_publish
-from esb.runtime.connect import mask_url
 from esb.runtime.envelope import message_id_of, user_headers, wire_headers
 from esb.runtime.state import RetryState, Seal, read_generations, state_headers
+from esb.runtime.urls import mask_url
 
 Progress = Callable[[int, int], None]
 CONFIRM_TIMEOUT = 30.0

@@ -24,7 +24,7 @@ import structlog
 
 from esb.errors import TransientError, unroutable
 from esb.runtime.broker import Confirmation, Delivery, OnDelivery, Outgoing, QueueSpec, Topology
-from esb.runtime.connect import mask_url, without_password
+from esb.runtime.urls import mask_url, without_password
 
 log = structlog.get_logger("esb.broker")
 POLL = 0.005

@@ -19,8 +19,9 @@ from pathlib import Path
 import structlog
 
 from esb.loading.project import load_project
-from esb.runtime.connect import make_broker, mask_url
+from esb.runtime.connect import make_broker
 from esb.runtime.runtime import Runtime, open_store_for
+from esb.runtime.urls import mask_url
 
 log = structlog.get_logger("esb.supervisor")
 RESTART_DELAY = 1.0      # before the first restart of a worker; doubled each time it dies young

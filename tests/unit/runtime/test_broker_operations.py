@@ -13,8 +13,9 @@ import pytest
 
 from esb.errors import NotConfirmed, TransientError, Unroutable
 from esb.runtime.broker import Binding, Confirmation, Outgoing, QueueSpec, Topology, confirmed_publish
-from esb.runtime.connect import connected, make_broker, mask_url
+from esb.runtime.connect import connected, make_broker
 from esb.runtime.state import Seal
+from esb.runtime.urls import mask_url
 
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
