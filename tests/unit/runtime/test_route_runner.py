@@ -51,12 +51,13 @@ class Ledger:
     def __init__(self):
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[str, list[Exception]] = {}
+        self.grow = 0  # characters of padding in each answer
 
     def call(self, operation, message, *, idempotency_key):
         self.calls.append((operation, idempotency_key))
         if self.fail.get(operation):
             raise self.fail[operation].pop(0)
-        return message.with_body({"ok": operation})
+        return message.with_body({"ok": operation, **({"pad": "p" * self.grow} if self.grow else {})})
 
     def operations(self) -> list[str]:
         return [operation for operation, _ in self.calls]
@@ -244,3 +245,14 @@ def test_a_retried_message_whose_seal_was_broken_runs_from_its_first_step(bench)
     b.out.wait_for(1)
     assert tampered and b.ledger.operations() == ["check", "post", "check", "post"]
     assert len(b.recorder.named("on_forged_state")) == 1
+
+
+def test_a_retried_message_that_grew_past_max_body_in_its_steps_still_resumes(bench):
+    b = bench(max_body_bytes=120)
+    b.ledger.fail["post"] = [TransientError("503 Service Unavailable")]
+    b.ledger.grow = 200  # the ledger's answer to `check` makes the body larger than max_body
+    b.runner.start()
+    b.send({"claim_id": "C-1", "note": "x" * 40})  # under the limit as sent
+    out = b.out.wait_for(1)
+    assert b.dead.received == [] and len(out) == 1
+    assert b.ledger.operations() == ["check", "post", "post"]
