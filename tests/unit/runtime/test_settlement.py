@@ -172,3 +172,13 @@ def test_ack_and_skip_call_their_hooks_with_the_facts(timer):
     assert recorder.named("on_skip") == [{"reason": "done"}]
     assert recorder.named("after_message") == [{"outcome": "acked"}, {"outcome": "skipped"}]
     assert settled == [1, 1]
+
+
+@pytest.mark.parametrize("second", ["retry", "dead_letter"])
+def test_settling_a_settled_delivery_again_publishes_nothing(timer, second):
+    settler, broker, store, *_ = setup(timer)
+    a = attempt()
+    settler.ack(a)
+    with pytest.raises(SettledTwice):
+        retry(settler, a) if second == "retry" else dead_letter(settler, a)
+    assert broker.kinds() == ["ack"] and store.calls == []
