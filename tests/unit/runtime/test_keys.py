@@ -35,7 +35,7 @@ def test_an_empty_key_is_a_permanent_error():
 
 def test_a_key_longer_than_the_limit_is_a_permanent_error():
     with pytest.raises(PermanentError, match=f"longer than {MAX_KEY}"):
-        store_key("x" * MAX_KEY, "key claim_id")
+        store_key("x" * (MAX_KEY + 1), "key claim_id")
 
 
 def test_an_effect_of_the_first_generation_has_no_suffix():
@@ -45,3 +45,8 @@ def test_an_effect_of_the_first_generation_has_no_suffix():
 def test_an_effect_of_a_later_generation_has_a_new_key():
     assert effect_key("m-1", "create-voucher", 2) == "m-1:create-voucher:g2"
     assert effect_key("m-1", "create-voucher", 3) == "m-1:create-voucher:g3"
+
+
+def test_a_key_of_exactly_the_limit_is_accepted():
+    assert store_key("x" * MAX_KEY, "key claim_id") == "s:" + "x" * MAX_KEY
+    assert store_key(10 ** (MAX_KEY - 1), "key claim_id").startswith("i:1")
