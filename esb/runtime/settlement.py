@@ -126,7 +126,7 @@ class Settler:
             self._given_back[message_id] = count
             while len(self._given_back) > _REMEMBERED:
                 self._given_back.popitem(last=False)
-        return min(FIRST_PAUSE * 2 ** (count - 1), MAX_PAUSE)
+        return min(FIRST_PAUSE * 2 ** min(count - 1, 30), MAX_PAUSE)  # 2**1024 is no float: capped
 
 
 def confirm(outputs: list[tuple[str, Confirmation]], timeout: float = CONFIRM_TIMEOUT) -> None:

@@ -182,3 +182,11 @@ def test_settling_a_settled_delivery_again_publishes_nothing(timer, second):
     with pytest.raises(SettledTwice):
         retry(settler, a) if second == "retry" else dead_letter(settler, a)
     assert broker.kinds() == ["ack"] and store.calls == []
+
+
+def test_a_message_given_back_more_than_a_thousand_times_is_still_requeued_after_the_longest_pause(timer):
+    settler, _, _, recorder, _ = setup(timer)  # e.g. the store was down for a day
+    for _ in range(1100):
+        settler.give_back(attempt("m-1"), TransientError("store down"))
+    assert recorder.named("on_give_back")[-1]["pause"] == settlement.MAX_PAUSE
+    assert [f["outcome"] for f in recorder.named("after_message")] == ["given_back"] * 1100
