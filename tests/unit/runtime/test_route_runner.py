@@ -35,6 +35,13 @@ steps:
   - label: tell
     publish: {{exchange: out-{uid}, routing_key: done}}
 """
+PURE_ROUTE = """\
+name: r-{uid}
+source: {{exchange: in-{uid}, binding_key: "#"}}
+steps:
+  - json_to_xml: {{root: Claim}}
+  - publish: {{exchange: out-{uid}, routing_key: done}}
+"""
 LEDGER = """\
 name: ledger
 kind: rest
@@ -100,10 +107,10 @@ class Tag:
 
 
 class Bench:
-    def __init__(self, tmp_path, uid, **runner_options):
+    def __init__(self, tmp_path, uid, route=ROUTE, **runner_options):
         self.uid = uid
         root = tmp_path
-        for name, text in {"adapters/ledger.yaml": LEDGER, "routes/r.yaml": ROUTE.format(uid=uid)}.items():
+        for name, text in {"adapters/ledger.yaml": LEDGER, "routes/r.yaml": route.format(uid=uid)}.items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_text(textwrap.dedent(text))
         project = load_project(root, {})
@@ -138,8 +145,8 @@ class Bench:
 def bench(tmp_path):
     made = []
 
-    def make(**runner_options) -> Bench:
-        made.append(Bench(tmp_path, uuid.uuid4().hex[:8], **runner_options))
+    def make(route=ROUTE, **runner_options) -> Bench:
+        made.append(Bench(tmp_path, uuid.uuid4().hex[:8], route, **runner_options))
         return made[-1]
     yield make
     for b in made:
@@ -256,3 +263,21 @@ def test_a_retried_message_that_grew_past_max_body_in_its_steps_still_resumes(be
     out = b.out.wait_for(1)
     assert b.dead.received == [] and len(out) == 1
     assert b.ledger.operations() == ["check", "post", "post"]
+
+
+def test_a_pure_route_run_on_the_brokers_thread_drops_forged_state_too(bench):
+    b = bench(PURE_ROUTE)
+    assert b.runner.inline
+    b.runner.start()
+    b.send({"claim_id": "C-1"}, {names.ATTEMPT: 2, names.RESUME_STEP: 1})
+    out = b.out.wait_for(1)
+    assert len(out) == 1 and b"<claim_id>C-1</claim_id>" in out[0].body  # the conversion at step 0 ran
+    assert b.recorder.named("on_forged_state") == [{"headers": [names.ATTEMPT, names.RESUME_STEP]}]
+
+
+def test_a_pure_route_dead_letters_a_body_over_max_body_off_the_brokers_thread(bench):
+    b = bench(PURE_ROUTE, max_body_bytes=32)
+    b.runner.start()
+    b.send({"claim_id": "C-1", "note": "x" * 40})
+    letters = b.dead.wait_for(1)
+    assert [d.headers[names.DLQ_ERROR_CLASS] for d in letters] == ["too_large"] and b.out.received == []
