@@ -10,7 +10,7 @@ import uuid
 import pytest
 from runtime_fakes import Recorder
 
-from esb.errors import TransientError
+from esb.errors import PermanentError, TransientError
 from esb.loading.project import load_project
 from esb.runtime import names
 from esb.runtime.broker import Binding, Delivery, Outgoing, QueueSpec, Topology
@@ -20,6 +20,7 @@ from esb.runtime.middleware import Hooks
 from esb.runtime.runtime import project_topology
 from esb.runtime.state import Seal
 from esb.runtime.worker import RouteRunner
+from esb.store import SqliteStore
 
 SEAL = Seal(b"k" * 32)
 ROUTE = """\
@@ -49,6 +50,20 @@ base_url: http://127.0.0.1:9
 operations:
   check: {method: POST, path: /check}
   post: {method: POST, path: /post}
+  undo: {method: DELETE, path: /check}
+"""
+SAGA_ROUTE = """\
+name: r-{uid}
+source: {{exchange: in-{uid}, binding_key: "#"}}
+idempotency: {{key: claim_id}}
+retry: {{attempts: 1, in_process: 0}}
+steps:
+  - label: check
+    to: {{adapter: ledger, operation: check, into: checked, compensate: {{operation: undo}}}}
+  - label: post
+    to: {{adapter: ledger, operation: post, into: posted}}
+  - label: tell
+    publish: {{exchange: out-{uid}, routing_key: done}}
 """
 
 
@@ -281,3 +296,21 @@ def test_a_pure_route_dead_letters_a_body_over_max_body_off_the_brokers_thread(b
     b.send({"claim_id": "C-1", "note": "x" * 40})
     letters = b.dead.wait_for(1)
     assert [d.headers[names.DLQ_ERROR_CLASS] for d in letters] == ["too_large"] and b.out.received == []
+
+
+def test_a_compensated_effect_sent_again_goes_under_a_new_key(bench, tmp_path):
+    store = SqliteStore(tmp_path / "idem.sqlite3")
+    b = bench(SAGA_ROUTE, store=store)
+    b.ledger.fail["post"] = [PermanentError("400 Bad Request")]
+    b.runner.start()
+    b.send({"claim_id": "C-1"})
+    letters = b.dead.wait_for(1)
+    assert letters[0].headers[names.DLQ_COMPENSATION] == "ok"
+    b.send({"claim_id": "C-1"}, message_id="m-1")  # replayed as it came
+    b.out.wait_for(1)
+    b.runner.drain(5)  # the replay's `done` is written before its ack
+    assert b.ledger.calls == [("check", "m-1:check"), ("post", "m-1:post"), ("undo", "m-1:check:compensate"),
+                              ("check", "m-1:check:g2"), ("post", "m-1:post")]
+    assert store.get(b.route.name, "s:C-1").state == "done"
+    assert [f["outcome"] for f in b.recorder.named("after_message")] == ["dead_lettered", "acked"]
+    store.close()
