@@ -287,12 +287,11 @@ class RouteRunner:
         return after_step
 
     def _record_step(self, attempt: Attempt, index: int, step: Step, message: Message) -> None:
-        from esb.runtime.envelope import encode_body
+        from esb.runtime.envelope import stored_body
         from esb.store import StepRecord
         confirm(attempt.outputs)  # a recorded publish must really have been sent
         new = [c for c in attempt.compensations if c["step"] == step.label]
-        state = {"body": encode_body(message.body, message.content_type).decode("utf-8"),
-                 "content_type": message.content_type, "headers": dict(message.headers)}
+        state = {**stored_body(message), "headers": dict(message.headers)}
         self.store.record_step(self.route.name, attempt.key, attempt.owner,
                                StepRecord(index, step.label, state, new[-1] if new else None))
 

@@ -43,6 +43,18 @@ steps:
   - json_to_xml: {{root: Claim}}
   - publish: {{exchange: out-{uid}, routing_key: done}}
 """
+BINARY_ROUTE = """\
+name: r-{uid}
+source: {{exchange: in-{uid}, binding_key: "#"}}
+idempotency: {{header: x-ref}}
+steps:
+  - label: check
+    to: {{adapter: ledger, operation: check, compensate: {{operation: undo}}}}
+  - label: post
+    to: {{adapter: ledger, operation: post}}
+  - label: tell
+    publish: {{exchange: out-{uid}, routing_key: done}}
+"""
 LEDGER = """\
 name: ledger
 kind: rest
@@ -79,6 +91,8 @@ class Ledger:
         self.calls.append((operation, idempotency_key))
         if self.fail.get(operation):
             raise self.fail[operation].pop(0)
+        if not message.is_json:
+            return message
         return message.with_body({"ok": operation, **({"pad": "p" * self.grow} if self.grow else {})})
 
     def operations(self) -> list[str]:
@@ -141,10 +155,10 @@ class Bench:
         self.out = Collector(self.broker, f"seen-{uid}")
         self.dead = Collector(self.broker, names.dead_letter_queue(self.route.name))
 
-    def send(self, body: dict | bytes, headers: dict | None = None, message_id: str = "m-1") -> None:
+    def send(self, body: dict | bytes, headers: dict | None = None, message_id: str = "m-1",
+             content_type: str = "application/json") -> None:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.broker.publish(f"in-{self.uid}", "x", Outgoing(raw, "application/json", headers or {}, message_id)
-                            ).result(5)
+        self.broker.publish(f"in-{self.uid}", "x", Outgoing(raw, content_type, headers or {}, message_id)).result(5)
 
     def redelivered(self, body: dict, message_id: str = "m-1") -> tuple[Delivery, Tag]:
         tag = Tag()
@@ -313,4 +327,36 @@ def test_a_compensated_effect_sent_again_goes_under_a_new_key(bench, tmp_path):
                               ("check", "m-1:check:g2"), ("post", "m-1:post")]
     assert store.get(b.route.name, "s:C-1").state == "done"
     assert [f["outcome"] for f in b.recorder.named("after_message")] == ["dead_lettered", "acked"]
+    store.close()
+
+
+PDF = b"%PDF-1.7\n\xff\xfe\x00\x93 not UTF-8"
+
+
+def test_a_binary_body_is_recorded_between_steps_and_published_once(bench, tmp_path):
+    store = SqliteStore(tmp_path / "idem.sqlite3")
+    b = bench(BINARY_ROUTE, store=store)
+    b.runner.start()
+    b.send(PDF, {"x-ref": "R-1"}, content_type="application/pdf")
+    out = b.out.wait_for(1)
+    b.runner.drain(5)
+    assert [d.body for d in out] == [PDF] and b.ledger.operations() == ["check", "post"]
+    assert store.get(b.route.name, "s:R-1").state == "done"
+    store.close()
+
+
+def test_a_binary_body_is_compensated_with_its_bytes_intact(bench, tmp_path):
+    store = SqliteStore(tmp_path / "idem.sqlite3")
+    b = bench(BINARY_ROUTE, store=store)
+    b.ledger.fail["post"] = [PermanentError("422 Unprocessable Entity")]
+    bodies = []
+    call = b.ledger.call
+    b.ledger.call = lambda operation, message, **kw: (bodies.append((operation, message.body)),
+                                                      call(operation, message, **kw))[1]
+    b.runner.start()
+    b.send(PDF, {"x-ref": "R-1"}, content_type="application/pdf")
+    letters = b.dead.wait_for(1)
+    b.runner.drain(5)
+    assert letters[0].headers[names.DLQ_COMPENSATION] == "ok" and letters[0].body == PDF
+    assert bodies == [("check", PDF), ("post", PDF), ("undo", PDF)]
     store.close()
