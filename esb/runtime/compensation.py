@@ -7,7 +7,7 @@ from typing import Any
 
 from esb.message import Message
 from esb.runtime.attempt import Attempt
-from esb.runtime.envelope import decode_body, encode_body
+from esb.runtime.envelope import body_of, stored_body
 from esb.runtime.middleware import Hooks, short
 
 
@@ -15,8 +15,7 @@ def record(step, message: Message, key: str) -> dict:
     """What undoing `step` will need: the adapter, the operation, the message as the step left it,
     and the key its effect was made under."""
     return {"step": step.label, "adapter": step.adapter, "operation": step.compensate, "key": key,
-            "body": encode_body(message.body, message.content_type).decode("utf-8", "replace"),
-            "content_type": message.content_type, "message_id": message.message_id}
+            **stored_body(message), "message_id": message.message_id}
 
 
 def compensate(attempt: Attempt, adapters: Callable[[str], Any], retrying, hooks: Hooks) -> tuple[str, dict]:
@@ -28,8 +27,7 @@ def compensate(attempt: Attempt, adapters: Callable[[str], Any], retrying, hooks
         return "none", generations
     failures = []
     for entry in reversed(attempt.compensations):
-        message = Message(decode_body(entry["body"].encode("utf-8"), entry["content_type"]),
-                          entry["content_type"], {}, entry["message_id"])
+        message = Message(body_of(entry), entry["content_type"], {}, entry["message_id"])
         key = entry.get("key") or f"{entry['message_id']}:{entry['step']}"
         try:
             retrying(adapters(entry["adapter"]).call, entry["operation"], message,

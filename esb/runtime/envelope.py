@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 from collections.abc import Mapping
 from decimal import Decimal
@@ -50,6 +51,23 @@ def encode_body(body: Any, content_type: str) -> bytes:
     if isinstance(body, (bytes, bytearray)):
         return bytes(body)
     raise TransformError(f"a {content_type} body must be text or bytes, not {type(body).__name__}")
+
+
+def stored_body(message: Message) -> dict:
+    """The body as JSON text for the store and compensation records: a binary body (not UTF-8
+    text) in base64, so that it comes back byte for byte."""
+    raw = encode_body(message.body, message.content_type)
+    if message.content_type == BINARY:
+        return {"body": base64.b64encode(raw).decode("ascii"), "encoding": "base64",
+                "content_type": message.content_type}
+    return {"body": raw.decode("utf-8"), "content_type": message.content_type}
+
+
+def body_of(stored: Mapping[str, Any]) -> Any:
+    """The body a `stored_body` dict holds."""
+    text = stored["body"]
+    raw = base64.b64decode(text) if stored.get("encoding") == "base64" else text.encode("utf-8")
+    return decode_body(raw, stored["content_type"])
 
 
 # Headers RabbitMQ adds itself when it dead-letters (our retry tiers) or counts deliveries.

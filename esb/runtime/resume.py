@@ -15,7 +15,7 @@ import threading
 
 from esb.message import Message
 from esb.runtime.attempt import Attempt
-from esb.runtime.envelope import decode_body
+from esb.runtime.envelope import body_of
 
 DEFAULT_DELIVERY_LIMIT = 3
 
@@ -25,7 +25,7 @@ def resume_point(progress, message: Message, attempt: Attempt) -> tuple[int, Mes
     resume point a retried message carries."""
     last = progress[-1]
     state = last.state
-    body = decode_body(state["body"].encode("utf-8"), state["content_type"])
+    body = body_of(state)
     attempt.compensations = [r.compensation for r in progress if r.compensation]
     return last.index + 1, Message(body, state["content_type"], state.get("headers", {}), message.message_id)
 

@@ -55,6 +55,7 @@ class Settler:
     def retry(self, attempt: Attempt, queue: str, state_message: Outgoing, *, reason: str, delay_ms: int,
               next_attempt: int, resume_step: int) -> None:
         """Publish the sealed retry state to a delay tier; once confirmed, release the claim and ack."""
+        self._unsettled(attempt)  # before publishing: a second settle must not send a second copy
         confirm([("retry", self.broker.publish("", queue, state_message))])
         self._release(attempt)
         self._claim(attempt)
@@ -66,6 +67,7 @@ class Settler:
     def dead_letter(self, attempt: Attempt, queue: str, letter: Outgoing, generations: dict, *, step: str,
                     error_class: str, compensation: str, reason: str) -> None:
         """Publish the dead letter; once confirmed, mark the key dead (with its generations) and ack."""
+        self._unsettled(attempt)
         confirm([("dead-letter", self.broker.publish("", queue, letter))])
         if attempt.claimed:  # before the ack: if the store fails, the delivery is given back, not lost
             self.store.mark_dead(self.route, attempt.key, attempt.owner, generations=generations)
@@ -95,9 +97,12 @@ class Settler:
     # -- bookkeeping ----------------------------------------------------------------------------
 
     def _claim(self, attempt: Attempt) -> None:
+        self._unsettled(attempt)
+        attempt.settled = True
+
+    def _unsettled(self, attempt: Attempt) -> None:
         if attempt.settled:
             raise SettledTwice(f"message {attempt.message_id} of route {self.route} was settled already")
-        attempt.settled = True
 
     def _end(self, attempt: Attempt, outcome: str) -> None:
         if outcome != "given_back" and self._given_back:
@@ -121,7 +126,7 @@ class Settler:
             self._given_back[message_id] = count
             while len(self._given_back) > _REMEMBERED:
                 self._given_back.popitem(last=False)
-        return min(FIRST_PAUSE * 2 ** (count - 1), MAX_PAUSE)
+        return min(FIRST_PAUSE * 2 ** min(count - 1, 30), MAX_PAUSE)  # 2**1024 is no float: capped
 
 
 def confirm(outputs: list[tuple[str, Confirmation]], timeout: float = CONFIRM_TIMEOUT) -> None:

@@ -169,7 +169,9 @@ class RouteRunner:
                 dropped = [h for h in delivery.headers if str(h).startswith(names.HEADER_PREFIX)]
                 self.hooks.on_forged_state(attempt, headers=dropped)
         attempt.generations = dict(attempt.state.generations)
-        if too_large := body_too_large(len(delivery.body), self.max_body_bytes):
+        # A sealed retry copy carries the body as its steps left it, which may have grown past
+        # max_body: the limit is for what a source sends, and its body passed on the first delivery.
+        if attempt.state.is_first and (too_large := body_too_large(len(delivery.body), self.max_body_bytes)):
             error = PermanentError(too_large, step="receive")
             error.error_class = "too_large"
             return self._later(inline, attempt, lambda: self._dead_letter(attempt, error, "receive", 0, None))
@@ -285,12 +287,11 @@ class RouteRunner:
         return after_step
 
     def _record_step(self, attempt: Attempt, index: int, step: Step, message: Message) -> None:
-        from esb.runtime.envelope import encode_body
+        from esb.runtime.envelope import stored_body
         from esb.store import StepRecord
         confirm(attempt.outputs)  # a recorded publish must really have been sent
         new = [c for c in attempt.compensations if c["step"] == step.label]
-        state = {"body": encode_body(message.body, message.content_type).decode("utf-8"),
-                 "content_type": message.content_type, "headers": dict(message.headers)}
+        state = {**stored_body(message), "headers": dict(message.headers)}
         self.store.record_step(self.route.name, attempt.key, attempt.owner,
                                StepRecord(index, step.label, state, new[-1] if new else None))
 

@@ -1,0 +1,362 @@
+"""RouteRunner on the embedded broker (memory://): forged state, the delivery limit, size, resumed retries."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import threading
+import uuid
+
+import pytest
+from runtime_fakes import Recorder
+
+from esb.errors import PermanentError, TransientError
+from esb.loading.project import load_project
+from esb.runtime import names
+from esb.runtime.broker import Binding, Delivery, Outgoing, QueueSpec, Topology
+from esb.runtime.connect import make_broker
+from esb.runtime.kombu_broker import KombuBroker
+from esb.runtime.middleware import Hooks
+from esb.runtime.runtime import project_topology
+from esb.runtime.state import Seal
+from esb.runtime.worker import RouteRunner
+from esb.store import SqliteStore
+
+SEAL = Seal(b"k" * 32)
+ROUTE = """\
+name: r-{uid}
+source: {{exchange: in-{uid}, binding_key: "#"}}
+concurrency: 2
+retry: {{attempts: 3, in_process: 0, backoff: {{initial: 100ms, multiplier: 1, max: 100ms}}}}
+steps:
+  - label: check
+    to: {{adapter: ledger, operation: check, into: checked}}
+  - label: post
+    to: {{adapter: ledger, operation: post, into: posted}}
+  - label: tell
+    publish: {{exchange: out-{uid}, routing_key: done}}
+"""
+PURE_ROUTE = """\
+name: r-{uid}
+source: {{exchange: in-{uid}, binding_key: "#"}}
+steps:
+  - json_to_xml: {{root: Claim}}
+  - publish: {{exchange: out-{uid}, routing_key: done}}
+"""
+BINARY_ROUTE = """\
+name: r-{uid}
+source: {{exchange: in-{uid}, binding_key: "#"}}
+idempotency: {{header: x-ref}}
+steps:
+  - label: check
+    to: {{adapter: ledger, operation: check, compensate: {{operation: undo}}}}
+  - label: post
+    to: {{adapter: ledger, operation: post}}
+  - label: tell
+    publish: {{exchange: out-{uid}, routing_key: done}}
+"""
+LEDGER = """\
+name: ledger
+kind: rest
+base_url: http://127.0.0.1:9
+operations:
+  check: {method: POST, path: /check}
+  post: {method: POST, path: /post}
+  undo: {method: DELETE, path: /check}
+"""
+SAGA_ROUTE = """\
+name: r-{uid}
+source: {{exchange: in-{uid}, binding_key: "#"}}
+idempotency: {{key: claim_id}}
+retry: {{attempts: 1, in_process: 0}}
+steps:
+  - label: check
+    to: {{adapter: ledger, operation: check, into: checked, compensate: {{operation: undo}}}}
+  - label: post
+    to: {{adapter: ledger, operation: post, into: posted}}
+  - label: tell
+    publish: {{exchange: out-{uid}, routing_key: done}}
+"""
+
+
+class Ledger:
+    """The route's adapter: records each call; `fail` holds errors the next calls of an operation raise."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str]] = []
+        self.fail: dict[str, list[Exception]] = {}
+        self.grow = 0  # characters of padding in each answer
+
+    def call(self, operation, message, *, idempotency_key):
+        self.calls.append((operation, idempotency_key))
+        if self.fail.get(operation):
+            raise self.fail[operation].pop(0)
+        if not message.is_json:
+            return message
+        return message.with_body({"ok": operation, **({"pad": "p" * self.grow} if self.grow else {})})
+
+    def operations(self) -> list[str]:
+        return [operation for operation, _ in self.calls]
+
+
+class Collector:
+    """Consumes a queue on the broker and keeps what arrives."""
+
+    def __init__(self, broker, queue):
+        self.received: list[Delivery] = []
+        self.arrived = threading.Condition()
+
+        def collect(delivery):
+            with self.arrived:
+                self.received.append(delivery)
+                self.arrived.notify_all()
+            broker.ack(delivery)
+        broker.consume(queue, 10, collect)
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Delivery]:
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
+            return list(self.received)
+
+
+class Tag:
+    """What a delivery built by hand acks or rejects with (a real one carries kombu's message)."""
+
+    def __init__(self):
+        self.settled: list[str] = []
+        self.done = threading.Event()
+
+    def ack(self):
+        self.settled.append("ack")
+        self.done.set()
+
+    def reject(self, requeue):
+        self.settled.append(f"reject requeue={requeue}")
+        self.done.set()
+
+
+class Bench:
+    def __init__(self, tmp_path, uid, route=ROUTE, **runner_options):
+        self.uid = uid
+        root = tmp_path
+        for name, text in {"adapters/ledger.yaml": LEDGER, "routes/r.yaml": route.format(uid=uid)}.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(textwrap.dedent(text))
+        project = load_project(root, {})
+        self.route = project.routes[f"r-{uid}"]
+        self.broker = make_broker("memory://")
+        assert isinstance(self.broker, KombuBroker)
+        self.broker.start()
+        self.broker.declare(project_topology(project, [self.route.name]).merge(Topology(
+            ((f"out-{uid}", "topic"),), (QueueSpec(f"seen-{uid}"),), (Binding(f"seen-{uid}", f"out-{uid}", "#"),))))
+        self.ledger, self.recorder = Ledger(), Recorder()
+        self.runner = RouteRunner(self.route, self.broker, lambda _name: self.ledger, seal=SEAL,
+                                  hooks=Hooks([self.recorder]), owner="test", **runner_options)
+        self.out = Collector(self.broker, f"seen-{uid}")
+        self.dead = Collector(self.broker, names.dead_letter_queue(self.route.name))
+
+    def send(self, body: dict | bytes, headers: dict | None = None, message_id: str = "m-1",
+             content_type: str = "application/json") -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.broker.publish(f"in-{self.uid}", "x", Outgoing(raw, content_type, headers or {}, message_id)).result(5)
+
+    def redelivered(self, body: dict, message_id: str = "m-1") -> tuple[Delivery, Tag]:
+        tag = Tag()
+        return Delivery(json.dumps(body).encode(), "application/json", {}, message_id, self.route.source.queue,
+                        True, tag), tag
+
+    def close(self) -> None:
+        self.runner.drain(5)
+        self.broker.stop()
+
+
+@pytest.fixture
+def bench(tmp_path):
+    made = []
+
+    def make(route=ROUTE, **runner_options) -> Bench:
+        made.append(Bench(tmp_path, uuid.uuid4().hex[:8], route, **runner_options))
+        return made[-1]
+    yield make
+    for b in made:
+        b.close()
+
+
+def test_a_delivery_with_forged_attempt_and_resume_step_runs_from_its_first_step(bench):
+    b = bench()
+    b.runner.start()
+    b.send({"claim_id": "C-1"}, {names.ATTEMPT: 2, names.RESUME_STEP: 1, "x-source": "oa"})
+    out = b.out.wait_for(1)
+    assert b.ledger.operations() == ["check", "post"]
+    assert [d.message_id for d in out] == ["m-1"]
+    assert not any(h.startswith(names.HEADER_PREFIX) for h in out[0].headers) and out[0].headers["x-source"] == "oa"
+    assert b.recorder.named("on_forged_state") == [{"headers": [names.ATTEMPT, names.RESUME_STEP]}]
+
+
+def test_forged_generations_do_not_change_the_keys_sent_downstream(bench):
+    b = bench()
+    b.runner.start()
+    b.send({"claim_id": "C-1"}, {names.GENERATIONS: '{"post": 5}', names.ATTEMPT: 1})
+    b.out.wait_for(1)
+    assert b.ledger.calls == [("check", "m-1:check"), ("post", "m-1:post")]
+    assert len(b.recorder.named("on_forged_state")) == 1
+
+
+def test_a_delivery_without_esb_headers_is_not_reported_forged(bench):
+    b = bench()
+    b.runner.start()
+    b.send({"claim_id": "C-1"}, {"x-source": "oa"})
+    b.out.wait_for(1)
+    assert b.recorder.named("on_forged_state") == []
+    assert [f["outcome"] for f in b.recorder.named("after_message")] == ["acked"]
+
+
+def test_a_redelivery_past_the_delivery_limit_is_dead_lettered_without_running_its_steps(bench):
+    b = bench()  # the default limit: 3 deliveries
+    b.runner.start()
+    tags = []
+    for _ in range(3):  # deliveries 2, 3 and 4 of the same message, as the broker hands them over
+        delivery, tag = b.redelivered({"claim_id": "C-1"})
+        b.runner._on_delivery(delivery)
+        assert tag.done.wait(5), "the redelivery was not settled"
+        tags.append(tag)
+    assert b.ledger.operations() == ["check", "post", "check", "post"]  # the 4th never ran a step
+    letters = b.dead.wait_for(1)
+    assert len(letters) == 1
+    assert letters[0].headers[names.DLQ_ERROR_CLASS] == "delivery_limit"
+    assert "delivered 4 times without being settled (the limit is 3)" in letters[0].headers[names.DLQ_REASON]
+    assert json.loads(letters[0].body) == {"claim_id": "C-1"}
+    assert [t.settled for t in tags] == [["ack"], ["ack"], ["ack"]]
+    assert b.recorder.named("on_dead_letter")[0]["error_class"] == "delivery_limit"
+
+
+def test_a_first_delivery_is_never_counted_against_the_limit(bench):
+    b = bench(delivery_limit=1)
+    b.runner.start()
+    for _ in range(3):  # the same message published three times: three first deliveries
+        b.send({"claim_id": "C-1"}, message_id="m-1")
+    assert len(b.out.wait_for(3)) == 3 and b.dead.received == []
+
+
+def test_a_body_over_max_body_is_dead_lettered_too_large_with_its_bytes_kept(bench):
+    b = bench(max_body_bytes=64)
+    b.runner.start()
+    body = json.dumps({"claim_id": "C-1", "note": "x" * 100}).encode()
+    b.send(body)
+    letters = b.dead.wait_for(1)
+    assert len(letters) == 1 and letters[0].body == body
+    assert letters[0].headers[names.DLQ_ERROR_CLASS] == "too_large"
+    assert letters[0].headers[names.DLQ_STEP] == "receive"
+    assert b.ledger.calls == [] and b.out.received == []
+
+
+def test_a_retried_message_resumes_at_the_failing_step_with_its_sealed_state(bench):
+    b = bench()
+    b.ledger.fail["post"] = [TransientError("503 Service Unavailable")]
+    b.runner.start()
+    b.send({"claim_id": "C-1"})
+    out = b.out.wait_for(1)
+    assert b.ledger.operations() == ["check", "post", "post"]  # check ran once: the retry resumed at post
+    assert json.loads(out[0].body) == {"claim_id": "C-1", "checked": {"ok": "check"}, "posted": {"ok": "post"}}
+    assert [f["resume_step"] for f in b.recorder.named("on_retry")] == [1]
+    assert [f["outcome"] for f in b.recorder.named("after_message")] == ["retried", "acked"]
+    assert b.recorder.named("on_forged_state") == []
+
+
+def test_a_retried_message_whose_seal_was_broken_runs_from_its_first_step(bench):
+    b = bench()
+    b.ledger.fail["post"] = [TransientError("503 Service Unavailable")]
+    tampered = []
+    publish = b.broker.publish
+
+    def tamper(exchange, routing_key, message):
+        if ".retry." in routing_key:  # a publisher rewrites the state on its way back
+            message = Outgoing(message.body, message.content_type, {**message.headers, names.RESUME_STEP: 2},
+                               message.message_id)
+            tampered.append(routing_key)
+        return publish(exchange, routing_key, message)
+    b.broker.publish = tamper
+    b.runner.start()
+    b.send({"claim_id": "C-1"})
+    b.out.wait_for(1)
+    assert tampered and b.ledger.operations() == ["check", "post", "check", "post"]
+    assert len(b.recorder.named("on_forged_state")) == 1
+
+
+def test_a_retried_message_that_grew_past_max_body_in_its_steps_still_resumes(bench):
+    b = bench(max_body_bytes=120)
+    b.ledger.fail["post"] = [TransientError("503 Service Unavailable")]
+    b.ledger.grow = 200  # the ledger's answer to `check` makes the body larger than max_body
+    b.runner.start()
+    b.send({"claim_id": "C-1", "note": "x" * 40})  # under the limit as sent
+    out = b.out.wait_for(1)
+    assert b.dead.received == [] and len(out) == 1
+    assert b.ledger.operations() == ["check", "post", "post"]
+
+
+def test_a_pure_route_run_on_the_brokers_thread_drops_forged_state_too(bench):
+    b = bench(PURE_ROUTE)
+    assert b.runner.inline
+    b.runner.start()
+    b.send({"claim_id": "C-1"}, {names.ATTEMPT: 2, names.RESUME_STEP: 1})
+    out = b.out.wait_for(1)
+    assert len(out) == 1 and b"<claim_id>C-1</claim_id>" in out[0].body  # the conversion at step 0 ran
+    assert b.recorder.named("on_forged_state") == [{"headers": [names.ATTEMPT, names.RESUME_STEP]}]
+
+
+def test_a_pure_route_dead_letters_a_body_over_max_body_off_the_brokers_thread(bench):
+    b = bench(PURE_ROUTE, max_body_bytes=32)
+    b.runner.start()
+    b.send({"claim_id": "C-1", "note": "x" * 40})
+    letters = b.dead.wait_for(1)
+    assert [d.headers[names.DLQ_ERROR_CLASS] for d in letters] == ["too_large"] and b.out.received == []
+
+
+def test_a_compensated_effect_sent_again_goes_under_a_new_key(bench, tmp_path):
+    store = SqliteStore(tmp_path / "idem.sqlite3")
+    b = bench(SAGA_ROUTE, store=store)
+    b.ledger.fail["post"] = [PermanentError("400 Bad Request")]
+    b.runner.start()
+    b.send({"claim_id": "C-1"})
+    letters = b.dead.wait_for(1)
+    assert letters[0].headers[names.DLQ_COMPENSATION] == "ok"
+    b.send({"claim_id": "C-1"}, message_id="m-1")  # replayed as it came
+    b.out.wait_for(1)
+    b.runner.drain(5)  # the replay's `done` is written before its ack
+    assert b.ledger.calls == [("check", "m-1:check"), ("post", "m-1:post"), ("undo", "m-1:check:compensate"),
+                              ("check", "m-1:check:g2"), ("post", "m-1:post")]
+    assert store.get(b.route.name, "s:C-1").state == "done"
+    assert [f["outcome"] for f in b.recorder.named("after_message")] == ["dead_lettered", "acked"]
+    store.close()
+
+
+PDF = b"%PDF-1.7\n\xff\xfe\x00\x93 not UTF-8"
+
+
+def test_a_binary_body_is_recorded_between_steps_and_published_once(bench, tmp_path):
+    store = SqliteStore(tmp_path / "idem.sqlite3")
+    b = bench(BINARY_ROUTE, store=store)
+    b.runner.start()
+    b.send(PDF, {"x-ref": "R-1"}, content_type="application/pdf")
+    out = b.out.wait_for(1)
+    b.runner.drain(5)
+    assert [d.body for d in out] == [PDF] and b.ledger.operations() == ["check", "post"]
+    assert store.get(b.route.name, "s:R-1").state == "done"
+    store.close()
+
+
+def test_a_binary_body_is_compensated_with_its_bytes_intact(bench, tmp_path):
+    store = SqliteStore(tmp_path / "idem.sqlite3")
+    b = bench(BINARY_ROUTE, store=store)
+    b.ledger.fail["post"] = [PermanentError("422 Unprocessable Entity")]
+    bodies = []
+    call = b.ledger.call
+    b.ledger.call = lambda operation, message, **kw: (bodies.append((operation, message.body)),
+                                                      call(operation, message, **kw))[1]
+    b.runner.start()
+    b.send(PDF, {"x-ref": "R-1"}, content_type="application/pdf")
+    letters = b.dead.wait_for(1)
+    b.runner.drain(5)
+    assert letters[0].headers[names.DLQ_COMPENSATION] == "ok" and letters[0].body == PDF
+    assert bodies == [("check", PDF), ("post", PDF), ("undo", PDF)]
+    store.close()
