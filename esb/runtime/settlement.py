@@ -91,8 +91,12 @@ class Settler:
         self._end(attempt, "given_back")
 
     def was_given_back(self, message_id: str) -> bool:
+        return self.times_given_back(message_id) > 0
+
+    def times_given_back(self, message_id: str) -> int:
+        """How often this process gave the message back since it was last settled otherwise."""
         with self._lock:
-            return message_id in self._given_back
+            return self._given_back.get(message_id, 0)
 
     # -- bookkeeping ----------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from esb.transform.expressions import compile_expression
 LEASE_SECONDS = 120.0
 INLINE_MAX_BYTES = 64 * 1024   # larger bodies of a pure route are converted on a lane, not the broker's thread
 PURE_LANES = 2                 # lanes of a route that cannot block: one slow message leaves the other free
+MAX_GIVE_BACKS = 10           # give-backs of one message in a row before it is dead-lettered (if it can be)
 IN_PROCESS_RETRY_AFTER_CAP = 2.0  # a longer Retry-After goes to a delay tier instead of blocking a lane
 
 
@@ -158,7 +159,7 @@ class RouteRunner:
         try:
             self._process(attempt, inline)
         except Exception as exc:  # noqa: BLE001 - never lose the message: give it back
-            self._later(inline, attempt, lambda exc=exc: self.settler.give_back(attempt, exc))
+            self._later(inline, attempt, lambda exc=exc: self._give_back(attempt, exc))
 
     def _process(self, attempt: Attempt, inline: bool) -> None:
         delivery = attempt.delivery
@@ -259,7 +260,22 @@ class RouteRunner:
         try:
             work()
         except Exception as exc:  # noqa: BLE001 - never lose the message
-            self.settler.give_back(attempt, exc)
+            self._give_back(attempt, exc)
+
+    def _give_back(self, attempt: Attempt, error: Exception) -> None:
+        """esb itself failed on this delivery (a lost confirm, the store down, a bug): give it back.
+        A message given back MAX_GIVE_BACKS times in a row is dead-lettered instead, if it can be,
+        so that no delivery cycles forever on a fault that does not pass."""
+        times = self.settler.times_given_back(attempt.message_id)
+        if times >= MAX_GIVE_BACKS and not attempt.settled:
+            unsettled = PermanentError(f"esb could not settle it {times} times in a row; the last time: "
+                                       f"{type(error).__name__}: {error}", step=self._label(attempt.state.resume_step))
+            unsettled.error_class = "unsettled"
+            try:
+                return self._dead_letter(attempt, unsettled, unsettled.step, attempt.state.resume_step, None)
+            except Exception:  # noqa: BLE001 - the dead letter failed too (broker or store down): give it back
+                pass
+        self.settler.give_back(attempt, error)
 
     def _key(self, message: Message) -> str:
         spec = self.route.idempotency
@@ -325,7 +341,7 @@ class RouteRunner:
     def _not_finished(self, failed: list[tuple[Attempt, Exception]]) -> None:
         """The Finisher could not record these done (lease lost, store down): give them back."""
         for attempt, error in failed:
-            self.settler.give_back(attempt, error)
+            self._give_back(attempt, error)
 
     def _after_refusal(self, attempt: Attempt, start: int) -> None:
         try:

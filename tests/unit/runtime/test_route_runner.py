@@ -13,6 +13,7 @@ from runtime_fakes import Recorder
 from esb.errors import PermanentError, TransientError
 from esb.loading.project import load_project
 from esb.runtime import names
+from esb.runtime.attempt import Attempt
 from esb.runtime.broker import Binding, Delivery, Outgoing, QueueSpec, Topology
 from esb.runtime.connect import make_broker
 from esb.runtime.kombu_broker import KombuBroker
@@ -360,3 +361,35 @@ def test_a_binary_body_is_compensated_with_its_bytes_intact(bench, tmp_path):
     assert letters[0].headers[names.DLQ_COMPENSATION] == "ok" and letters[0].body == PDF
     assert bodies == [("check", PDF), ("post", PDF), ("undo", PDF)]
     store.close()
+
+
+def in_flight(runner: RouteRunner) -> None:
+    """Count a hand-made delivery in flight, as _on_delivery does, so that settling it balances."""
+    with runner._idle:
+        runner._inflight += 1
+
+
+def test_a_message_esb_keeps_failing_to_settle_is_dead_lettered_after_ten_give_backs(bench):
+    b = bench()
+    b.runner.start()
+    delivery, tag = b.redelivered({"claim_id": "C-9"}, message_id="u-1")
+    in_flight(b.runner)
+    for _ in range(10):  # as if esb had given it back ten times already (a bug outside any step)
+        b.runner.settler._pause("u-1")
+    b.runner._give_back(Attempt(b.route.name, delivery, "u-1", "test:1"), RuntimeError("a bug outside any step"))
+    [letter] = b.dead.wait_for(1)
+    assert letter.headers[names.DLQ_ERROR_CLASS] == "unsettled"
+    assert "esb could not settle it 10 times in a row" in letter.headers[names.DLQ_REASON]
+    assert "RuntimeError: a bug outside any step" in letter.headers[names.DLQ_REASON]
+    assert tag.done.wait(5) and tag.settled == ["ack"]
+
+
+def test_a_message_given_back_fewer_times_is_given_back_again(bench):
+    b = bench()
+    b.runner.start()
+    delivery, tag = b.redelivered({"claim_id": "C-9"}, message_id="u-2")
+    in_flight(b.runner)
+    b.runner.settler._pause("u-2")
+    b.runner._give_back(Attempt(b.route.name, delivery, "u-2", "test:1"), RuntimeError("a bug"))
+    b.runner.timer.stop()  # runs the pending requeue now instead of after its pause
+    assert tag.done.wait(5) and tag.settled == ["reject requeue=True"]
