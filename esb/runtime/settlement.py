@@ -40,14 +40,14 @@ class Settler:
 
     def ack(self, attempt: Attempt, outputs: int = 0, filtered: bool = False) -> None:
         """Every output confirmed (and, with a store, recorded done): ack. Safe on the broker's thread."""
-        self._claim(attempt)
+        self._mark_settled(attempt)
         self.broker.ack(attempt.delivery)
         self.hooks.on_ack(attempt, outputs=outputs, filtered=filtered)
         self._end(attempt, "acked")
 
     def skip(self, attempt: Attempt, reason: str) -> None:
         """A copy of a message that is done already: ack it, never run it."""
-        self._claim(attempt)
+        self._mark_settled(attempt)
         self.broker.ack(attempt.delivery)
         self.hooks.on_skip(attempt, reason=reason)
         self._end(attempt, "skipped")
@@ -55,10 +55,10 @@ class Settler:
     def retry(self, attempt: Attempt, queue: str, state_message: Outgoing, *, reason: str, delay_ms: int,
               next_attempt: int, resume_step: int) -> None:
         """Publish the sealed retry state to a delay tier; once confirmed, release the claim and ack."""
-        self._unsettled(attempt)  # before publishing: a second settle must not send a second copy
+        self._not_yet_settled(attempt)  # before publishing: a second settle must not send a second copy
         confirm([("retry", self.broker.publish("", queue, state_message))])
         self._release(attempt)
-        self._claim(attempt)
+        self._mark_settled(attempt)
         self.broker.ack(attempt.delivery)
         self.hooks.on_retry(attempt, reason=reason, delay_ms=delay_ms, next_attempt=next_attempt,
                             resume_step=resume_step)
@@ -67,12 +67,12 @@ class Settler:
     def dead_letter(self, attempt: Attempt, queue: str, letter: Outgoing, generations: dict, *, step: str,
                     error_class: str, compensation: str, reason: str) -> None:
         """Publish the dead letter; once confirmed, mark the key dead (with its generations) and ack."""
-        self._unsettled(attempt)
+        self._not_yet_settled(attempt)
         confirm([("dead-letter", self.broker.publish("", queue, letter))])
         if attempt.claimed:  # before the ack: if the store fails, the delivery is given back, not lost
             self.store.mark_dead(self.route, attempt.key, attempt.owner, generations=generations)
             attempt.claimed = False
-        self._claim(attempt)
+        self._mark_settled(attempt)
         self.broker.ack(attempt.delivery)
         self.hooks.on_dead_letter(attempt, step=step, error_class=error_class, compensation=compensation,
                                   reason=reason)
@@ -83,7 +83,7 @@ class Settler:
         holds and requeue it after a pause. Call it off the broker's thread (the store is written)."""
         if attempt.settled:
             return  # e.g. a failure after the ack was already sent: nothing left to give back
-        self._claim(attempt)
+        self._mark_settled(attempt)
         self._release(attempt)
         pause = self._pause(attempt.message_id)
         self.hooks.on_give_back(attempt, error=error, pause=pause)
@@ -100,11 +100,11 @@ class Settler:
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
-    def _claim(self, attempt: Attempt) -> None:
-        self._unsettled(attempt)
+    def _mark_settled(self, attempt: Attempt) -> None:
+        self._not_yet_settled(attempt)
         attempt.settled = True
 
-    def _unsettled(self, attempt: Attempt) -> None:
+    def _not_yet_settled(self, attempt: Attempt) -> None:
         if attempt.settled:
             raise SettledTwice(f"message {attempt.message_id} of route {self.route} was settled already")
 
