@@ -76,13 +76,18 @@ class Worker:
             self.process.wait(30)
 
 
-def consumers(url: str, queue: str) -> int:
-    """Consumers on `queue`; 0 while the worker has not declared it yet."""
+def queue_counts(url: str, queue: str) -> tuple[int, int]:
+    """(messages ready, consumers) of `queue`; (0, 0) while nobody has declared it yet."""
     with pika.BlockingConnection(pika.URLParameters(url)) as connection:
         try:
-            return connection.channel().queue_declare(queue, passive=True).method.consumer_count
+            method = connection.channel().queue_declare(queue, passive=True).method
         except pika.exceptions.ChannelClosedByBroker:
-            return 0
+            return 0, 0
+        return method.message_count, method.consumer_count
+
+
+def consumers(url: str, queue: str) -> int:
+    return queue_counts(url, queue)[1]
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -244,11 +249,7 @@ def poison_project(tmp_path, uid, quorum: bool = False) -> None:
 
 
 def dead_letter_count(url: str, queue: str) -> int:
-    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
-        try:
-            return connection.channel().queue_declare(queue, passive=True).method.message_count
-        except pika.exceptions.ChannelClosedByBroker:
-            return 0
+    return queue_counts(url, queue)[0]
 
 
 @pytest.mark.parametrize("quorum", [False, True], ids=["classic", "quorum"])
