@@ -31,6 +31,3 @@ def letter(attempt: Attempt, error: ProcessingError, step: str | None, index: in
     return Outgoing(body, content_type or "application/octet-stream",
                     seal.sealed(attempt.route, attempt.message_id, body, wired), attempt.message_id)
 
-
-def queue(route: str) -> str:
-    return names.dead_letter_queue(route)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 
 from esb.message import Message
-from esb.runtime import names
 from esb.runtime.attempt import Attempt
 from esb.runtime.broker import Outgoing
 from esb.runtime.envelope import to_outgoing
@@ -52,6 +51,3 @@ def state_message(attempt: Attempt, message: Message, index: int, next_attempt: 
                     seal.sealed(attempt.route, outgoing.message_id, outgoing.body, outgoing.headers),
                     outgoing.message_id)
 
-
-def tier_queue(route: str, delay_ms: int) -> str:
-    return names.retry_queue(route, delay_ms)

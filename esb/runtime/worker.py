@@ -385,14 +385,14 @@ class RouteRunner:
     def _retry(self, attempt: Attempt, message: Message, index: int, next_attempt: int, delay: int, reason: str,
                busy: int = 0) -> None:
         state = retry.state_message(attempt, message, index, next_attempt, self.seal, busy)
-        self.settler.retry(attempt, retry.tier_queue(self.route.name, delay), state, reason=reason, delay_ms=delay,
+        self.settler.retry(attempt, names.retry_queue(self.route.name, delay), state, reason=reason, delay_ms=delay,
                            next_attempt=next_attempt, resume_step=index)
 
     def _dead_letter(self, attempt: Attempt, error: ProcessingError, step: str | None, index: int,
                      message: Message | None) -> None:
         summary, generations = compensation.compensate(attempt, self.adapters, self.retrying, self.hooks)
         letter = deadletter.letter(attempt, error, step, index, message, summary, generations, self.seal)
-        self.settler.dead_letter(attempt, deadletter.queue(self.route.name), letter, generations,
+        self.settler.dead_letter(attempt, names.dead_letter_queue(self.route.name), letter, generations,
                                  step=step or "", error_class=error.error_class, compensation=summary,
                                  reason=str(letter.headers[names.DLQ_REASON]))
 

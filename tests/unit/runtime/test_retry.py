@@ -63,4 +63,4 @@ def test_the_state_message_is_sealed_and_resumes_at_the_failing_step():
     assert list(state.compensations) == attempt.compensations
     assert state.original_body == b'{"claim_id": "C-1"}' and state.original_headers == {"x-trace": "t"}
     assert out.headers["x-trace"] == "t" and b'"receipt"' in out.body
-    assert retry.tier_queue("r", 5000) == "r.retry.5000ms" and names.SEAL in out.headers
+    assert names.SEAL in out.headers
