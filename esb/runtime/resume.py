@@ -41,7 +41,7 @@ class DeliveryCounter:
 
     def deliveries(self, route: str, message_id: str) -> int:
         """Count one more redelivery of `message_id` and return the deliveries so far (>= 2)."""
-        if self.store is not None and hasattr(self.store, "count_redelivery"):
+        if self.store is not None:
             return 1 + self.store.count_redelivery(route, message_id)
         with self._lock:
             count = self._memory.pop((route, message_id), 0) + 1
