@@ -8,8 +8,10 @@ from esb.runtime.broker import Binding, QueueSpec, Topology
 
 
 def retry_delays_ms(route: Route) -> tuple[int, ...]:
-    """The delay before each redelivery, in ms; one tier queue per distinct delay."""
-    return tuple(int(d * 1000) for d in route.retry.backoff.delays(route.retry.attempts))
+    """The delay before each redelivery, in ms; one tier queue per distinct delay. A route that never
+    retries keeps one tier (its initial backoff): a copy whose key another worker holds waits there."""
+    backoff = route.retry.backoff
+    return tuple(int(d * 1000) for d in backoff.delays(route.retry.attempts) or (backoff.initial,))
 
 
 def route_topology(route: Route) -> Topology:

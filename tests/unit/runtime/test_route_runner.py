@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 import threading
+import time
 import uuid
 
 import pytest
@@ -12,7 +13,8 @@ from runtime_fakes import Recorder
 
 from esb.errors import PermanentError, TransientError
 from esb.loading.project import load_project
-from esb.runtime import names
+from esb.message import Message
+from esb.runtime import names, retry
 from esb.runtime.attempt import Attempt
 from esb.runtime.broker import Binding, Delivery, Outgoing, QueueSpec, Topology
 from esb.runtime.connect import make_broker
@@ -21,7 +23,7 @@ from esb.runtime.middleware import Hooks
 from esb.runtime.runtime import project_topology
 from esb.runtime.state import Seal
 from esb.runtime.worker import RouteRunner
-from esb.store import SqliteStore
+from esb.store import SqliteStore, owner_id
 
 SEAL = Seal(b"k" * 32)
 ROUTE = """\
@@ -393,3 +395,30 @@ def test_a_message_given_back_fewer_times_is_given_back_again(bench):
     b.runner._give_back(Attempt(b.route.name, delivery, "u-2", "test:1"), RuntimeError("a bug"))
     b.runner.timer.stop()  # runs the pending requeue now instead of after its pause
     assert tag.done.wait(5) and tag.settled == ["reject requeue=True"]
+
+
+def test_a_copy_whose_key_another_worker_holds_waits_and_is_dead_lettered_after_ten_waits(bench, tmp_path):
+    store = SqliteStore(tmp_path / "idem.sqlite3")
+    b = bench(SAGA_ROUTE, store=store)
+    assert store.claim(b.route.name, "s:C-1", f"{owner_id()}:elsewhere", 600).status == "claimed"  # a live holder
+    b.runner.start()
+    b.send({"claim_id": "C-1"}, message_id="m-busy")
+    deadline = time.monotonic() + 5
+    while not b.recorder.named("on_retry") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [waited] = b.recorder.named("on_retry")
+    assert (waited["reason"], waited["next_attempt"]) == ("busy", 1) and b.ledger.calls == []
+    attempt = Attempt(b.route.name, delivery_of(b, {"claim_id": "C-1"}), "m-busy", "test:1")
+    attempt.key = "s:C-1"
+    tenth = retry.state_message(attempt, Message({"claim_id": "C-1"}, message_id="m-busy"), 0, 1, SEAL,
+                                busy=retry.MAX_BUSY)
+    b.broker.publish("", b.route.source.queue, tenth).result(5)
+    [letter] = b.dead.wait_for(1)
+    assert letter.headers[names.DLQ_ERROR_CLASS] == "busy"
+    assert "stayed in progress on another worker through 10 waits" in letter.headers[names.DLQ_REASON]
+    assert b.ledger.calls == []
+    store.close()
+
+
+def delivery_of(b, body: dict) -> Delivery:
+    return Delivery(json.dumps(body).encode(), "application/json", {}, "m-busy", b.route.source.queue, False, None)
