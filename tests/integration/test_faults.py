@@ -16,7 +16,7 @@ from pathlib import Path
 import pika
 import pika.exceptions
 import pytest
-from conftest import Bus, write_project  # noqa: E402  (tests/integration is on sys.path)
+from integration_helpers import Bus, write_project
 
 from esb.runtime.broker import NotConfirmed
 from esb.testing.ledger import StandInLedger

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import dead_letters
+from integration_helpers import dead_letters
 from test_bus import LEDGER_ADAPTER, relay_route
 
 from esb.runtime import dlq
