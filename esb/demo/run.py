@@ -16,7 +16,7 @@ from pathlib import Path
 from esb.demo.scenarios import Scenario, scenarios
 from esb.loading.envfile import DEMO_ENV_FILE, with_env_file
 from esb.loading.project import load_project
-from esb.runtime import names
+from esb.runtime import dlq, names
 from esb.runtime.broker import Binding, Outgoing, QueueSpec, Topology
 from esb.runtime.connect import make_broker
 from esb.runtime.keys import store_key
@@ -52,6 +52,16 @@ class Demo:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return hashlib.sha256(data).hexdigest()
+
+    def replay(self, route: str, message_id: str) -> str:
+        """`esb dlq replay` of one dead letter the demo holds, after the fix: back to its route."""
+        delivery = self.letter(route, message_id)
+        self.seen[names.dead_letter_queue(route)].remove(delivery)
+        letter = dlq.DeadLetter.from_delivery(delivery, self.runtime.seal, route)
+        model = self.runtime.project.routes[route]
+        again = dlq.replayed(letter, None, model, self.runtime.seal)
+        self.runtime.broker.publish("", model.source.queue, again).result(5)
+        return message_id
 
     def letter(self, route: str, message_id: str):
         return next((d for d in self.seen[names.dead_letter_queue(route)] if d.message_id == message_id), None)

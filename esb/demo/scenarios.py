@@ -48,6 +48,8 @@ def scenarios() -> list[Scenario]:
                  _claim("EXP-DEMO-0003", [("9999", "unknown account", "88.00")])),
         Scenario("the OA archive faults (Client): the voucher is cancelled, then dead-lettered", OA, "dead",
                  _claim("EXP-DEMO-0004", travel, lambda s: s.archive.fail_next("Client", "claim is closed"))),
+        Scenario("after the fix, that dead letter is replayed: a new voucher, posted once, archived", OA, "done",
+                 lambda s: s.replay(OA, "oa-EXP-DEMO-0004"), key=_claim_key("EXP-DEMO-0004")),
         Scenario("a claim above 50000 also goes to finance review", OA, "review",
                  _claim("EXP-DEMO-0005", [("6601.08", "经销商大会会务费", "56800.00")]),
                  key=_claim_key("EXP-DEMO-0005")),

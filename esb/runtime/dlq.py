@@ -133,7 +133,7 @@ def replay(broker: Broker, route: str, *, ids: Iterable[str] | None = None, repl
         for letter in _matching(browse(broker, route, None, seal=seal), wanted):
             _check_resumable(letter, from_step, route_model)
     target = route_model.source.queue if route_model is not None else names.route_queue(route)
-    return _move(broker, route, wanted, lambda letter: ("", target, _replayed(letter, from_step, route_model, seal)),
+    return _move(broker, route, wanted, lambda letter: ("", target, replayed(letter, from_step, route_model, seal)),
                  progress, seal)
 
 
@@ -186,7 +186,7 @@ def _send(broker: Broker, where: tuple[str, str, Outgoing] | None, letter: DeadL
         raise ReplayFailed(f"replayed {moved}; {letter.id} stays in {queue}: {exc}", moved) from None
 
 
-def _replayed(letter: DeadLetter, from_step: str | None, route_model, seal: Seal) -> Outgoing:
+def replayed(letter: DeadLetter, from_step: str | None, route_model, seal: Seal) -> Outgoing:
     """The message a replay sends: the original, sealed with the state that makes the route run it
     from the start (or resume at the failed step) and with the key generations of its effects, so
     that an effect compensated when it died is made anew under a new key. A dead letter esb did

@@ -30,6 +30,8 @@ EXPECTED = {
     "the OA archive faults (Client): the voucher is cancelled, then dead-lettered":
         Expected("dead", ("POST /vouchers", "DELETE /vouchers/OA-EXP-DEMO-0004"), 2,
                  ("archive-voucher", "permanent", "ok"), "claim is closed"),
+    "after the fix, that dead letter is replayed: a new voucher, posted once, archived":
+        Expected("done", ("POST /vouchers",), 3),
     "a claim above 50000 also goes to finance review":
         Expected("review", ("POST /vouchers",), 1),
     "OA publishes the first claim again: skipped, never posted twice":
