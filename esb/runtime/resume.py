@@ -49,3 +49,11 @@ class DeliveryCounter:
             while len(self._memory) > self._remembered:
                 self._memory.popitem(last=False)
         return 1 + count
+
+    def forget(self, route: str, message_id: str) -> None:
+        """The message was dead-lettered for its deliveries: a replay of it starts counting afresh."""
+        if self.store is not None:
+            self.store.forget_redeliveries(route, message_id)
+        else:
+            with self._lock:
+                self._memory.pop((route, message_id), None)

@@ -246,6 +246,7 @@ class RouteRunner:
                                step=self._label(start))
         error.error_class = "delivery_limit"
         self._dead_letter(attempt, error, error.step, start, message)
+        self.deliveries.forget(self.route.name, attempt.message_id)  # a replay starts counting afresh
         return True
 
     def _later(self, inline: bool, attempt: Attempt, work: Callable[[], None]) -> None:

@@ -180,6 +180,11 @@ class RedisStore:
             count, _ = pipe.execute()
         return count
 
+    def forget_redeliveries(self, route: str, message_id: str) -> None:
+        """The message was dead-lettered for its redeliveries: a replay starts counting afresh."""
+        with self._translated():
+            self._redis.delete(self.redelivery_key(route, message_id))
+
     def get(self, route: str, key: str) -> Record | None:
         with self._translated():
             fields = self._redis.hgetall(self.key(route, key))

@@ -127,6 +127,7 @@ RETURNING count
 """
 
 _PURGE_REDELIVERIES = "DELETE FROM redeliveries WHERE updated_at < ?"
+_FORGET_REDELIVERIES = "DELETE FROM redeliveries WHERE route = ? AND message_id = ?"
 _PURGE_EVERY = 3600.0  # seconds of the clock between two purges by one store
 
 
@@ -221,6 +222,10 @@ class SqliteStore:
             self._next_purge = now + _PURGE_EVERY
             self._write(_PURGE_REDELIVERIES, (now - REDELIVERY_TTL,))
         return self._fetch(_COUNT_REDELIVERY, (route, message_id, now))[0][0]
+
+    def forget_redeliveries(self, route: str, message_id: str) -> None:
+        """The message was dead-lettered for its redeliveries: a replay starts counting afresh."""
+        self._write(_FORGET_REDELIVERIES, (route, message_id))
 
     def get(self, route: str, key: str) -> Record | None:
         with self._db() as db:

@@ -233,6 +233,18 @@ def test_a_redelivery_past_the_delivery_limit_is_dead_lettered_without_running_i
     assert b.recorder.named("on_dead_letter")[0]["error_class"] == "delivery_limit"
 
 
+def test_a_message_dead_lettered_for_its_deliveries_counts_afresh_when_replayed(bench):
+    b = bench(delivery_limit=2)
+    b.runner.start()
+    for _ in range(3):  # delivery 2 runs; delivery 3 is over the limit; the replay's redelivery runs again
+        delivery, tag = b.redelivered({"claim_id": "C-1"})
+        b.runner._on_delivery(delivery)
+        assert tag.done.wait(5)
+    assert len(b.dead.wait_for(1)) == 1
+    assert b.ledger.operations() == ["check", "post", "check", "post"]
+    assert len(b.out.wait_for(2)) == 2
+
+
 def test_a_first_delivery_is_never_counted_against_the_limit(bench):
     b = bench(delivery_limit=1)
     b.runner.start()

@@ -438,6 +438,12 @@ class TestIdempotencyStore:
             counts = list(pool.map(lambda _: store.count_redelivery(route, "msg-1"), range(64)))
         assert sorted(counts) == list(range(1, 65))
 
+    def test_a_forgotten_message_counts_its_redeliveries_afresh(self, store, route):
+        store.count_redelivery(route, "msg-1")
+        store.count_redelivery(route, "msg-2")
+        store.forget_redeliveries(route, "msg-1")
+        assert (store.count_redelivery(route, "msg-1"), store.count_redelivery(route, "msg-2")) == (1, 2)
+
     def test_a_redelivery_count_is_not_an_idempotency_record(self, store, route):
         store.count_redelivery(route, "C-1")
         assert store.get(route, "C-1") is None
