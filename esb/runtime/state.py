@@ -80,9 +80,10 @@ class Seal:
 
     def verify(self, route: str, message_id: str, body: bytes, headers: Mapping[str, Any]) -> bool:
         seal = headers.get(names.SEAL)
-        if isinstance(seal, bytes):
-            seal = seal.decode("ascii", "replace")
-        return isinstance(seal, str) and hmac.compare_digest(seal, self.sign(route, message_id, body, headers))
+        if isinstance(seal, str):
+            seal = seal.encode("utf-8", "replace")  # compare_digest refuses non-ASCII text: compare bytes
+        return isinstance(seal, bytes) and hmac.compare_digest(
+            seal, self.sign(route, message_id, body, headers).encode("ascii"))
 
 
 def carries_state(headers: Mapping[str, Any]) -> bool:

@@ -59,6 +59,19 @@ def test_a_seal_that_is_not_text_fails():
     assert not Seal(KEY).verify(ROUTE, MID, BODY, headers)
 
 
+@pytest.mark.parametrize("forged", ["é" * 64, b"\xff" * 64, "", "0" * 64])
+def test_a_forged_seal_of_any_text_or_bytes_fails_without_raising(forged):
+    headers = {**sealed_headers(), names.SEAL: forged}
+    assert not Seal(KEY).verify(ROUTE, MID, BODY, headers)
+    assert read_state(delivery(headers), ROUTE, MID, Seal(KEY)) == (FIRST_ATTEMPT, True)
+
+
+def test_a_seal_that_arrives_as_bytes_verifies():
+    headers = sealed_headers()
+    headers[names.SEAL] = headers[names.SEAL].encode("ascii")
+    assert Seal(KEY).verify(ROUTE, MID, BODY, headers)
+
+
 def test_headers_that_are_not_esb_headers_may_change_or_be_added():
     headers = {**sealed_headers(), "x-trace": "changed", "x-death": [{"count": 1}], "traceparent": "00-1"}
     assert Seal(KEY).verify(ROUTE, MID, BODY, headers)
