@@ -57,9 +57,11 @@ class ProcessingError(EsbError):
 
     error_class = "error"
 
-    def __init__(self, message: str, *, step: str | None = None):
+    def __init__(self, message: str, *, step: str | None = None, error_class: str | None = None):
         self.message = message
         self.step = step
+        if error_class is not None:  # a finer class than the exception's own, for the dead letter
+            self.error_class = error_class
         super().__init__(message)
 
     def at_step(self, label: str) -> ProcessingError:

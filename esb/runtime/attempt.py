@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from esb.runtime.broker import Delivery
 from esb.runtime.envelope import user_headers
+from esb.runtime.keys import effect_key
 from esb.runtime.state import FIRST_ATTEMPT, RetryState
 
 
@@ -20,6 +21,10 @@ class Attempt:
         self.compensations: list = []  # records of completed steps that can be undone
         self.generations: dict = {}    # step label -> generation of its downstream key
         self.settled = False
+
+    def effect_key(self, message_id: str, step: str) -> str:
+        """The Idempotency-Key of `step`'s effect, in the generation this message is at."""
+        return effect_key(message_id, step, self.generations.get(step, 1))
 
     @property
     def original(self) -> tuple[bytes, str | None, dict]:

@@ -157,7 +157,7 @@ def wait_all(confirmations: Iterable[Confirmation], timeout: float) -> bool:
 
 
 class Broker(Protocol):
-    url: str  # what it connects to; print it through esb.runtime.connect.mask_url
+    url: str  # what it connects to; print it through esb.runtime.urls.mask_url
 
     def start(self) -> None:
         """Connect; after this, declare/consume/publish may be called."""

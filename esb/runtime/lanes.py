@@ -18,15 +18,16 @@ import threading
 import time
 from collections.abc import Callable
 
+import structlog
+
 Work = Callable[[], None]
 
 
 class Lanes:
-    def __init__(self, name: str, count: int, run: Callable[[Work], None]):
+    def __init__(self, name: str, count: int):
         self._items: collections.deque = collections.deque()
         self._wake = threading.Condition(threading.Lock())
         self._asleep = 0
-        self._run = run
         self._threads = [threading.Thread(target=self._loop, name=f"esb-{name}-{i}", daemon=True)
                          for i in range(count)]
 
@@ -63,7 +64,7 @@ class Lanes:
                 continue
             if work is None:
                 return
-            self._run(work)
+            _run_quietly(work)  # the runner's work catches what it must; a lane never dies of one item
 
 
 class Timer:
@@ -106,6 +107,5 @@ class Timer:
 def _run_quietly(work: Work) -> None:
     try:
         work()
-    except Exception:  # noqa: BLE001 - one failed job must not stop the timer
-        import structlog
-        structlog.get_logger("esb.timer").exception("timer_work_failed")
+    except Exception:  # noqa: BLE001 - one failed job must not stop its lane or the timer
+        structlog.get_logger("esb.runtime").exception("background_work_failed")

@@ -35,9 +35,9 @@ from esb.routes.model import Route, body_too_large
 from esb.runtime import compensation, deadletter, names, retry
 from esb.runtime.attempt import Attempt
 from esb.runtime.broker import Broker, Confirmation, Delivery
-from esb.runtime.envelope import message_id_of, to_message, to_outgoing
+from esb.runtime.envelope import message_id_of, stored_body, to_message, to_outgoing
 from esb.runtime.finisher import Finisher
-from esb.runtime.keys import effect_key, store_key
+from esb.runtime.keys import store_key
 from esb.runtime.lanes import Lanes, Timer
 from esb.runtime.middleware import Hooks, LogMiddleware
 from esb.runtime.resume import DEFAULT_DELIVERY_LIMIT, DeliveryCounter, resume_point
@@ -46,6 +46,7 @@ from esb.runtime.state import Seal, carries_state, read_state
 from esb.runtime.topology import retry_delays_ms
 from esb.steps.base import Step
 from esb.steps.pipeline import StepFailed, run_steps
+from esb.store import StepRecord
 from esb.transform.expressions import compile_expression
 
 LEASE_SECONDS = 120.0
@@ -64,7 +65,7 @@ class RuntimeIO:
         self.runner, self.attempt = runner, attempt
 
     def call(self, step: Step, adapter: str, operation: str, message: Message) -> Message:
-        key = effect_key(message.message_id, step.label, self.attempt.generations.get(step.label, 1))
+        key = self.attempt.effect_key(message.message_id, step.label)
         return self.runner.retrying(self.runner.adapters(adapter).call, operation, message, idempotency_key=key)
 
     def publish(self, step: Step, exchange: str, routing_key: str, message: Message) -> None:
@@ -72,7 +73,7 @@ class RuntimeIO:
         self.attempt.outputs.append((step.label, confirmation))
 
     def completed(self, step: Step, message: Message) -> None:
-        key = effect_key(message.message_id, step.label, self.attempt.generations.get(step.label, 1))
+        key = self.attempt.effect_key(message.message_id, step.label)
         self.attempt.compensations.append(compensation.record(step, message, key))
 
 
@@ -100,7 +101,7 @@ class RouteRunner:
         self.timer = timer or Timer(f"esb-{route.name}-timer")
         self.settler = Settler(route.name, broker, self.hooks, self.store, self.timer, self._settled)
         self.deliveries = DeliveryCounter(store)
-        self.lanes = Lanes(route.name, PURE_LANES if self.inline else route.concurrency, _run)
+        self.lanes = Lanes(route.name, PURE_LANES if self.inline else route.concurrency)
         self._inflight = 0
         self._attempt_ids = itertools.count(1)
         self._idle = threading.Condition()
@@ -173,8 +174,7 @@ class RouteRunner:
         # A sealed retry copy carries the body as its steps left it, which may have grown past
         # max_body: the limit is for what a source sends, and its body passed on the first delivery.
         if attempt.state.is_first and (too_large := body_too_large(len(delivery.body), self.max_body_bytes)):
-            error = PermanentError(too_large, step="receive")
-            error.error_class = "too_large"
+            error = PermanentError(too_large, step="receive", error_class="too_large")
             return self._later(inline, attempt, lambda: self._dead_letter(attempt, error, "receive", 0, None))
         try:
             message = to_message(delivery, self.route.source.format)
@@ -227,7 +227,7 @@ class RouteRunner:
             self._wait_busy(attempt, message, start, claim.lease_until)
             return None
         attempt.claimed = True
-        for step, generation in getattr(claim, "generations", {}).items():
+        for step, generation in claim.generations.items():
             attempt.generations[step] = max(generation, attempt.generations.get(step, 1))
         if claim.progress and claim.progress[-1].index >= start:
             start, message = resume_point(claim.progress, message, attempt)
@@ -243,8 +243,7 @@ class RouteRunner:
             return False
         error = PermanentError(f"delivered {count} times without being settled (the limit is "
                                f"{self.delivery_limit}): it stops or kills the worker that takes it",
-                               step=self._label(start))
-        error.error_class = "delivery_limit"
+                               step=self._label(start), error_class="delivery_limit")
         self._dead_letter(attempt, error, error.step, start, message)
         self.deliveries.forget(self.route.name, attempt.message_id)  # a replay starts counting afresh
         return True
@@ -270,8 +269,8 @@ class RouteRunner:
         times = self.settler.times_given_back(attempt.message_id)
         if times >= MAX_GIVE_BACKS and not attempt.settled:
             unsettled = PermanentError(f"esb could not settle it {times} times in a row; the last time: "
-                                       f"{type(error).__name__}: {error}", step=self._label(attempt.state.resume_step))
-            unsettled.error_class = "unsettled"
+                                       f"{type(error).__name__}: {error}", step=self._label(attempt.state.resume_step),
+                                       error_class="unsettled")
             try:
                 return self._dead_letter(attempt, unsettled, unsettled.step, attempt.state.resume_step, None)
             except Exception:  # noqa: BLE001 - the dead letter failed too (broker or store down): give it back
@@ -304,8 +303,6 @@ class RouteRunner:
         return after_step
 
     def _record_step(self, attempt: Attempt, index: int, step: Step, message: Message) -> None:
-        from esb.runtime.envelope import stored_body
-        from esb.store import StepRecord
         confirm(attempt.outputs)  # a recorded publish must really have been sent
         new = [c for c in attempt.compensations if c["step"] == step.label]
         state = {**stored_body(message), "headers": dict(message.headers)}
@@ -367,8 +364,7 @@ class RouteRunner:
             return self._retry(attempt, failed.message, failed.index, attempt.state.attempt + 1, delay, "transient")
         if isinstance(error, TransientError):
             error = PermanentError(f"retries exhausted after {attempt.state.attempt} attempts: {error}",
-                                   step=error.step)
-            error.error_class = "retries_exhausted"
+                                   step=error.step, error_class="retries_exhausted")
         self._dead_letter(attempt, error, error.step, failed.index, failed.message)
 
     def _wait_busy(self, attempt: Attempt, message: Message, start: int, lease_until: float | None) -> None:
@@ -376,8 +372,7 @@ class RouteRunner:
         busy = attempt.state.busy + 1
         if busy > retry.MAX_BUSY:
             error = PermanentError(f"the key stayed in progress on another worker through {retry.MAX_BUSY} waits",
-                                   step=self._label(start))
-            error.error_class = "busy"
+                                   step=self._label(start), error_class="busy")
             return self._dead_letter(attempt, error, error.step, start, message)
         lease_left = lease_until - time.time() if lease_until else None
         delay = retry.busy_tier(self.tiers, busy - 1, lease_left)
@@ -400,10 +395,6 @@ class RouteRunner:
     def _label(self, index: int) -> str:
         steps = self.route.steps
         return steps[index].label if 0 <= index < len(steps) else "receive"
-
-
-def _run(work: Callable[[], None]) -> None:
-    work()  # handle() and _settling() catch what they must; a lane never dies of one item
 
 
 def _long_retry_after(state: tenacity.RetryCallState) -> bool:

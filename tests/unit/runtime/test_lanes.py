@@ -8,12 +8,8 @@ import time
 from esb.runtime.lanes import Lanes, Timer
 
 
-def run(work):
-    work()
-
-
 def test_a_slow_item_in_one_lane_does_not_hold_up_items_in_the_other():
-    lanes = Lanes("t", 2, run)
+    lanes = Lanes("t", 2)
     lanes.start()
     release, done = threading.Event(), threading.Event()
     fast = []
@@ -30,7 +26,7 @@ def test_a_slow_item_in_one_lane_does_not_hold_up_items_in_the_other():
 
 
 def test_stop_returns_within_its_timeout_even_when_an_item_hangs():
-    lanes = Lanes("t", 2, run)
+    lanes = Lanes("t", 2)
     lanes.start()
     hang = threading.Event()
     lanes.put(lambda: hang.wait(30))
@@ -42,7 +38,7 @@ def test_stop_returns_within_its_timeout_even_when_an_item_hangs():
 
 
 def test_an_item_put_while_every_lane_sleeps_is_run():
-    lanes = Lanes("t", 2, run)
+    lanes = Lanes("t", 2)
     lanes.start()
     time.sleep(0.05)  # both lanes asleep
     ran = threading.Event()
