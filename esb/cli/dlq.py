@@ -33,10 +33,11 @@ def resolve_broker(root: Path, given: str | None) -> str:
 
 
 def project_seal(root: Path):
-    """The key that proves a dead letter was written by esb (config, or var/state.key)."""
-    from esb.loading.project import load_project
+    """The key that proves a dead letter was written by esb (config, or var/state.key): read from
+    the settings alone, not by loading (and checking) the whole project again."""
+    from esb.loading.config import load_settings
     from esb.runtime.state import load_key
-    return load_key(root, load_project(root).settings.state_key)
+    return load_key(root, load_settings(root.resolve(), os.environ).state_key)
 
 
 def load_route(root: Path, name: str):

@@ -191,17 +191,16 @@ def replayed(letter: DeadLetter, from_step: str | None, route_model, seal: Seal)
     from the start (or resume at the failed step) and with the key generations of its effects, so
     that an effect compensated when it died is made anew under a new key. A dead letter esb did
     not seal goes back as the plain message it is."""
-    if not letter.authentic and from_step is None:
+    if from_step is None and not letter.authentic:
         return Outgoing(letter.body, letter.content_type, wire_headers(letter.headers), letter.id)
     if from_step is None:
-        state = RetryState(1, 0, (), None, letter.body, letter.content_type, letter.headers,
-                           generations=dict(letter.generations))
-        body, content_type = letter.body, letter.content_type
+        resume, body, content_type = 0, letter.body, letter.content_type
     else:
         _check_resumable(letter, from_step, route_model)
-        state = RetryState(1, letter.resume_step, (), None, letter.body, letter.content_type, letter.headers,
-                           generations=dict(letter.generations))
-        body, content_type = letter.failed_body, letter.failed_content_type or letter.content_type
+        resume, body = letter.resume_step, letter.failed_body
+        content_type = letter.failed_content_type or letter.content_type
+    state = RetryState(1, resume, (), None, letter.body, letter.content_type, letter.headers,
+                       generations=dict(letter.generations))
     headers = wire_headers({**letter.headers, **state_headers(state)})
     route = route_model.name if route_model is not None else letter.route
     return Outgoing(body, content_type, seal.sealed(route, letter.id, body, headers), letter.id)
