@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from esb.errors import ConfigError, ConfigErrors
+from esb.errors import ConfigErrors
 from esb.loading.interpolate import interpolate, unrepeated
 from esb.loading.schemacheck import check
 from esb.loading.sizes import SIZE, size_bytes
@@ -106,11 +106,3 @@ def _settings(data: dict) -> Settings:
         log_format=logging.get("format", base.log_format), workers=data.get("workers", base.workers),
         delivery_limit=data.get("delivery", {}).get("limit", base.delivery_limit),
         state_key=data.get("security", {}).get("state_key") or None)
-
-
-def config_errors(root: Path, env: Mapping[str, str]) -> list[ConfigError]:
-    try:
-        load_settings(root, env)
-    except ConfigErrors as exc:
-        return exc.errors
-    return []

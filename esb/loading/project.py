@@ -12,7 +12,7 @@ from pathlib import Path
 from esb.adapters.preflight import preflight
 from esb.adapters.spec import AdapterSpec, load_adapter
 from esb.errors import ConfigError, ConfigErrors
-from esb.loading.config import CONFIG_FILE, Settings, config_errors, load_settings
+from esb.loading.config import Settings, load_settings
 from esb.loading.startcheck import start_problems
 from esb.loading.yamlsource import Located, load_yaml
 from esb.routes.loader import build_route, secret_warnings
@@ -42,7 +42,7 @@ def load_project(root: str | Path = ".", env: Mapping[str, str] | None = None) -
     """Load every asset under `root`; raise ConfigErrors listing every problem in every file."""
     root = Path(root).resolve()
     env = os.environ if env is None else env
-    errors = config_errors(root, env)
+    settings, errors = _settings(root, env)
     adapters = _load_named(root, "adapters", lambda loc: _adapter(loc, root, env), errors)
     asset_errors = check_transformers(root)
     errors += asset_errors
@@ -50,15 +50,18 @@ def load_project(root: str | Path = ".", env: Mapping[str, str] | None = None) -
     routes = _load_named(root, "routes", lambda loc: _route(loc, root, adapters, env, warnings), errors)
     adapters = {name: spec for name, spec in adapters.items() if spec is not None}
     errors += _duplicate_queues(routes)
-    settings = None if errors and _config_broken(errors) else load_settings(root, env)
     errors += start_problems(root, settings) if settings is not None else []
     if errors:
         raise ConfigErrors(_one_per_cause(errors, asset_errors))
     return Project(root, settings, adapters, routes, tuple(sorted(warnings, key=ConfigError.sort_key)))
 
 
-def _config_broken(errors: list[ConfigError]) -> bool:
-    return any(e.path == CONFIG_FILE for e in errors)
+def _settings(root: Path, env: Mapping[str, str]) -> tuple[Settings | None, list[ConfigError]]:
+    """The settings, read once; None (and why) when config/esb.yaml is broken."""
+    try:
+        return load_settings(root, env), []
+    except ConfigErrors as exc:
+        return None, list(exc.errors)
 
 
 def _adapter(located: Located, root: Path, env: Mapping[str, str]) -> tuple[AdapterSpec | None, list[ConfigError]]:

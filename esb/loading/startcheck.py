@@ -14,7 +14,6 @@ from esb.loading.yamlsource import load_yaml, parse_yaml
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-
 def start_problems(root: Path, settings: Settings) -> list[ConfigError]:
     """What would stop `esb run` opening its store or its broker."""
     problem = broker_url_problem(settings.broker_url)
