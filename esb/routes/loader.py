@@ -11,7 +11,7 @@ from esb.loading.durations import seconds
 from esb.loading.interpolate import hidden_variables, interpolate, unrepeated
 from esb.loading.registry import did_you_mean
 from esb.loading.schemacheck import check
-from esb.loading.secrets import credentials, is_secret_name
+from esb.loading.secrets import is_secret_name
 from esb.loading.sizes import size_bytes
 from esb.loading.yamlsource import Located
 from esb.routes.model import Backoff, Idempotency, RetryPolicy, Route, Source
@@ -46,7 +46,7 @@ def build_route(located: Located, root: Path, adapters: Mapping[str, Any],
 
 def secret_rule(adapters: Mapping[str, Any]) -> Callable[[str, str], bool]:
     """A `${VAR}` is kept out of routes when its name looks secret or an adapter uses its value as a credential."""
-    used = set().union(*(credentials(dict(spec.settings)) for spec in adapters.values() if spec is not None))
+    used = set().union(*(spec.secrets for spec in adapters.values() if spec is not None))
     return lambda name, value: is_secret_name(name) or value in used
 
 
