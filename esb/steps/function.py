@@ -84,10 +84,13 @@ class _Loader:
         self._lock = threading.Lock()
 
     def get(self, file: str, name: str) -> Callable:
-        with self._lock:
-            if self._function is None:
-                self._function = _loaded(self._path, file, name)
-            return self._function
+        function = self._function  # loaded: no lock on every message
+        if function is None:
+            with self._lock:
+                if self._function is None:
+                    self._function = _loaded(self._path, file, name)
+                function = self._function
+        return function
 
 
 def _loaded(path: Path, file: str, name: str) -> Callable:
