@@ -33,6 +33,18 @@ retry: {{attempts: 4, in_process: 0, backoff: {{initial: 200ms, multiplier: 1, m
 {steps}"""
 
 
+def voucher_steps(uid: str) -> str:
+    """Post a voucher (undone by cancel), post its entries, tell the ERP: the saga most tests need."""
+    return f"""\
+  - label: create-voucher
+    to: {{adapter: ledger, operation: create_voucher, into: receipt, compensate: {{operation: cancel_voucher}}}}
+  - label: post-entries
+    to: {{adapter: ledger, operation: post_entries, into: entries}}
+  - label: tell-erp
+    publish: {{exchange: out-{uid}, routing_key: done}}
+"""
+
+
 def dlq(uid: str) -> str:
     return f"r-{uid}.dlq"
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 from integration_helpers import dead_letters
-from test_bus import LEDGER_ADAPTER, relay_route
+from test_bus import LEDGER_ADAPTER, relay_route, voucher_steps
 
 from esb.runtime import dlq
 from esb.runtime.broker import Outgoing
@@ -20,25 +20,18 @@ CLAIM_SCHEMA = json.dumps({"type": "object", "required": ["claim_id", "voucher_n
                                "type": "object", "properties": {"amount": {"type": "number", "minimum": 0}}}}}})
 
 
-def steps(uid: str) -> str:
-    return f"""\
+CHECK_CLAIM = """\
   - label: check-claim
-    validate: {{json_schema: transformers/schemas/claim.json}}
-  - label: create-voucher
-    to: {{adapter: ledger, operation: create_voucher, into: receipt, compensate: {{operation: cancel_voucher}}}}
-  - label: post-entries
-    to: {{adapter: ledger, operation: post_entries, into: entries}}
-  - label: tell-erp
-    publish: {{exchange: out-{uid}, routing_key: done}}
+    validate: {json_schema: transformers/schemas/claim.json}
 """
 
 
 @pytest.fixture
 def oa_route(bus, run_routes, stand_in, uid):
     """A copy of oa-expense-to-voucher: validate, post the voucher (undone by cancel), post entries, tell the ERP."""
+    route = relay_route(uid, CHECK_CLAIM + voucher_steps(uid), "idempotency: {key: claim_id}\n")
     runtime = run_routes({"adapters/ledger.yaml": LEDGER_ADAPTER.format(url=stand_in.url),
-                          "transformers/schemas/claim.json": CLAIM_SCHEMA,
-                          "routes/r.yaml": relay_route(uid, steps(uid), "idempotency: {key: claim_id}\n")})
+                          "transformers/schemas/claim.json": CLAIM_SCHEMA, "routes/r.yaml": route})
     bus.listen(f"seen-{uid}", f"out-{uid}")
     return runtime
 

@@ -6,23 +6,15 @@ import json
 import time
 
 from integration_helpers import dead_letters
-from test_bus import LEDGER_ADAPTER, relay_route
+from test_bus import LEDGER_ADAPTER, relay_route, voucher_steps
 
 from esb.runtime import dlq
 from esb.runtime.broker import Outgoing
 
 
 def voucher_route(bus, run_routes, stand_in, uid):
-    steps = f"""\
-  - label: create-voucher
-    to: {{adapter: ledger, operation: create_voucher, into: receipt, compensate: {{operation: cancel_voucher}}}}
-  - label: post-entries
-    to: {{adapter: ledger, operation: post_entries, into: entries}}
-  - label: tell-erp
-    publish: {{exchange: out-{uid}, routing_key: done}}
-"""
     runtime = run_routes({"adapters/ledger.yaml": LEDGER_ADAPTER.format(url=stand_in.url),
-                          "routes/r.yaml": relay_route(uid, steps, "idempotency: {key: claim_id}\n")})
+                          "routes/r.yaml": relay_route(uid, voucher_steps(uid), "idempotency: {key: claim_id}\n")})
     bus.listen(f"seen-{uid}", f"out-{uid}")
     return runtime
 
