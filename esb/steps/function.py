@@ -22,6 +22,10 @@ from esb.steps.base import BuildContext, Step, StepIO
 _FILE = {"type": "string", "pattern": r"\.py$", "description": "a Python file relative to the project root",
          "examples": ["transformers/functions/statement.py"]}
 _NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "description": "the function's name"}
+_ARGS = {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+         "description": "keyword arguments the function is called with after (body, headers): settings of "
+                        "the route such as a time zone or a fee account",
+         "examples": [{"timezone": "Europe/Zurich", "fee_account": "6603"}]}
 # Loaded modules by (path, mtime, size): a route reload after the file changed loads it afresh,
 # while every route and message using an unchanged file shares one module.
 _MODULES: dict[tuple[str, int, int], ModuleType] = {}
@@ -36,41 +40,47 @@ class FunctionStep(Step):
     schema = {
         "description": "Call `name(body, headers)` from a Python file (loaded by its path, never imported "
                        "as a package); what it returns becomes the body, with the same content type, or JSON "
-                       "when it returns an object or a list (a parser of text, e.g. MT940). JSON numbers "
+                       "when it returns an object or a list (a parser of text, e.g. MT940). `args` are passed as "
+                       "keyword arguments: `name(body, headers, **args)`. JSON numbers "
                        "arrive as Decimal and must leave as Decimal or int, never float. Raise "
                        "esb.errors.BusinessError to dead-letter a message that breaks a business rule.",
         "type": ["string", "object"],  # FILE.py:FUNCTION, or {file, name}
         "pattern": r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$",
         "additionalProperties": False,
         "required": ["file", "name"],
-        "properties": {"file": _FILE, "name": _NAME},
+        "properties": {"file": _FILE, "name": _NAME, "args": _ARGS},
         "examples": ["transformers/functions/statement.py:reconcile",
-                     {"file": "transformers/functions/statement.py", "name": "reconcile"}],
+                     {"file": "transformers/functions/statement.py", "name": "reconcile"},
+                     {"file": "transformers/functions/statement.py", "name": "entries",
+                      "args": {"timezone": "Europe/Zurich"}}],
     }
 
     label: str
     file: str
     name: str
+    args: tuple[tuple[str, Any], ...] = ()
     _function: _Loader | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, config: Any, label: str, ctx: BuildContext, at: tuple) -> FunctionStep:
+        args: dict = {}
         if isinstance(config, str):
             file, _, name = config.rpartition(":")
             file_at, name_at = at, at
         else:
-            file, name = config["file"], config["name"]
+            file, name, args = config["file"], config["name"], config.get("args") or {}
             file_at, name_at = at + ("file",), at + ("name",)
         path = _function_file(file, ctx, file_at)
         tree = _parse(path, file, ctx, file_at) if path is not None else None
         if tree is not None:
-            _check_defined(tree, file, name, ctx, name_at)
-        return cls(label, file, name, _Loader(path))
+            _check_defined(tree, file, name, sorted(args), ctx, name_at, at + ("args",))
+        return cls(label, file, name, tuple(args.items()), _Loader(path))
 
     def run(self, message: Message, io: StepIO) -> Message:
         function = self._function.get(self.file, self.name)
         # A copy, so a function that edits the body in place cannot change the state retries hold.
-        result = function(copy.deepcopy(message.body), message.headers)
+        kwargs = {key: copy.deepcopy(value) for key, value in self.args}
+        result = function(copy.deepcopy(message.body), message.headers, **kwargs)
         return message.with_body(result, _content_type(result, message, f"{self.file}:{self.name}"))
 
 
@@ -157,13 +167,16 @@ def _parse(path: Path, file: str, ctx: BuildContext, at: tuple) -> ast.Module | 
     return None
 
 
-def _check_defined(tree: ast.Module, file: str, name: str, ctx: BuildContext, at: tuple) -> None:
-    """`name` is a top-level `def` taking (body, headers), or at least bound at the top level."""
+def _check_defined(tree: ast.Module, file: str, name: str, args: list[str], ctx: BuildContext,
+                   at: tuple, args_at: tuple) -> None:
+    """`name` is a top-level `def` taking (body, headers) and the route's args, or at least bound at the top level."""
     functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     if name in functions:
         if not _takes_two(functions[name].args):
             ctx.error(at, f"the function '{name}' in {file} must take two arguments: (body, headers)",
                       f"write `def {name}(body, headers):`")
+        else:
+            _check_keywords(functions[name].args, file, name, args, ctx, args_at)
         return
     if name in _other_names(tree):
         if name in _constants(tree):
@@ -178,6 +191,23 @@ def _takes_two(args: ast.arguments) -> bool:
     positional = [*args.posonlyargs, *args.args]
     required = len(positional) - len(args.defaults)
     return required <= 2 and (len(positional) >= 2 or args.vararg is not None)
+
+
+def _check_keywords(params: ast.arguments, file: str, name: str, args: list[str], ctx: BuildContext,
+                    at: tuple) -> None:
+    """Every arg the route gives is a parameter of the function, and every parameter it needs is given."""
+    if params.kwarg is None:
+        known = {a.arg for a in [*params.args[2:], *params.kwonlyargs]}
+        unknown = [a for a in args if a not in known]
+        if unknown:
+            ctx.error(at, f"the function '{name}' in {file} takes no argument {', '.join(map(repr, unknown))}",
+                      did_you_mean(unknown[0], sorted(known)) or "remove it from args, or add the parameter")
+    missing = [a.arg for a, default in zip(params.kwonlyargs, params.kw_defaults, strict=True)
+               if default is None and a.arg not in args]
+    missing += [a.arg for a in params.args[2:len(params.args) - len(params.defaults)] if a.arg not in args]
+    if missing:
+        ctx.error(at, f"the function '{name}' in {file} needs the argument {', '.join(map(repr, missing))}",
+                  f"give it in the step: args: {{{missing[0]}: ...}}")
 
 
 def _other_names(tree: ast.Module) -> set[str]:

@@ -124,3 +124,38 @@ def test_a_function_file_swapped_for_a_link_after_validation_is_not_run(tmp_path
         run_steps(steps, Message({"a": 1}), None)
     assert "is now a link" in caught.value.error.message
     assert not marker.exists()
+
+
+ARGS_ROUTE = """\
+name: fn
+source: {exchange: oa.events, binding_key: k}
+steps:
+  - function: {file: transformers/functions/x.py, name: run, args: ARGS}
+"""
+ARGS_CODE = ("def run(body, headers, *, timezone, fee_account='6603'):\n"
+             "    return {**body, 'tz': timezone, 'fee': fee_account}\n")
+
+
+def args_project(root: Path, args: str) -> Path:
+    return project(root, "unused", {"routes/fn.yaml": ARGS_ROUTE.replace("ARGS", args),
+                                    "transformers/functions/x.py": ARGS_CODE})
+
+
+def test_args_reach_the_function_as_keyword_arguments(tmp_path):
+    from esb.message import Message
+    from esb.steps.pipeline import run_steps
+    root = args_project(tmp_path, "{timezone: Europe/Zurich}")
+    steps = load_project(root, {}).routes["fn"].steps
+    assert run_steps(steps, Message({"a": 1}), None).body == {"a": 1, "tz": "Europe/Zurich", "fee": "6603"}
+
+
+def test_an_arg_the_function_does_not_take_is_refused_by_validation(tmp_path):
+    root = args_project(tmp_path, "{timezone: UTC, timezon: UTC}")
+    assert problems(root) == ["routes/fn.yaml:4:68: the function 'run' in transformers/functions/x.py takes no "
+                              "argument 'timezon' — Did you mean 'timezone'?"]
+
+
+def test_an_arg_the_function_needs_is_asked_for_by_validation(tmp_path):
+    root = args_project(tmp_path, "{fee_account: '6601'}")
+    assert problems(root) == ["routes/fn.yaml:4:68: the function 'run' in transformers/functions/x.py needs the "
+                              "argument 'timezone' — give it in the step: args: {timezone: ...}"]
