@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,9 @@ MAX_RESTART_DELAY = 60.0
 STEADY_AFTER = 60.0      # a worker that lived this long starts its restart delays afresh
 HARD_EXIT_MARGIN = 10.0  # seconds past the drain timeout before a worker is ended regardless
 CANNOT_START = 2         # a worker's exit code when the project does not load: restarting cannot help
+CRASH_LOOP = 3           # the supervisor's exit code when a worker keeps dying
+CRASH_LIMIT = 5          # deaths of one worker ...
+CRASH_WINDOW = 60.0      # ... within this many seconds are a crash loop: restarting more will not help
 
 
 def stop_signals() -> threading.Event:
@@ -68,37 +72,49 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
-def supervise(command: Sequence[str], workers: int, drain_timeout: float = 30.0) -> int:
+def supervise(command: Sequence[str], workers: int, drain_timeout: float = 30.0,
+              crash_limit: int = CRASH_LIMIT, crash_window: float = CRASH_WINDOW,
+              restart_delay: float = RESTART_DELAY) -> int:
     """Start `workers` processes running `command` (one worker each); restart one that dies, after
-    a delay that doubles while it keeps dying young; stop everything when one cannot start (exit 2).
-    On SIGTERM/SIGINT stop them all and wait (killing one that overruns its drain); the highest
-    exit code."""
+    a delay that doubles while it keeps dying young; stop everything when one cannot start (exit 2)
+    or one died `crash_limit` times within `crash_window` seconds (exit 3). On SIGTERM/SIGINT stop
+    them all and wait (killing one that overruns its drain); the highest exit code."""
     stop = stop_signals()
-    slots = [_Slot(command) for _ in range(workers)]
+    slots = [_Slot(command, restart_delay, crash_limit, crash_window) for _ in range(workers)]
     log.info("supervisor_started", workers=workers, pids=[slot.process.pid for slot in slots])
+    gave_up = 0
     while not stop.wait(0.5):
-        if any(slot.check() == CANNOT_START for slot in slots):
+        codes = [slot.check() for slot in slots]
+        if CANNOT_START in codes:
             log.error("worker_cannot_start", hint="the project does not load: `esb routes validate` says why")
+            break
+        if CRASH_LOOP in codes:
+            log.error("worker_crash_loop", deaths=crash_limit, within_s=crash_window,
+                      hint="a worker keeps dying: its last lines above say why; esb run gives up")
+            gave_up = CRASH_LOOP
             break
     for slot in slots:
         slot.terminate()
     codes = [slot.wait(drain_timeout + HARD_EXIT_MARGIN) for slot in slots]
     log.info("supervisor_stopped", exit_codes=codes)
-    return max(codes, default=0)
+    return gave_up or max(codes, default=0)
 
 
 class _Slot:
     """One worker process and its restarts."""
 
-    def __init__(self, command: Sequence[str]):
+    def __init__(self, command: Sequence[str], restart_delay: float, crash_limit: int, crash_window: float):
         self.command = command
         self.process = subprocess.Popen(command)
         self.started = time.monotonic()
-        self.delay = RESTART_DELAY
+        self.first_delay = self.delay = restart_delay
         self.restart_at: float | None = None
+        self.deaths: deque[float] = deque(maxlen=crash_limit)
+        self.crash_window = crash_window
 
     def check(self) -> int | None:
-        """Restart the worker if it died and its delay is over; its exit code if it cannot start."""
+        """Restart the worker if it died and its delay is over; CANNOT_START if it cannot start,
+        CRASH_LOOP if it keeps dying."""
         if self.restart_at is not None:
             if time.monotonic() >= self.restart_at:
                 self.process, self.started, self.restart_at = subprocess.Popen(self.command), time.monotonic(), None
@@ -108,8 +124,13 @@ class _Slot:
             return None
         if code == CANNOT_START:
             return code
-        if time.monotonic() - self.started >= STEADY_AFTER:
-            self.delay = RESTART_DELAY
+        now = time.monotonic()
+        self.deaths.append(now)
+        if len(self.deaths) == self.deaths.maxlen and now - self.deaths[0] <= self.crash_window:
+            log.warning("worker_died", pid=self.process.pid, exit_code=code)
+            return CRASH_LOOP
+        if now - self.started >= STEADY_AFTER:
+            self.delay = self.first_delay
         log.warning("worker_died", pid=self.process.pid, exit_code=code, restart_in_s=self.delay)
         self.restart_at = time.monotonic() + self.delay
         self.delay = min(self.delay * 2, MAX_RESTART_DELAY)

@@ -33,3 +33,13 @@ def test_the_supervisor_runs_the_command_it_is_given_in_each_worker_and_stops_th
             signal.signal(signum, handler)
     assert [path.read_text() for path in tmp_path.iterdir()] == ["--any argument"] * 2
     assert code == -signal.SIGTERM  # the workers were stopped by the supervisor's SIGTERM
+
+
+def test_a_worker_that_keeps_dying_makes_the_supervisor_give_up_with_a_clear_exit(tmp_path: Path):
+    deaths = tmp_path / "deaths"
+    script = f"open({str(deaths)!r}, 'a').write('x'); raise SystemExit(1)"
+    started = time.monotonic()
+    code = supervise([sys.executable, "-c", script], workers=1, crash_limit=3, crash_window=30, restart_delay=0.05)
+    assert code == 3
+    assert deaths.read_text() == "xxx"  # started three times, then no more
+    assert time.monotonic() - started < 15
