@@ -1,8 +1,12 @@
 """Shared fixtures: project paths and the public test data in ../shared/testdata."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Every `esb run` a test starts serves its metrics on a free port: the default 9464 would clash.
+os.environ.setdefault("ESB_METRICS_LISTEN", "127.0.0.1:0")
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = ROOT.parent / "shared" / "testdata"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -21,9 +23,11 @@ DRAIN_TIMEOUT = 30.0
 @click.option("--route", "routes", multiple=True, help="Run only this route (repeatable).")
 @click.option("--drain-timeout", type=click.FloatRange(min=0), default=DRAIN_TIMEOUT, show_default=True,
               help="Seconds SIGTERM/Ctrl-C waits for in-flight messages before the worker exits regardless.")
+@click.option("--metrics-listen", default=None, metavar="HOST:PORT|off",
+              help="Where to serve /metrics, /healthz and /readyz (default: config metrics.listen, 127.0.0.1:9464).")
 @click.pass_context
 def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes: tuple[str, ...],
-        drain_timeout: float) -> None:
+        drain_timeout: float, metrics_listen: str | None) -> None:
     """Run the routes; Ctrl-C or SIGTERM drains in-flight messages and exits."""
     from esb.cli.routes import print_problems
 
@@ -43,12 +47,39 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
         ctx.exit(CANNOT_START)
     print_problems(list(project.warnings), err=True, count=False)
     count = workers or project.settings.workers or os.cpu_count() or 1
+    listen = metrics_listen or project.settings.metrics_listen
     if count == 1:
-        run_worker(root, broker_url, list(routes) or None, drain_timeout)
+        try:
+            run_worker(root, broker_url, list(routes) or None, drain_timeout, listen)
+        except ConfigError as exc:
+            click.echo(f"esb run: not started: {exc}", err=True)
+            ctx.exit(CANNOT_START)
     else:
         log_level = ctx.find_root().params.get("log_level") or "info"
         command = worker_command(root, log_level, broker_url, routes, drain_timeout)
-        ctx.exit(supervise(command, count, drain_timeout))
+        with _served_for_workers(listen, count) as on_death:
+            code = supervise(command, count, drain_timeout, on_death=on_death)
+        ctx.exit(code)
+
+
+@contextlib.contextmanager
+def _served_for_workers(listen: str, count: int):
+    """The supervisor serves the workers' metrics from files they write in a directory of its own."""
+    if listen == "off":
+        yield None
+        return
+    from esb.observability import MULTIPROC_ENV
+    with tempfile.TemporaryDirectory(prefix="esb-metrics-") as folder:
+        os.environ[MULTIPROC_ENV] = folder  # before any worker starts and before the registry is built
+        from prometheus_client import multiprocess
+
+        from esb.observability.server import serve
+        try:
+            serve(listen, count)
+        except ConfigError as exc:
+            click.echo(f"esb run: not started: {exc}", err=True)
+            raise SystemExit(2) from None
+        yield multiprocess.mark_process_dead
 
 
 def worker_command(root: Path, log_level: str, broker_url: str | None, routes: tuple[str, ...],

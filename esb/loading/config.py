@@ -38,6 +38,11 @@ SCHEMA = {
         "security": {"type": "object", "additionalProperties": False,
                      "properties": {"state_key": {"type": "string", "minLength": 16, "description":
                                                   "the key that seals esb's retry state and dead letters"}}},
+        "metrics": {"type": "object", "additionalProperties": False,
+                    "properties": {"listen": {"type": "string", "pattern": r"^(off|[^\s:]*:\d{1,5})$",
+                                              "description": "host:port where `esb run` serves /metrics, /healthz "
+                                                             "and /readyz (port 0: any free port), or off",
+                                              "examples": ["127.0.0.1:9464", "0.0.0.0:9464", "off"]}}},
         "limits": {"type": "object", "additionalProperties": False,
                    "properties": {"max_body": {**SIZE, "description": "the largest body a route takes unless it "
                                                "says max_body; a larger one is dead-lettered unread. Write a size "
@@ -59,6 +64,7 @@ class Settings:
     delivery_limit: int = 3
     state_key: str | None = None  # None: a key of this machine, kept in var/state.key
     max_body_bytes: int = DEFAULT_MAX_BODY
+    metrics_listen: str = "127.0.0.1:9464"  # Prometheus' registered port for exporters of this kind; "off"
 
 
 def load_settings(root: Path, env: Mapping[str, str]) -> Settings:
@@ -105,4 +111,5 @@ def _settings(data: dict) -> Settings:
         store_url=store.get("url", base.store_url), log_level=logging.get("level", base.log_level),
         log_format=logging.get("format", base.log_format), workers=data.get("workers", base.workers),
         delivery_limit=data.get("delivery", {}).get("limit", base.delivery_limit),
-        state_key=data.get("security", {}).get("state_key") or None)
+        state_key=data.get("security", {}).get("state_key") or None,
+        metrics_listen=data.get("metrics", {}).get("listen", base.metrics_listen))

@@ -10,7 +10,7 @@ from esb.runtime.state import FIRST_ATTEMPT, RetryState
 
 class Attempt:
     __slots__ = ("route", "delivery", "message_id", "owner", "state", "key", "claimed", "outputs",
-                 "compensations", "generations", "settled")
+                 "compensations", "generations", "settled", "marks")
 
     def __init__(self, route: str, delivery: Delivery, message_id: str, owner: str):
         self.route, self.delivery, self.message_id, self.owner = route, delivery, message_id, owner
@@ -21,6 +21,7 @@ class Attempt:
         self.compensations: list = []  # records of completed steps that can be undone
         self.generations: dict = {}    # step label -> generation of its downstream key
         self.settled = False
+        self.marks: list | None = None  # a middleware's timestamps (metrics: taken up, last step ended)
 
     def effect_key(self, message_id: str, step: str) -> str:
         """The Idempotency-Key of `step`'s effect, in the generation this message is at."""

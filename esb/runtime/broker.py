@@ -201,6 +201,9 @@ class Broker(Protocol):
     def purge(self, queue: str) -> int:
         """Delete every ready message of `queue`; how many went."""
 
+    def health(self) -> dict:
+        """{"connected": bool, "consumers": {queue: bool}}: a snapshot for the readiness probe."""
+
     def stop(self) -> None:
         """Stop consuming, wait for pending confirms, close."""
 

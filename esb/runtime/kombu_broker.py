@@ -67,6 +67,11 @@ class KombuBroker:
         self._consuming.release()
         self._producing.release()
 
+    def health(self) -> dict:
+        """Whether the broker's thread runs and which queues have a consumer."""
+        connected = self._thread.is_alive() and not self._stopping.is_set()
+        return {"connected": connected, "consumers": {q: connected for q in list(self._consumers)}}
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._drain_commands()

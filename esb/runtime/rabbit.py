@@ -107,6 +107,16 @@ class RabbitBroker:
 
     # -- commands from any thread ---------------------------------------------------------
 
+    def health(self) -> dict:
+        """Whether the connection is up and which consumed queues have an open consumer channel
+        (read from the I/O thread's state without a lock: a snapshot, good enough for a probe)."""
+        connection = self._connection
+        connected = bool(connection is not None and connection.is_open and self._publisher is not None)
+        channels = dict(self._consumer_channels)
+        return {"connected": connected,
+                "consumers": {q: connected and channels.get(q) is not None and channels[q].is_open
+                              for q in list(self._consumers)}}
+
     def _submit(self, command: Callable[[], None]) -> None:
         if threading.current_thread() is self._thread:  # e.g. an ack from a confirm callback
             command()

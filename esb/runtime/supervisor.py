@@ -14,13 +14,14 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
 
 from esb.loading.project import load_project
 from esb.runtime.connect import make_broker
+from esb.runtime.middleware import LogMiddleware
 from esb.runtime.runtime import Runtime, open_store_for
 from esb.runtime.urls import mask_url
 
@@ -43,20 +44,37 @@ def stop_signals() -> threading.Event:
     return stop
 
 
-def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, drain_timeout: float = 30.0) -> None:
+def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, drain_timeout: float = 30.0,
+               metrics_listen: str = "off") -> None:
     """Run the routes in this process until SIGTERM/SIGINT, then drain in-flight messages for at
     most `drain_timeout` seconds: whatever a step is doing, the process ends by then (what was not
-    settled stays unacked, and the broker redelivers it)."""
+    settled stays unacked, and the broker redelivers it). Metrics are counted when this process
+    serves them (`metrics_listen`) or a supervisor does (PROMETHEUS_MULTIPROC_DIR is set)."""
+    from esb.observability import metrics_wanted
     stop = stop_signals()
     project = load_project(root)
     url = broker_url or project.settings.broker_url
+    counted = metrics_wanted(metrics_listen)
+    middleware = [LogMiddleware()]
+    if counted:
+        from esb.observability.metrics import MetricsMiddleware
+        middleware.append(MetricsMiddleware())
+        from esb.observability.server import serve_unless_supervised
+        serve_unless_supervised(metrics_listen)  # before anything runs: a port in use stops start-up (exit 2)
     runtime = Runtime(project, make_broker(url, project.settings.heartbeat), routes, store=open_store_for(project),
-                      pollers=True)
+                      pollers=True, middleware=middleware)
     runtime.start()
+    probe = None
+    if counted:
+        from esb.observability.health import Probe
+        probe = Probe(runtime)
+        probe.start()
     _tune_gc()
     log.info("worker_ready", pid=os.getpid(), broker=mask_url(url))
     stop.wait()
     log.info("worker_draining", pid=os.getpid(), timeout_s=drain_timeout)
+    if probe is not None:
+        probe.stop()
     # A step stuck in C code may never give the interpreter back: faulthandler's own thread ends
     # the process (with the stacks on stderr) if draining and exiting overrun by HARD_EXIT_MARGIN.
     faulthandler.dump_traceback_later(drain_timeout + HARD_EXIT_MARGIN, exit=True)
@@ -74,13 +92,14 @@ def _tune_gc() -> None:
 
 def supervise(command: Sequence[str], workers: int, drain_timeout: float = 30.0,
               crash_limit: int = CRASH_LIMIT, crash_window: float = CRASH_WINDOW,
-              restart_delay: float = RESTART_DELAY) -> int:
+              restart_delay: float = RESTART_DELAY, on_death: Callable[[int], None] | None = None) -> int:
     """Start `workers` processes running `command` (one worker each); restart one that dies, after
     a delay that doubles while it keeps dying young; stop everything when one cannot start (exit 2)
     or one died `crash_limit` times within `crash_window` seconds (exit 3). On SIGTERM/SIGINT stop
-    them all and wait (killing one that overruns its drain); the highest exit code."""
+    them all and wait (killing one that overruns its drain); the highest exit code. `on_death(pid)`
+    is told of each worker that ended (its live metrics are dropped)."""
     stop = stop_signals()
-    slots = [_Slot(command, restart_delay, crash_limit, crash_window) for _ in range(workers)]
+    slots = [_Slot(command, restart_delay, crash_limit, crash_window, on_death) for _ in range(workers)]
     log.info("supervisor_started", workers=workers, pids=[slot.process.pid for slot in slots])
     gave_up = 0
     while not stop.wait(0.5):
@@ -103,8 +122,10 @@ def supervise(command: Sequence[str], workers: int, drain_timeout: float = 30.0,
 class _Slot:
     """One worker process and its restarts."""
 
-    def __init__(self, command: Sequence[str], restart_delay: float, crash_limit: int, crash_window: float):
+    def __init__(self, command: Sequence[str], restart_delay: float, crash_limit: int, crash_window: float,
+                 on_death: Callable[[int], None] | None = None):
         self.command = command
+        self.on_death = on_death or (lambda _pid: None)
         self.process = subprocess.Popen(command)
         self.started = time.monotonic()
         self.first_delay = self.delay = restart_delay
@@ -122,6 +143,7 @@ class _Slot:
         code = self.process.poll()
         if code is None:
             return None
+        self.on_death(self.process.pid)
         if code == CANNOT_START:
             return code
         now = time.monotonic()
