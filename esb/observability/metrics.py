@@ -8,6 +8,7 @@ serves them summed, so one endpoint covers every process.
 
 from __future__ import annotations
 
+import re
 import time
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -33,6 +34,10 @@ DURATION = Histogram("esb_message_duration_seconds", "From taking a delivery up 
 STEP_DURATION = Histogram("esb_step_duration_seconds", "Time of one step that completed", ["route", "step"],
                           buckets=SECONDS)
 STEP_FAILURES = Counter("esb_step_failures_total", "Steps that failed", ["route", "step", "error_class"])
+ADAPTER_CALLS = Counter("esb_adapter_calls_total", "Calls of an adapter's operation, by outcome",
+                        ["adapter", "kind", "operation", "outcome"])
+ADAPTER_DURATION = Histogram("esb_adapter_call_duration_seconds", "Time of one adapter call, failed or not",
+                             ["adapter", "kind", "operation"], buckets=SECONDS)
 COMPENSATIONS = Counter("esb_compensations_total", "Completed steps undone", ["route", "step", "outcome"])
 
 
@@ -76,6 +81,9 @@ class MetricsMiddleware(Middleware):
     def on_give_back(self, attempt, error, pause):
         GIVEN_BACK.labels(attempt.route).inc()
 
+    def wrap_adapter(self, name, kind, adapter):
+        return TimedAdapter(name, kind, adapter)
+
     def after_message(self, attempt, outcome):
         IN_FLIGHT.labels(attempt.route).dec()
         if attempt.marks is not None:
@@ -89,3 +97,41 @@ def tier(delay_ms: int) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
+
+
+_HTTP_STATUS = re.compile(r"\bHTTP (\d)\d\d\b")
+
+
+class TimedAdapter:
+    """An adapter whose calls are counted by outcome (ok, or the HTTP status class or error class
+    of the failure) and timed."""
+
+    def __init__(self, name: str, kind: str, adapter):
+        self.name, self.kind, self.adapter = name, kind, adapter
+
+    def call(self, operation, message, *, idempotency_key):
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return self.adapter.call(operation, message, idempotency_key=idempotency_key)
+        except Exception as exc:
+            outcome = failure_outcome(exc)
+            raise
+        finally:
+            ADAPTER_DURATION.labels(self.name, self.kind, operation).observe(time.perf_counter() - started)
+            ADAPTER_CALLS.labels(self.name, self.kind, operation, outcome).inc()
+
+    def close(self) -> None:
+        self.adapter.close()
+
+    def __getattr__(self, name):  # anything else an adapter offers (e.g. the SFTP poller's reads)
+        return getattr(self.adapter, name)
+
+
+def failure_outcome(error: Exception) -> str:
+    """`http_5xx` when the error names an HTTP status (the REST adapter's do), else its error class
+    (`transient`; a SOAP fault is `permanent`)."""
+    found = _HTTP_STATUS.search(str(error))
+    if found:
+        return f"http_{found.group(1)}xx"
+    return getattr(error, "error_class", None) or type(error).__name__

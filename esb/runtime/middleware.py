@@ -19,6 +19,9 @@ Hooks (`attempt` is the delivery being processed: route, message_id, state, key)
     on_dead_letter(attempt, step, error_class, compensation, reason)
     on_give_back(attempt, error, pause)            esb could not settle it: requeued after `pause` s
     after_message(attempt, outcome)                outcome: acked, skipped, retried, dead_lettered, given_back
+
+and one that is not a hook on a message: `wrap_adapter(name, kind, adapter)` returns the adapter
+(or a wrapper of it with the same `call`/`close`) that the process's routes will use.
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ class Hooks:
                 calls.reverse()
             setattr(self, name, _fan_out(name, calls))
         self.wants_steps = any(callable(getattr(m, "after_step", None)) for m in self.middleware)
+        wrappers = [m.wrap_adapter for m in self.middleware if callable(getattr(m, "wrap_adapter", None))]
+        self.wrap_adapter = _wrapping(wrappers) if wrappers else None
+
+
+def _wrapping(wrappers: list[Callable]) -> Callable:
+    def wrap(name: str, kind: str, adapter: Any) -> Any:
+        for wrapper in wrappers:
+            adapter = wrapper(name, kind, adapter)
+        return adapter
+    return wrap
 
 
 def _fan_out(name: str, calls: list[Callable[..., None]]) -> Callable[..., None]:

@@ -33,8 +33,9 @@ def project_topology(project: Project, routes: Iterable[str]) -> Topology:
 class AdapterPool:
     """Adapters opened on first use and shared by every route of the process."""
 
-    def __init__(self, project: Project):
+    def __init__(self, project: Project, wrap=None):
         self.project = project
+        self.wrap = wrap  # (adapter name, kind, adapter) -> adapter: middleware that times the calls
         self._open: dict = {}
         self._lock = threading.Lock()
 
@@ -45,7 +46,11 @@ class AdapterPool:
                 adapter = self._open.get(name)
                 if adapter is None:
                     from esb.adapters.base import open_adapter
-                    adapter = self._open[name] = open_adapter(self.project.adapters[name], self.project.root)
+                    spec = self.project.adapters[name]
+                    adapter = open_adapter(spec, self.project.root)
+                    if self.wrap is not None:
+                        adapter = self.wrap(name, spec.kind, adapter)
+                    self._open[name] = adapter
         return adapter
 
     def close(self) -> None:
@@ -65,8 +70,8 @@ class Runtime:
         self.broker = broker
         self.route_names = list(routes or project.routes)
         self.store = store
-        self.adapters = adapters or AdapterPool(project)
         self.hooks = Hooks([LogMiddleware()] if middleware is None else list(middleware))
+        self.adapters = adapters or AdapterPool(project, self.hooks.wrap_adapter)
         self.timer = Timer()
         owner = owner or owner_id()
         self.seal = seal = load_key(project.root, project.settings.state_key)

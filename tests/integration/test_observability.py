@@ -16,6 +16,8 @@ import pytest
 from integration_helpers import Bus, delete_queues, write_project
 from prometheus_client.parser import text_string_to_metric_families
 
+from esb.testing.http import StubResponse
+
 ROUTE = """\
 name: watch-{uid}
 source: {{exchange: in-{uid}, binding_key: "#"}}
@@ -149,3 +151,49 @@ def test_readiness_says_which_part_does_not_answer(esb_run, uid):
     assert status == 503
     assert json.loads(body) == {"ready": False, "workers_ready": 0, "workers": 1, "not_ready": ["store"]}
     assert get(f"{base}/healthz")[0] == 200
+
+
+CALLING_ROUTE = """\
+name: call-{uid}
+source: {{exchange: in-{uid}, binding_key: "#"}}
+retry: {{attempts: 1}}
+steps:
+  - label: post
+    to: {{adapter: ledger, operation: post_entry}}
+"""
+LEDGER = """\
+name: ledger
+kind: rest
+base_url: {url}
+timeout: 5s
+operations:
+  post_entry: {{method: POST, path: /entries}}
+"""
+
+
+def test_adapter_calls_are_counted_by_outcome_and_timed(tmp_path, uid, rabbit_url, http_stub):
+    http_stub.enqueue("/entries", 503, b"down for maintenance")
+    http_stub.set_default(StubResponse(201, {"ok": True}))
+    root = write_project(tmp_path / "c", {"routes/call.yaml": CALLING_ROUTE.format(uid=uid),
+                                          "adapters/ledger.yaml": LEDGER.format(url=http_stub.url)})
+    port = free_port()
+    with open(tmp_path / "esb.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "esb.cli.main", "--root", str(root), "run", "--workers", "1",
+                                    "--broker", rabbit_url, "--metrics-listen", f"127.0.0.1:{port}"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        bus = Bus(rabbit_url)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_for(lambda: get(f"{base}/readyz")[0] == 200, 30, "never ready")
+            for n in range(3):
+                bus.send(f"in-{uid}", "x", json.dumps({"n": n}).encode(), message_id=f"c-{uid}-{n}")
+            labels = (("adapter", "ledger"), ("kind", "rest"), ("operation", "post_entry"))
+            found = wait_for(lambda: (f := samples(get(f"{base}/metrics")[1])).get(
+                ("esb_adapter_calls_total", (*labels, ("outcome", "ok")))) == 3 and f, 20, "calls not counted")
+            assert found[("esb_adapter_calls_total", (*labels, ("outcome", "http_5xx")))] == 1
+            assert found[("esb_adapter_call_duration_seconds_count", labels)] == 4
+        finally:
+            bus.close()
+            process.terminate()
+            process.wait(40)
+            delete_queues(rabbit_url, uid)
