@@ -73,9 +73,11 @@ def esb(ctx: click.Context, root: Path, log_level: str, env_file: Path | None) -
         _load_env_file(env_file)
     if ctx.invoked_subcommand == "demo" and log_level is None:
         configure_logging("error")  # the demo prints what happened to each scenario itself
-    elif ctx.invoked_subcommand == "run" and log_level is None:
+    elif ctx.invoked_subcommand == "run":
+        # every process of `esb run` (its workers get --log-level) logs in the configured format
         settings = _settings_or_default(root)
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(log_level or settings.log_level, settings.log_format)
+        ctx.meta["log_format"] = settings.log_format
     else:
         configure_logging(log_level or "warning")
     ctx.obj = root

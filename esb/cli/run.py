@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import click
+import structlog
 
 from esb.errors import ConfigError, ConfigErrors
 from esb.loading.project import load_project
@@ -29,8 +30,6 @@ DRAIN_TIMEOUT = 30.0
 def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes: tuple[str, ...],
         drain_timeout: float, metrics_listen: str | None) -> None:
     """Run the routes; Ctrl-C or SIGTERM drains in-flight messages and exits."""
-    from esb.cli.routes import print_problems
-
     # A project that does not load will not load on a restart either: exit 2 ("cannot start"),
     # checked once here, before any worker process exists to crash-loop.
     from esb.runtime.supervisor import CANNOT_START, run_worker, supervise
@@ -42,28 +41,27 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
         if broker_url is not None and (problem := broker_url_problem(broker_url)):
             raise ConfigErrors([ConfigError(f"--broker: the broker url {problem}")])
     except ConfigErrors as exc:
-        print_problems(exc.errors, err=True)
-        click.echo("esb run: not started (fix the problems above; `esb routes validate` lists them)", err=True)
+        _report(ctx, exc.errors, "esb run: not started (fix the problems above; `esb routes validate` lists them)")
         ctx.exit(CANNOT_START)
-    print_problems(list(project.warnings), err=True, count=False)
+    _report(ctx, list(project.warnings))
     count = workers or project.settings.workers or os.cpu_count() or 1
     listen = metrics_listen or project.settings.metrics_listen
     if count == 1:
         try:
             run_worker(root, broker_url, list(routes) or None, drain_timeout, listen)
         except ConfigError as exc:
-            click.echo(f"esb run: not started: {exc}", err=True)
+            _report(ctx, [exc], "esb run: not started")
             ctx.exit(CANNOT_START)
     else:
         log_level = ctx.find_root().params.get("log_level") or "info"
         command = worker_command(root, log_level, broker_url, routes, drain_timeout)
-        with _served_for_workers(listen, count) as on_death:
+        with _served_for_workers(ctx, listen, count) as on_death:
             code = supervise(command, count, drain_timeout, on_death=on_death)
         ctx.exit(code)
 
 
 @contextlib.contextmanager
-def _served_for_workers(listen: str, count: int):
+def _served_for_workers(ctx: click.Context, listen: str, count: int):
     """The supervisor serves the workers' metrics from files they write in a directory of its own."""
     if listen == "off":
         yield None
@@ -77,9 +75,25 @@ def _served_for_workers(listen: str, count: int):
         try:
             serve(listen, count)
         except ConfigError as exc:
-            click.echo(f"esb run: not started: {exc}", err=True)
-            raise SystemExit(2) from None
+            _report(ctx, [exc], "esb run: not started")
+            raise SystemExit(2) from None  # CANNOT_START: restarting cannot help
         yield multiprocess.mark_process_dead
+
+
+def _report(ctx: click.Context, problems: list[ConfigError], verdict: str | None = None) -> None:
+    """Start-up problems on stderr: plain lines, or JSON log lines when logging.format is json
+    (a log shipper then reads one format from start to end)."""
+    from esb.cli.routes import print_problems
+    if ctx.meta.get("log_format") != "json":
+        print_problems(problems, err=True, count=False)
+        if verdict:
+            click.echo(verdict, err=True)
+        return
+    log = structlog.get_logger("esb.run")
+    for problem in problems:
+        log.error("config_problem", problem=str(problem), path=problem.path, line=problem.line)
+    if verdict:
+        log.error("not_started", reason=verdict)
 
 
 def worker_command(root: Path, log_level: str, broker_url: str | None, routes: tuple[str, ...],
