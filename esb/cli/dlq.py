@@ -13,23 +13,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from esb.cli.brokers import broker_option, resolve_broker
 from esb.runtime import dlq as engine
 from esb.runtime import names
 from esb.runtime.connect import connected
 from esb.runtime.urls import mask_url
 
 REASON_WIDTH = 60
-
-broker_option = click.option("--broker", "broker_url", default=None, metavar="URL",
-                             help="Broker URL [default: broker.url of config/esb.yaml].")
-
-
-def resolve_broker(root: Path, given: str | None) -> str:
-    """--broker, else the project's setting (config/esb.yaml, ESB_BROKER_URL)."""
-    if given:
-        return given
-    from esb.loading.config import load_settings
-    return load_settings(root.resolve(), os.environ).broker_url
 
 
 def project_seal(root: Path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import structlog
 
+from esb.cli.brokers import NO_BROKER, broker_option
 from esb.errors import ConfigError, ConfigErrors
 from esb.loading.project import load_project
 from esb.loading.startcheck import broker_url_problem
@@ -20,7 +21,7 @@ DRAIN_TIMEOUT = 30.0
 
 @click.command()
 @click.option("--workers", type=int, default=None, help="Worker processes (default: config, else one per core).")
-@click.option("--broker", "broker_url", default=None, help="Broker URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2F")
+@broker_option
 @click.option("--route", "routes", multiple=True, help="Run only this route (repeatable).")
 @click.option("--drain-timeout", type=click.FloatRange(min=0), default=DRAIN_TIMEOUT, show_default=True,
               help="Seconds SIGTERM/Ctrl-C waits for in-flight messages before the worker exits regardless.")
@@ -40,10 +41,13 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
             project.route(name)
         if broker_url is not None and (problem := broker_url_problem(broker_url)):
             raise ConfigErrors([ConfigError(f"--broker: the broker url {problem}")])
+        if not (broker_url or project.settings.broker_url):
+            raise ConfigErrors([ConfigError(NO_BROKER)])
     except ConfigErrors as exc:
         _report(ctx, exc.errors, "esb run: not started (fix the problems above; `esb routes validate` lists them)")
         ctx.exit(CANNOT_START)
-    _report(ctx, list(project.warnings))
+    from esb.loading.config import unknown_variables
+    _report(ctx, [*project.warnings, *unknown_variables(root, os.environ)])
     count = workers or project.settings.workers or os.cpu_count() or 1
     listen = metrics_listen or project.settings.metrics_listen
     if count == 1:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from esb.cli.dlq import broker_option, load_route, resolve_broker
+from esb.cli.brokers import broker_option, resolve_broker
+from esb.cli.dlq import load_route
 from esb.message import JSON, TEXT, XML
 from esb.runtime import names
 from esb.runtime.broker import confirmed_publish

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from esb.cli.dlq import broker_option, resolve_broker
+from esb.cli.brokers import broker_option, resolve_broker
 from esb.runtime.connect import connected
 from esb.runtime.status import status as route_statuses
 from esb.runtime.urls import mask_url
@@ -22,7 +22,7 @@ def status(root: Path, broker_url: str | None) -> None:
     """A table of the project's routes as the broker sees them ('-': the queue does not exist yet)."""
     from esb.loading.project import load_project
     project = load_project(root)
-    url = resolve_broker(root, broker_url or project.settings.broker_url)
+    url = resolve_broker(root, broker_url)
     table = Table("route", "queue", "depth", "consumers", "dlq", "retrying", title=Text(mask_url(url)))
     with connected(url) as broker:
         rows = route_statuses(broker, project)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from esb.errors import ConfigErrors
+from esb.errors import ConfigError, ConfigErrors
 from esb.loading.interpolate import interpolate, unrepeated
 from esb.loading.schemacheck import check
 from esb.loading.sizes import SIZE, size_bytes
@@ -53,7 +54,7 @@ SCHEMA = {
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    broker_url: str = "memory://"
+    broker_url: str = ""  # unset: commands that need a broker refuse (esb.cli.brokers)
     heartbeat: int = 30
     store_kind: str = "sqlite"
     store_path: str = "var/idempotency.sqlite3"
@@ -94,6 +95,32 @@ def _overrides(data: dict, env: Mapping[str, str]) -> dict:
         elif len(parts) == 1 and section.get("type") == "integer":
             merged[parts[0]] = _typed(value, section)
     return merged
+
+
+def setting_variables() -> dict[str, str]:
+    """Every ESB_* variable that sets a setting, and the setting: {"ESB_BROKER_URL": "broker.url"}."""
+    found = {}
+    for section, spec in SCHEMA["properties"].items():
+        if "properties" in spec:
+            found.update({f"ESB_{section}_{key}".upper(): f"{section}.{key}" for key in spec["properties"]})
+        else:
+            found[f"ESB_{section}".upper()] = section
+    return found
+
+
+OTHER_VARIABLES = ("ESB_ENV_FILE",)  # read by the CLI itself
+
+
+def unknown_variables(root: Path, env: Mapping[str, str]) -> list[ConfigError]:
+    """ESB_* variables that set nothing (a typo such as ESB_BROKER_URI would be ignored silently),
+    except those the project's config names itself (${ESB_...})."""
+    from esb.loading.registry import did_you_mean
+    known = [*setting_variables(), *OTHER_VARIABLES]
+    path = root / CONFIG_FILE
+    named = set(re.findall(r"\$\{(ESB_[A-Z0-9_]+)", path.read_text(errors="replace"))) if path.is_file() else set()
+    return [ConfigError(f"the environment variable {name} is not a setting esb knows, so it is ignored",
+                        hint=did_you_mean(name, known))
+            for name in sorted(env) if name.startswith("ESB_") and name not in known and name not in named]
 
 
 def _typed(value: str, schema: dict) -> Any:

@@ -16,7 +16,8 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 def start_problems(root: Path, settings: Settings) -> list[ConfigError]:
     """What would stop `esb run` opening its store or its broker."""
-    problem = broker_url_problem(settings.broker_url)
+    # unset is no problem of the project: the commands that need a broker say so (esb.cli.brokers)
+    problem = broker_url_problem(settings.broker_url) if settings.broker_url else None
     found = [] if problem is None else [_located(root).error(
         ("broker", "url"), f"the broker url {problem}", "write amqp://USER:PASSWORD@HOST:5672/VHOST or memory:// "
                                                         "(ESB_BROKER_URL)")]
