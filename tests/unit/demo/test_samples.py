@@ -12,6 +12,7 @@ from esb.transform.safexml import load_xsd, parse_xml, validate_xsd
 from esb.transform.xmljson import xml_to_json
 
 CAMT_LISTS = ["Stmt", "Bal", "Ntry", "NtryDtls", "TxDtls"]  # as routes/camt053-to-ledger.yaml forces them
+CAMT_ARGS = {"timezone": "Europe/Berlin", "fee_account": "6603"}  # as routes/camt053-to-ledger.yaml gives them
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,7 @@ def test_the_demo_camt053_statement_gives_its_booked_entries_and_reconciles(func
     _, camt053 = functions
     stmt = samples.CAMT053_STATEMENT
     body = xml_to_json(samples.camt053(stmt), force_list=CAMT_LISTS)
-    camt053.reconcile(body, {})
-    (read,) = camt053.entries(body, {})["statements"]
+    (read,) = camt053.reconcile_statements(camt053.entries(body, {}, **CAMT_ARGS), {})["statements"]
     assert (read["opening"], read["closing"]) == (stmt.opening, stmt.opening + Decimal("2107.10"))
     assert [(e["entry_ref"], e["amount"]) for e in read["entries"]] == [(e.bank_ref, e.amount) for e in stmt.entries]
 
@@ -53,7 +53,7 @@ def test_the_demo_statement_that_does_not_reconcile_is_refused_naming_it_and_the
     _, camt053 = functions
     body = xml_to_json(samples.camt053(samples.UNRECONCILED_STATEMENT), force_list=CAMT_LISTS)
     with pytest.raises(BusinessError, match=r"statement DEMO-CAMT-1122 does not reconcile: .*\(difference 0\.05\)"):
-        camt053.reconcile(body, {})
+        camt053.reconcile_statements(camt053.entries(body, {}, **CAMT_ARGS), {})
 
 
 def test_a_debit_opening_balance_is_written_with_the_debit_mark_and_no_sign():
