@@ -145,7 +145,7 @@ def _start_bank_sftp(stack: contextlib.ExitStack, say):
     except SshdMissing as exc:
         say(f"(bank SFTP scenarios skipped: {exc})")
         return None, {}, f"no bank SFTP server: {exc}"
-    for folder in ("inbox", "outbox", "status"):
+    for folder in ("inbox", "intraday", "outbox", "status"):
         (Path(server.root) / folder).mkdir(exist_ok=True)
     return server, {"BANK_SFTP_HOST": server.host, "BANK_SFTP_PORT": str(server.port),
                     "BANK_SFTP_USER": server.username, "BANK_SFTP_KEY_FILE": str(server.client_key_path),
