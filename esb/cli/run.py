@@ -27,9 +27,11 @@ DRAIN_TIMEOUT = 30.0
               help="Seconds SIGTERM/Ctrl-C waits for in-flight messages before the worker exits regardless.")
 @click.option("--metrics-listen", default=None, metavar="HOST:PORT|off",
               help="Where to serve /metrics, /healthz and /readyz (default: config metrics.listen, 127.0.0.1:9464).")
+@click.option("--pollers/--no-pollers", default=None,
+              help="Run every SFTP inbound poller, or none [default: those that feed the routes that run].")
 @click.pass_context
 def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes: tuple[str, ...],
-        drain_timeout: float, metrics_listen: str | None) -> None:
+        drain_timeout: float, metrics_listen: str | None, pollers: bool | None) -> None:
     """Run the routes; Ctrl-C or SIGTERM drains in-flight messages and exits."""
     # A project that does not load will not load on a restart either: exit 2 ("cannot start"),
     # checked once here, before any worker process exists to crash-loop.
@@ -52,13 +54,13 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
     listen = metrics_listen or project.settings.metrics_listen
     if count == 1:
         try:
-            run_worker(root, broker_url, list(routes) or None, drain_timeout, listen)
+            run_worker(root, broker_url, list(routes) or None, drain_timeout, listen, pollers)
         except ConfigError as exc:
             _report(ctx, [exc], "esb run: not started")
             ctx.exit(CANNOT_START)
     else:
         log_level = ctx.find_root().params.get("log_level") or "info"
-        command = worker_command(root, log_level, broker_url, routes, drain_timeout)
+        command = worker_command(root, log_level, broker_url, routes, drain_timeout, pollers)
         with _served_for_workers(ctx, listen, count) as on_death:
             code = supervise(command, count, drain_timeout, on_death=on_death)
         ctx.exit(code)
@@ -101,12 +103,13 @@ def _report(ctx: click.Context, problems: list[ConfigError], verdict: str | None
 
 
 def worker_command(root: Path, log_level: str, broker_url: str | None, routes: tuple[str, ...],
-                   drain_timeout: float = DRAIN_TIMEOUT) -> list[str]:
+                   drain_timeout: float = DRAIN_TIMEOUT, pollers: bool | None = None) -> list[str]:
     """The command line of one worker process: this `esb run` with one worker."""
     command = [sys.executable, "-m", "esb.cli.main", "--root", str(root), "--log-level", log_level, "run",
                "--workers", "1"]
     command += ["--broker", broker_url] if broker_url else []
     command += ["--drain-timeout", str(drain_timeout)] if drain_timeout != DRAIN_TIMEOUT else []
+    command += [] if pollers is None else ["--pollers" if pollers else "--no-pollers"]
     for route in routes:
         command += ["--route", route]
     return command

@@ -63,7 +63,7 @@ class Runtime:
     """Runs routes of a project until stopped; `stop()` drains in-flight messages."""
 
     def __init__(self, project: Project, broker: Broker, routes: Iterable[str] | None = None, store=None,
-                 owner: str | None = None, adapters=None, pollers: bool = False,
+                 owner: str | None = None, adapters=None, pollers: bool | str = False,
                  middleware: Iterable[Middleware] | None = None):
         from esb.store import owner_id
         self.project = project
@@ -80,7 +80,9 @@ class Runtime:
                                     delivery_limit=project.settings.delivery_limit,
                                     max_body_bytes=project.settings.max_body_bytes)
                         for n in self.route_names]
-        self.pollers = _inbound_pollers(project, broker) if pollers else []
+        # pollers: False none; True those feeding the routes that run (every one when all routes run); "all"
+        feeding = None if pollers == "all" or routes is None else self.route_names
+        self.pollers = _inbound_pollers(project, broker, feeding) if pollers else []
         self._stop_polling = threading.Event()
         self._poll_threads: list[threading.Thread] = []
 
@@ -114,13 +116,33 @@ class Runtime:
         log.info("runtime_stopped")
 
 
-def _inbound_pollers(project: Project, broker: Broker) -> list:
-    """One poller per `inbound` entry of each SFTP adapter; a file lock keeps one per machine polling.
-    A poller gets a confirmed-publish function, not the broker: adapters never see the runtime."""
+def _inbound_pollers(project: Project, broker: Broker, routes: list[str] | None) -> list:
+    """One poller per `inbound` entry of each SFTP adapter that feeds one of `routes` (None: every
+    one); a file lock keeps one per machine polling. A poller gets a confirmed-publish function, not
+    the broker: adapters never see the runtime."""
     from esb.adapters.sftp_poller import SftpPoller
     publish = confirmed_publish(broker)
+    sources = None if routes is None else [project.routes[name].source for name in routes]
     return [SftpPoller(spec, name, project.root, publish, "var/sftp-inbound.sqlite3")
-            for spec in project.adapters.values() if spec.kind == "sftp" for name in spec.inbound]
+            for spec in project.adapters.values() if spec.kind == "sftp" for name in spec.inbound
+            if sources is None or _feeds(spec.inbound[name]["publish_to"], sources)]
+
+
+def _feeds(publish_to: dict, sources: list) -> bool:
+    """Whether a message published to `publish_to` reaches one of the routes' source bindings."""
+    return any(source.exchange == publish_to["exchange"]
+               and topic_matches(source.binding_key, publish_to["routing_key"]) for source in sources)
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: `*` is one dot-separated word, `#` zero or more."""
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and p[0] in ("*", k[0]) and match(p[1:], k[1:])
+    return match(pattern.split("."), key.split("."))
 
 
 def open_store_for(project: Project):

@@ -45,10 +45,11 @@ def stop_signals() -> threading.Event:
 
 
 def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, drain_timeout: float = 30.0,
-               metrics_listen: str = "off") -> None:
+               metrics_listen: str = "off", pollers: bool | None = None) -> None:
     """Run the routes in this process until SIGTERM/SIGINT, then drain in-flight messages for at
     most `drain_timeout` seconds: whatever a step is doing, the process ends by then (what was not
-    settled stays unacked, and the broker redelivers it). Metrics are counted when this process
+    settled stays unacked, and the broker redelivers it). Pollers: those feeding the routes that run
+    (None), every one (True), none (False). Metrics are counted when this process
     serves them (`metrics_listen`) or a supervisor does (PROMETHEUS_MULTIPROC_DIR is set)."""
     from esb.observability import metrics_wanted
     stop = stop_signals()
@@ -62,7 +63,7 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
         from esb.observability.server import serve_unless_supervised
         serve_unless_supervised(metrics_listen)  # before anything runs: a port in use stops start-up (exit 2)
     runtime = Runtime(project, make_broker(url, project.settings.heartbeat), routes, store=open_store_for(project),
-                      pollers=True, middleware=middleware)
+                      pollers={None: True, True: "all", False: False}[pollers], middleware=middleware)
     runtime.start()
     probe = None
     if counted:

@@ -200,3 +200,20 @@ def test_a_wsdl_that_cannot_be_loaded_is_reported_at_the_wsdl_line(tmp_path):
     root = write(tmp_path, {"adapters/oa-soap.yaml": soap, "adapters/wsdl/broken.wsdl": "<definitions"})
     [found] = problems(root)
     assert found.startswith("adapters/oa-soap.yaml:3:1: the WSDL of 'oa-soap' cannot be loaded")
+
+
+@pytest.mark.parametrize(("routes", "pollers", "running"), [
+    (None, True, ["intraday_reports", "mt940_statements", "statements", "status_reports"]),
+    (["mt940-to-ledger"], True, ["mt940_statements"]),
+    (["oa-expense-to-voucher"], True, []),
+    (["mt940-to-ledger"], "all", ["intraday_reports", "mt940_statements", "statements", "status_reports"]),
+    (None, False, []),
+])
+def test_run_with_route_starts_only_the_pollers_that_feed_it(tmp_path, routes, pollers, running):
+    from esb.loading.envfile import read_env_file
+    from esb.runtime.kombu_broker import KombuBroker
+    from esb.runtime.runtime import Runtime
+    env = {**read_env_file(DEMO_ENV), "BANK_SFTP_KEY_FILE": str(write_key(tmp_path / "client_key"))}
+    project = load_project(ROOT, env)
+    runtime = Runtime(project, KombuBroker("memory://"), routes, pollers=pollers, adapters=object())
+    assert sorted(p.inbound for p in runtime.pollers) == running

@@ -188,3 +188,11 @@ def test_browsing_a_quorum_dead_letter_queue_again_and_again_never_drops_a_dead_
 def quorum_route(name: str):
     from esb.routes.model import Route, Source
     return Route(name, Source(name, quorum=True), ())
+
+
+def test_topic_patterns_match_as_amqp_matches_them():
+    from esb.runtime.runtime import topic_matches
+    assert topic_matches("#", "statement.camt053") and topic_matches("statement.*", "statement.mt940")
+    assert topic_matches("statement.#", "statement") and topic_matches("a.#.z", "a.b.c.z")
+    assert not topic_matches("statement.*", "statement.camt.053") and not topic_matches("payment.*", "statement.x")
+    assert not topic_matches("statement.camt053", "statement.camt052")
