@@ -88,6 +88,7 @@ from esb.errors import ConfigError, PermanentError, ProcessingError, TransformEr
 from esb.loading.secrets import is_secret_name
 from esb.message import BINARY, JSON, XML, Message
 from esb.transform import jsoncodec
+from esb.transform.numbers import plain
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -295,7 +296,9 @@ def _scalar(name: str, value: Any) -> str:
         raise _Failure(PermanentError, f"the field '{name}' is null")
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (str, int, Decimal)):
+    if isinstance(value, Decimal):
+        return plain(value, f"the field '{name}'")  # 1000, never 1E+3, in a URL or a header
+    if isinstance(value, (str, int)):
         return str(value)
     raise _Failure(PermanentError, f"the field '{name}' is a {type(value).__name__}, not a text or a number")
 

@@ -56,6 +56,7 @@ from esb.adapters.spec import MASK, AdapterSpec, positive_seconds
 from esb.errors import ConfigError, EsbError, PermanentError, ProcessingError, TransformError, TransientError
 from esb.message import JSON, Message
 from esb.transform import jsoncodec
+from esb.transform.numbers import plain
 
 DEFAULT_PORT = 22
 DEFAULT_TIMEOUT = 30.0
@@ -302,7 +303,7 @@ def _lookup(message: Message, name: str) -> Any:
 def _name_part(name: str, value: Any) -> str:
     if value is None or isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
         raise _Failure(PermanentError, f"the field '{name}' is {type(value).__name__}, not a text or a number")
-    text = str(value)
+    text = plain(value, f"the field '{name}'") if isinstance(value, Decimal) else str(value)
     if text in ("", ".") or "/" in text or ".." in text or _CONTROL.search(text):
         raise _Failure(PermanentError, f"the field '{name}' cannot be part of a remote file name: it is empty "
                                        "or '.', or holds '/', '..' or a control character")

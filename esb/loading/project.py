@@ -76,7 +76,7 @@ def _adapter(located: Located, root: Path, env: Mapping[str, str]) -> tuple[Adap
 def _route(located: Located, root: Path, adapters: Mapping, env: Mapping[str, str],
            warnings: list[ConfigError]) -> tuple[Route | None, list[ConfigError]]:
     warnings += secret_warnings(located, adapters, env)
-    return build_route(located, root, adapters, env)
+    return build_route(located, root, adapters, env, warnings)
 
 
 def asset_files(root: Path, folder: str) -> list[Path]:

@@ -14,6 +14,7 @@ from esb.loading.schemacheck import check
 from esb.loading.secrets import is_secret_name
 from esb.loading.sizes import size_bytes
 from esb.loading.yamlsource import Located
+from esb.routes.lint import comparison_warnings
 from esb.routes.model import Backoff, Idempotency, RetryPolicy, Route, Source
 from esb.routes.schema import LABEL, ROUTE, STEP_META_KEYS
 from esb.steps import STEP_KINDS
@@ -21,14 +22,15 @@ from esb.steps.base import BuildContext, Step
 from esb.transform.expressions import compile_expression
 
 
-def build_route(located: Located, root: Path, adapters: Mapping[str, Any],
-                env: Mapping[str, str]) -> tuple[Route | None, list[ConfigError]]:
-    """Build one route from its file; return it (or None) and every problem found."""
+def build_route(located: Located, root: Path, adapters: Mapping[str, Any], env: Mapping[str, str],
+                warnings: list[ConfigError] | None = None) -> tuple[Route | None, list[ConfigError]]:
+    """Build one route from its file; return it (or None) and every problem found. What runs but
+    may not mean what it says (see esb/routes/lint.py) is added to `warnings`."""
     if not isinstance(located.data, dict):
         return None, [located.error((), "a route file must be a mapping with name, source and steps")]
     data, _, errors = interpolate(located, env, secret_rule(adapters))
     errors += unrepeated(errors, check(located, ROUTE, data))
-    ctx = BuildContext(root, located, adapters, errors, None)
+    ctx = BuildContext(root, located, adapters, errors, None, warnings=[] if warnings is None else warnings)
     ctx.build_steps = lambda items, at, prefix: _build_steps(items, at, prefix, ctx)
     steps = data.get("steps")
     if isinstance(steps, list):  # report step problems even when other keys are wrong
@@ -120,7 +122,10 @@ def _build_step(item: Any, at: tuple, default_label: str, ctx: BuildContext) -> 
     ctx.labels.add(label)
     before = len(ctx.errors)
     step = step_class.build(item[kind], label, ctx, at + (kind,))
-    return step if len(ctx.errors) == before else None
+    if len(ctx.errors) != before:
+        return None
+    ctx.warnings += comparison_warnings(step, located, at)
+    return step
 
 
 def _stray_setting(keys: list[str]) -> tuple[str, str] | None:

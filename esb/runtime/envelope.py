@@ -13,6 +13,7 @@ from esb.message import BINARY, JSON, TEXT, XML, Message
 from esb.runtime import names
 from esb.runtime.broker import Delivery, Outgoing
 from esb.transform import jsoncodec
+from esb.transform.numbers import plain
 
 FORMATS = {"json": JSON, "xml": XML, "text": TEXT, "binary": BINARY}
 _XML_TYPES = ("application/xml", "text/xml")
@@ -96,8 +97,8 @@ def _plain(value: Any) -> Any:
 
 
 def wire_headers(headers: Mapping[str, Any]) -> dict:
-    """AMQP tables carry no Decimal we want to trust: send exact text instead."""
-    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in headers.items()}
+    """AMQP tables carry no Decimal we want to trust: send exact text (fixed point) instead."""
+    return {k: (plain(v, f"the header {k}") if isinstance(v, Decimal) else v) for k, v in headers.items()}
 
 
 def to_message(delivery: Delivery, default_format: str) -> Message:

@@ -36,6 +36,7 @@ class BuildContext:
     errors: list[ConfigError]
     build_steps: Callable[[Any, tuple, str], tuple[Step, ...]]
     labels: set[str] = dataclasses.field(default_factory=set)
+    warnings: list[ConfigError] = dataclasses.field(default_factory=list)  # the route runs, but see these
 
     def error(self, at: tuple, message: str, hint: str | None = None, *, key: bool = False) -> None:
         self.errors.append(self.located.error(at, message, hint, key=key))

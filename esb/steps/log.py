@@ -12,6 +12,7 @@ from esb.errors import TransformError
 from esb.message import Message
 from esb.steps.base import BuildContext, Step, StepIO
 from esb.transform.expressions import Expression, ExpressionError, compile_expression, search_message
+from esb.transform.numbers import plain
 
 LEVELS = ("debug", "info", "warning", "error")
 # Keys the log line itself carries (or that the runtime binds); a field may not shadow them.
@@ -93,7 +94,7 @@ def _value(expression: Expression, message: Message) -> Any:
 def _printable(value: Any) -> Any:
     # Renderers know nothing of Decimal (JSON would write Decimal('1.50')); its text is exact.
     if isinstance(value, Decimal):
-        return str(value)
+        return plain(value, "a log field")
     if isinstance(value, dict):
         return {k: _printable(v) for k, v in value.items()}
     if isinstance(value, list):

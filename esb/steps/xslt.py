@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from decimal import Decimal
 from typing import Any
 
 from esb.errors import ConfigError, TransformError
 from esb.message import TEXT, XML, Message
 from esb.steps.base import BuildContext, Step, StepIO
 from esb.transform.assets import load_stylesheet, without_hint
+from esb.transform.numbers import plain
 from esb.transform.safexml import apply_xslt, parse_xml
 
 DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -77,4 +79,6 @@ class XsltStep(Step):
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)  # a Decimal keeps its digits: 12.50 stays "12.50"
+    if isinstance(value, Decimal):
+        return plain(value, "an XSLT parameter")  # keeps its digits: 12.50 stays "12.50", 1E+3 is "1000"
+    return str(value)

@@ -5,10 +5,19 @@ as Decimal too, so comparisons and arithmetic stay exact. The built-ins take Dec
 exact, `avg` divides in decimal, `to_number` gives int or Decimal, `to_string` writes a Decimal
 digit for digit. Ordering text against a number (`'100' > `5``) is an error, not a silent null.
 
+What a number is, and how it reads as text, never changes on the way: numbers become text
+(concat, to_string, a JSON body) in fixed point, 1000 and never 1.00E+3; only ASCII digits make
+a number ('１２' is text; ascii_digits() converts it when the author wants that); and a boolean
+never equals a number, at any depth (`[1]` == `[true]` is false, as the JMESPath spec says).
+Text still compares as text: '99.00' > '100' is true. Compare amounts read from XML with
+to_number(v) > `100` or decimal(v) > `100`; text_comparisons() finds the comparisons that
+probably meant numbers, for a validation warning.
+
 Functions esb adds. A null argument is an error (a missing field must not become a zero);
 guard optional fields with `default(x, fallback)` or `x && f(x)`:
 
     decimal(x)                    text or number -> Decimal; text that is not a number is an error
+    ascii_digits(s)               fullwidth (１２．５) and other Unicode digits as ASCII (12.5)
     add(a, b) sub(a, b) mul(a, b) exact decimal arithmetic; text holding a number is accepted
     div(a, b)                     decimal division to 34 significant digits; by zero is an error
     neg(a)                        -a
@@ -53,10 +62,12 @@ from esb.errors import TransformError
 from esb.loading.registry import did_you_mean
 from esb.message import Message
 from esb.transform import jsoncodec
-from esb.transform.numbers import MAX_NUMBER_CHARS, fixed_point_chars
+from esb.transform.numbers import MAX_NUMBER_CHARS, NUMBER_TEXT, ascii_digits, fixed_point_chars, plain
 
 FUNCTION_HELP: dict[str, str] = {
     "decimal": "decimal(x): text or a number as a Decimal; text that is not a number is an error",
+    "ascii_digits": "ascii_digits(s): s with fullwidth and other Unicode digits written as ASCII 0-9 "
+                    "(and fullwidth ．＋－ as . + -): ascii_digits('１２．５') -> '12.5'",
     "add": "add(a, b): a + b, exact",
     "sub": "sub(a, b): a - b, exact",
     "mul": "mul(a, b): a * b, exact",
@@ -85,8 +96,8 @@ _EXACT = Context(prec=34, rounding=ROUND_HALF_EVEN, Emax=MAX_NUMBER_CHARS - 1, E
                  traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
 _ROUNDED = Context(prec=34, rounding=ROUND_HALF_EVEN, Emax=MAX_NUMBER_CHARS - 1, Emin=-MAX_NUMBER_CHARS,
                    traps=[InvalidOperation, DivisionByZero, Overflow])
-_NUMBER_TEXT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
-_INTEGER_TEXT = re.compile(r"[-+]?\d+")
+_INTEGER_TEXT = re.compile(r"[-+]?[0-9]+")
+_ORDERING = frozenset({"lt", "gt", "lte", "gte"})
 _CREDIT = frozenset({"CRDT", "C"})
 _DEBIT = frozenset({"DBIT", "D"})
 _MAX_PLACES = 28
@@ -139,6 +150,23 @@ def is_true(value: Any) -> bool:
     if value is None or value is False:
         return False
     return not (isinstance(value, (str, list, dict)) and len(value) == 0)
+
+
+def text_comparisons(expression: Expression) -> list[str]:
+    """The numeric-looking texts ('100') that an ordering comparison sets against a value read
+    from the data: text orders as text, so '99.00' > '100' holds. For a validation warning."""
+    found = []
+    for node in _nodes(expression.tree):
+        if node["type"] == "comparator" and node["value"] in _ORDERING:
+            left, right = node["children"]
+            found += [side["value"] for side, other in ((left, right), (right, left))
+                      if _numeric_text(side) and other["type"] != "literal"]
+    return found
+
+
+def _numeric_text(node: dict) -> bool:
+    value = node.get("value")
+    return node["type"] == "literal" and isinstance(value, str) and bool(NUMBER_TEXT.fullmatch(value.strip()))
 
 
 def search_message(expression: Expression, message: Message, kind: str) -> Any:
@@ -241,6 +269,17 @@ def _call_problem(name: str, count: int) -> tuple[str, str] | None:
 
 # -- evaluation ------------------------------------------------------------------------------
 
+def _equal(x: Any, y: Any) -> bool:
+    """JMESPath equality: a boolean equals only a boolean, at any depth (Python has True == 1)."""
+    if isinstance(x, bool) or isinstance(y, bool):
+        return isinstance(x, bool) and isinstance(y, bool) and x == y
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(map(_equal, x, y))
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_equal(value, y[key]) for key, value in x.items())
+    return x == y
+
+
 def _ordered(compare):
     """Ordering text against a number is an error: `'100' > `5`` would otherwise be silently null."""
     def ordered(left, right):
@@ -253,6 +292,7 @@ def _ordered(compare):
 
 class _Interpreter(visitor.TreeInterpreter):
     COMPARATOR_FUNC = {**visitor.TreeInterpreter.COMPARATOR_FUNC,
+                       "eq": _equal, "ne": lambda x, y: not _equal(x, y),
                        **{name: _ordered(f) for name, f in (("lt", operator.lt), ("gt", operator.gt),
                                                             ("lte", operator.le), ("gte", operator.ge))}}
 
@@ -305,9 +345,15 @@ class _Functions(functions.Functions):
     def _func_to_number(self, arg):
         if isinstance(arg, (int, Decimal, float)) and not isinstance(arg, bool):
             return _number(arg) if isinstance(arg, float) else arg
-        if not isinstance(arg, str) or not _NUMBER_TEXT.fullmatch(arg.strip()):
+        if not isinstance(arg, str) or not NUMBER_TEXT.fullmatch(arg.strip()):
             return None
         return _bounded("to_number", _read_number(arg.strip()), arg)
+
+    @functions.signature({"types": ["array", "string"]}, _ANY)
+    def _func_contains(self, subject, search):
+        if isinstance(subject, str):
+            return super()._func_contains(subject, search)
+        return any(_equal(item, search) for item in subject)
 
     @functions.signature(_ANY)
     def _func_to_string(self, arg):
@@ -324,6 +370,10 @@ class _Functions(functions.Functions):
     @functions.signature(_ANY)
     def _func_decimal(self, x):
         return _to_decimal("decimal", x, "x")
+
+    @functions.signature(_ANY)
+    def _func_ascii_digits(self, s):
+        return ascii_digits(_text("ascii_digits", s, "s"))
 
     @functions.signature(_ANY, _ANY)
     def _func_add(self, a, b):
@@ -428,10 +478,17 @@ def _to_decimal(function: str, value: Any, name: str) -> Decimal:
         number = _number(value)
         if number.is_finite():
             return number
-    elif isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+    elif isinstance(value, str) and NUMBER_TEXT.fullmatch(value.strip()):
         return _bounded(function, Decimal(value.strip()), value)
-    raise TransformError(f"{function}() needs a number for {name}, not {_describe(value)}"
-                         + ("; use default(field, `0`) if it may be missing" if value is None else ""))
+    raise TransformError(f"{function}() needs a number for {name}, not {_describe(value)}" + _advice(value))
+
+
+def _advice(value: Any) -> str:
+    if value is None:
+        return "; use default(field, `0`) if it may be missing"
+    if isinstance(value, str) and not value.isascii() and NUMBER_TEXT.fullmatch(ascii_digits(value).strip()):
+        return "; only ASCII digits are numbers: write ascii_digits(field) to read these as digits"
+    return ""
 
 
 def _read_number(text: str) -> int | Decimal:
@@ -462,8 +519,10 @@ def _count(function: str, value: Any, name: str, most: int = 100_000) -> int:
 def _text(function: str, value: Any, name: str) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-        return str(value)  # as the JSON body would write it: 1234.50 stays 1234.50
+    if isinstance(value, Decimal):
+        return plain(value, f"{name} of {function}()")  # 1234.50 stays 1234.50; 1.00E+3 is 1000
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     raise TransformError(f"{function}() needs text for {name}, not {_describe(value)}")
 
 

@@ -1,4 +1,4 @@
-"""JSON for money: non-integers read as Decimal, written exactly, and no float ever."""
+"""JSON for money: non-integers read as Decimal, written exactly without an exponent, and no float ever."""
 
 from __future__ import annotations
 
@@ -44,8 +44,9 @@ def loads(data: bytes | str, *, max_number_chars: int = MAX_NUMBER_CHARS) -> Any
 
 
 def dumps(obj: Any, *, indent: int | None = None) -> str:
-    """Serialise to JSON text; Decimals are written digit for digit, a float is refused, and so is
-    a Decimal that loads would refuse as too long (it could only have come from a calculation)."""
+    """Serialise to JSON text; Decimals are written digit for digit in fixed point (1000, never
+    1.00E+3), a float is refused, and so is a Decimal that loads would refuse as too long (it
+    could only have come from a calculation)."""
     out: list[str] = []
     try:
         _encode(obj, out, None if indent is None else "\n", " " * (indent or 0))
@@ -143,9 +144,14 @@ def _encode_other(o: Any, out: list[str], newline: str | None, step: str) -> Non
 def _decimal(d: Decimal) -> str:
     if not d.is_finite():
         raise _Unencodable(d)
-    text = str(d)  # always a valid JSON number for a finite Decimal: "1.50", "1E-7", "-0"
-    # Without an exponent the text is the fixed-point text; only "1E+99999999" needs counting.
-    if len(text) > MAX_NUMBER_CHARS or ("E" in text and fixed_point_chars(d) > MAX_NUMBER_CHARS):
+    text = str(d)  # "1.50", "-0"; only str's exponent form ("1E-7", "1.00E+3") needs more work
+    if "E" in text:
+        # Written in full, as a ledger or a payment reference reads it: 1.00E+3 is 1000. The
+        # exponent is what makes the text long ("1E+99999999"), so count before writing.
+        if fixed_point_chars(d) > MAX_NUMBER_CHARS:
+            raise _Unencodable(d)
+        return format(d, "f")
+    if len(text) > MAX_NUMBER_CHARS:
         raise _Unencodable(d)
     return text
 

@@ -21,7 +21,7 @@ time. An expression whose value is missing gives null (use default(x, fallback) 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,17 @@ class MappingSpec:
     source: str
     root: Any = dataclasses.field(repr=False)
     description: str = ""
+
+    def expressions(self) -> Iterator[tuple[str, Expression]]:
+        """(output field, expression) for each expression of the spec, in the order written."""
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, _Leaf):
+                yield node.field, node.expression
+            elif isinstance(node, (_Object, _List)):
+                children = node.items if isinstance(node, _List) else [value for _, value in node.fields]
+                stack.extend(reversed(children))
 
     def apply(self, body: Any, headers: Mapping[str, Any] | None = None) -> Any:
         """The new body. Unchanged parts are shared with `body`, which is never modified."""

@@ -1,12 +1,18 @@
-"""The bound on how long a number may grow when written out in full, checked before writing it.
+"""Numbers as text: which text is a number, and a Decimal written out in full within a bound.
 
 A 17-byte body `{"a": 1e99999999}` is a valid JSON number whose fixed-point text (what xs:decimal
 and most ledgers need) is 100 MB. Every place that writes a Decimal digit for digit asks this
 module first, so a number amplifies into at most MAX_NUMBER_CHARS characters.
+
+Only ASCII digits make a number. Python's Decimal() and int() also read fullwidth (１２) and
+Arabic-Indic (١٢) digits; a mapping author who wants those read as numbers says so with
+ascii_digits() (the JMESPath function of the same name).
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from decimal import Decimal
 
 from esb.errors import TransformError
@@ -15,6 +21,11 @@ from esb.errors import TransformError
 # (PostgreSQL). A thousand characters holds any real amount or rate written out in full, and
 # writing one costs microseconds: a million would already let a 17-byte body become 1 MB.
 MAX_NUMBER_CHARS = 1_000
+
+# What decimal(), to_number() and arithmetic accept as text: ASCII only (`\d` would take any
+# Unicode digit), an optional sign, an exponent; surrounding blanks are stripped by the caller.
+NUMBER_TEXT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_FULLWIDTH_SIGNS = {"\uff0e": ".", "\uff0b": "+", "\uff0d": "-"}  # ． ＋ －
 
 
 def fixed_point_chars(value: Decimal) -> int:
@@ -45,3 +56,20 @@ def fixed_point(value: Decimal, where: str, limit: int = MAX_NUMBER_CHARS) -> st
     if reason is not None:
         raise TransformError(reason)
     return format(value, "f")
+
+
+def plain(value: Decimal, where: str) -> str:
+    """A Decimal as text without an exponent (1.00E+3 -> "1000", 1E-7 -> "0.0000001"), bounded."""
+    return fixed_point(value, where) if value.is_finite() else str(value)
+
+
+def ascii_digits(text: str) -> str:
+    """Every Unicode decimal digit as its ASCII digit, and fullwidth ． ＋ － as . + -; the rest kept."""
+    if text.isascii():
+        return text
+    return "".join(_ascii(ch) for ch in text)
+
+
+def _ascii(ch: str) -> str:
+    digit = unicodedata.decimal(ch, None)
+    return str(digit) if digit is not None else _FULLWIDTH_SIGNS.get(ch, ch)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from esb.errors import TransformError
 from esb.message import XML, Message
-from esb.transform import expressions
+from esb.transform import expressions, jsoncodec
 from esb.transform.expressions import (
     FUNCTION_HELP,
     ExpressionError,
@@ -318,8 +318,8 @@ def test_results_never_hold_a_float():
 
 def test_every_added_function_is_documented():
     added = {name for name in expressions._Functions.FUNCTION_TABLE
-             if f"_func_{name}" in vars(expressions._Functions)} - {"abs", "sum", "avg", "to_number", "to_string",
-                                                                     "type"}
+             if f"_func_{name}" in vars(expressions._Functions)} - {"abs", "sum", "avg", "contains", "to_number",
+                                                                     "to_string", "type"}
     assert added == set(FUNCTION_HELP)
     for name in FUNCTION_HELP:
         assert re.search(rf"\b{name}\(", expressions.__doc__), name
@@ -357,3 +357,69 @@ def test_arithmetic_cannot_grow_a_number_past_the_limit():
     assert search("mul(a, a)", {"a": Decimal("1e499")}) == Decimal("1E+998")
     assert "mul() gives a number too large to hold (over 1,000 digits written out)" in \
         failure("mul(a, a)", {"a": Decimal("1e600")})
+
+
+# -- conversions that must not change what a value says -----------------------------------------
+
+RATE = {"amount": 500, "rate": Decimal("0.5")}
+
+
+def test_a_quotient_becomes_text_and_json_in_fixed_point_not_with_an_exponent():
+    assert search("div(amount, rate)", RATE) == Decimal("1.00E+3")  # the value itself is exact
+    assert search("concat('EUR ', div(amount, rate))", RATE) == "EUR 1000"
+    assert search("to_string(div(amount, rate))", RATE) == "1000"
+    assert jsoncodec.dumps(search("{total: div(amount, rate)}", RATE)) == '{"total":1000}'
+    assert search("format_decimal(div(amount, rate), `2`)", RATE) == "1000.00"
+
+
+def test_a_body_number_with_an_exponent_reads_as_plain_text():
+    body = jsoncodec.loads('{"n": 1e2, "small": 2.5E-7}')
+    assert search("to_string(n)", body) == "100"
+    assert search("concat(n, '/', small)", body) == "100/0.00000025"
+    assert search("pad_left(n, `6`, '0')", body) == "000100"
+
+
+@pytest.mark.parametrize("text", ["'１２.5'", "'١٢٣'", "'12.٥'", "'１e3'"])
+def test_text_with_non_ascii_digits_is_not_a_number(text):
+    assert search(f"to_number({text})") is None  # as for any text that is not a number
+    assert "only ASCII digits are numbers: write ascii_digits(field)" in failure(f"decimal({text})")
+    assert "needs a number for a" in failure(f"add({text}, `1`)")
+
+
+def test_ascii_digits_turns_unicode_digits_into_a_number_when_the_author_asks():
+    assert search("ascii_digits(a)", {"a": "１２．５０"}) == "12.50"
+    assert search("decimal(ascii_digits(a))", {"a": "－１２．５０"}) == Decimal("-12.50")
+    assert search("to_number(ascii_digits(a))", {"a": "١٢٣"}) == 123
+    assert search("ascii_digits(a)", {"a": "No.１２ 付款"}) == "No.12 付款"  # other text is kept
+    assert search("ascii_digits(a)", {"a": Decimal("1E+2")}) == "100"
+
+
+@pytest.mark.parametrize("text", [
+    "`[1]` == `[true]`", "`[0]` == `[false]`", "`{\"a\": 1}` == `{\"a\": true}`", "`[[1.0]]` == `[[true]]`",
+    "contains(`[true]`, `1`)", "contains(`[false]`, `0`)", "contains(`[1]`, `true`)", "`[true]` != `[1]`",
+])
+def test_a_boolean_never_equals_a_number_inside_arrays_and_objects(text):
+    assert search(text) is (text.endswith("!= `[1]`"))
+
+
+@pytest.mark.parametrize("text", ["`[1]` == `[1.00]`", "`{\"a\": [true, 2]}` == `{\"a\": [true, 2.0]}`",
+                                  "contains(`[0.10, 2]`, `0.1`)", "contains('abc', 'b')", "`true` == `true`"])
+def test_equal_numbers_and_booleans_still_match(text):
+    assert search(text) is True
+
+
+def test_text_compares_as_text_and_the_number_idiom_compares_amounts():
+    body = {"a": [{"v": "99.00"}, {"v": "150"}]}
+    assert search("a[?v > '100'].v", body) == ["99.00", "150"]  # as text: '9' > '1'
+    assert search("a[?to_number(v) > `100`].v", body) == ["150"]
+    assert search("a[?decimal(v) > `100`].v", body) == ["150"]
+
+
+@pytest.mark.parametrize("text, found", [
+    ("a[?v > '100']", ["100"]), ("'1e3' <= b.c", ["1e3"]), ("to_number(v) > '5'", ["5"]),
+    ("x >= ' 12.50 '", [" 12.50 "]),
+    ("a[?v > `100`]", []), ("a[?v > 'abc']", []), ("v == '100'", []), ("'100' > '99'", []),
+    ("a[?v > '１２']", []),
+])
+def test_text_comparisons_finds_a_path_ordered_against_numeric_text(text, found):
+    assert expressions.text_comparisons(compile_expression(text)) == found

@@ -82,7 +82,28 @@ def test_too_deep_nesting_is_a_transform_error():
 
 def test_decimals_are_written_digit_for_digit():
     data = {"a": Decimal("0.10"), "b": Decimal("1E-7"), "c": Decimal("18.150"), "d": 10**30}
-    assert dumps(data) == '{"a":0.10,"b":1E-7,"c":18.150,"d":1000000000000000000000000000000}'
+    assert dumps(data) == '{"a":0.10,"b":0.0000001,"c":18.150,"d":1000000000000000000000000000000}'
+
+
+@pytest.mark.parametrize("value, text", [(Decimal("1.00E+3"), "1000"), (Decimal("1E+2"), "100"),
+                                         (Decimal("-2.5E-7"), "-0.00000025"), (Decimal("0E+3"), "0"),
+                                         (Decimal("1E+999"), "1" + "0" * 999)])
+def test_json_never_writes_an_exponent(value, text):
+    assert dumps({"amount": value}) == f'{{"amount":{text}}}'
+    assert loads(dumps(value)) == value
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(lambda d: abs(d.adjusted()) < 900))
+def test_a_written_decimal_reads_back_equal_and_has_no_exponent(value):
+    text = dumps([value])
+    assert "E" not in text and "e" not in text
+    assert loads(text) == [value]
+
+
+@pytest.mark.parametrize("text", ["１２", "[١٢٣]", '{"a": 1２}', "٣.5"])
+def test_only_ascii_digits_make_a_json_number(text):
+    with pytest.raises(TransformError, match="JSON syntax error"):
+        loads(text)
 
 
 @pytest.mark.parametrize("value", [Decimal("NaN"), Decimal("Infinity"), Decimal("-sNaN")])
