@@ -31,9 +31,10 @@ own, or later), so it is not posted here: that would post it twice.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -45,6 +46,7 @@ CLOSING = "CLBD"
 INTERIM = "ITBD"             # interim booked: a camt.052 report's booked balance so far
 FORWARD = "FWAV"             # forward available: the balance with the value-dated entries of that day
 SIGN = {"CRDT": 1, "DBIT": -1}
+AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 BOOKED = "BOOK"
 CAMT053 = ("BkToCstmrStmt", "Stmt", "camt.053 statement")
 CAMT052 = ("BkToCstmrAcctRpt", "Rpt", "camt.052 report")
@@ -336,11 +338,11 @@ def _signed(node: dict, what: str) -> tuple[Decimal, str]:
         raise ValidationError(f"{what} has CdtDbtInd {indicator!r}, expected CRDT or DBIT")
     if not currency:
         raise ValidationError(f"{what} has an amount without a Ccy")
-    try:
-        amount = Decimal(text.strip())
-    except (InvalidOperation, AttributeError):
-        raise ValidationError(f"{what} has an amount that is not a number: {text!r}") from None
-    return amount * SIGN[indicator], currency
+    # ISO 20022 amounts are ASCII digits with at most one point: Decimal alone would also take
+    # "NaN", "1E+3" or fullwidth digits
+    if not isinstance(text, str) or not AMOUNT.fullmatch(text.strip()):
+        raise ValidationError(f"{what} has an amount that is not a number: {text!r}")
+    return Decimal(text.strip()) * SIGN[indicator], currency
 
 
 def _day(node: Any, zone: ZoneInfo, what: str) -> str | None:

@@ -57,6 +57,7 @@ OPTIONS = mt940.Options(reversal_sign=True, case_insensitive_marks=True, strip_b
                         merge_keeps_values=True, applicant_iban=True, gvc_leading_text=True)
 # The library splits a file the same way (mt940.parse_statements): each :20: starts a statement.
 STATEMENT_START = re.compile(r"(?m)^(?=:20:)")
+AMOUNT_FIELD = re.compile(r":(60[FM]|61|62[FM]|64|65):")  # the lines that carry money
 TAG = re.compile(r"(?m)^:\n?(\d{2}[A-Z]?|NS):")
 # Ctrl-Z, the DOS end-of-file byte: `copy /a a.sta+b.sta` leaves one where each file ended. Removed
 # only at the start or end of a line, so no line moves and one inside a field still breaks it.
@@ -105,6 +106,7 @@ TAGS = {28: StatementNumber(), 61: Statement()}
 def parse(body: str | bytes, headers: dict) -> dict:
     """The statements of an MT940 file as {message_id, statements}; a ValidationError if it is not one."""
     text = DOS_EOF.sub("", _decoded(body))
+    _ascii_amounts(text)
     starts = [match.start() for match in STATEMENT_START.finditer(text)]
     if not starts:
         raise ValidationError("not an MT940 statement: no line starts with :20: (the statement's reference)")
@@ -120,6 +122,16 @@ def parse(body: str | bytes, headers: dict) -> dict:
                                   "one statement twice, or two whose entries could not be told apart")
         first[key] = line
     return {"message_id": found[0]["statement_key"], "statements": found}
+
+
+def _ascii_amounts(text: str) -> None:
+    """Only ASCII digits are amounts: the library's patterns (\\d) and Decimal would read a fullwidth
+    or Arabic-Indic digit in a balance or entry line as a number."""
+    for n, line in enumerate(text.split("\n"), start=1):
+        field = AMOUNT_FIELD.match(line)
+        if field and any(c.isdigit() and not c.isascii() for c in line):
+            raise ValidationError(f"line {n} ({field.group(0)}) has a digit that is not ASCII; only ASCII digits "
+                                  "are amounts, so the file cannot be read")
 
 
 def _decoded(body: Any) -> str:

@@ -246,3 +246,9 @@ def test_the_shared_samples_reconcile_or_not_as_routes_readme_says(camt, testdat
     else:
         with pytest.raises(BusinessError, match=outcome.replace("+", r"\+")):
             camt.reconcile_statements(body, {})
+
+
+@pytest.mark.parametrize("amount", ["１２.50", "NaN", "1E+3", "12,50", "-5.00", "Infinity"])
+def test_only_an_ascii_iso_amount_is_an_amount(camt, amount):
+    with pytest.raises(ValidationError, match="has an amount that is not a number"):
+        read(camt, statement(entry(amount=amount, ref="R1")))

@@ -171,3 +171,12 @@ def test_every_65_line_is_kept_signed_not_only_the_last(read):
                                          for day in (18, 19, 20)]
     (debit,) = read("sberbank/171011_01234945.sta")["statements"]
     assert debit["forward_available"] == []
+
+
+@pytest.mark.parametrize("digits", ["１２,00", "١٢,00"])
+def test_a_balance_or_entry_with_digits_that_are_not_ascii_is_refused_naming_its_line(functions, digits):
+    mt940, _ = functions
+    text = (":20:X\n:25:NL91ABNA0417164300\n:28C:1/1\n:60F:C240130EUR1000,00\n"
+            f":61:2401310131C{digits}NTRFNONREF\n:62F:C240131EUR1012,00\n")
+    with pytest.raises(ValidationError, match=r"line 5 \(:61:\) has a digit that is not ASCII"):
+        mt940.parse(text, {})
