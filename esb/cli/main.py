@@ -13,6 +13,7 @@ import structlog
 from esb import __version__
 from esb.cli.demo import demo
 from esb.cli.dlq import dlq
+from esb.cli.reload import reload
 from esb.cli.routes import print_problems, routes
 from esb.cli.run import run
 from esb.cli.send import send
@@ -110,6 +111,7 @@ esb.add_command(demo)
 esb.add_command(dlq)
 esb.add_command(send)
 esb.add_command(status)
+esb.add_command(reload)
 
 
 def main() -> None:

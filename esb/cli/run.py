@@ -29,9 +29,10 @@ DRAIN_TIMEOUT = 30.0
               help="Where to serve /metrics, /healthz and /readyz (default: config metrics.listen, 127.0.0.1:9464).")
 @click.option("--pollers/--no-pollers", default=None,
               help="Run every SFTP inbound poller, or none [default: those that feed the routes that run].")
+@click.option("--supervised", is_flag=True, hidden=True)  # a worker process of `esb run --workers N`
 @click.pass_context
 def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes: tuple[str, ...],
-        drain_timeout: float, metrics_listen: str | None, pollers: bool | None) -> None:
+        drain_timeout: float, metrics_listen: str | None, pollers: bool | None, supervised: bool) -> None:
     """Run the routes; Ctrl-C or SIGTERM drains in-flight messages and exits."""
     # A project that does not load will not load on a restart either: exit 2 ("cannot start"),
     # checked once here, before any worker process exists to crash-loop.
@@ -52,6 +53,8 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
     _report(ctx, [*project.warnings, *unknown_variables(root, os.environ)])
     count = workers or project.settings.workers or os.cpu_count() or 1
     listen = metrics_listen or project.settings.metrics_listen
+    if not supervised:
+        ctx.with_resource(_pid_file(root))  # `esb reload` signals the process it names
     if count == 1:
         try:
             run_worker(root, broker_url, list(routes) or None, drain_timeout, listen, pollers)
@@ -64,6 +67,19 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
         with _served_for_workers(ctx, listen, count) as on_death:
             code = supervise(command, count, drain_timeout, on_death=on_death)
         ctx.exit(code)
+
+
+@contextlib.contextmanager
+def _pid_file(root: Path):
+    from esb.runtime.reload import PID_FILE
+    path = root / PID_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n")
+    try:
+        yield path
+    finally:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -106,7 +122,7 @@ def worker_command(root: Path, log_level: str, broker_url: str | None, routes: t
                    drain_timeout: float = DRAIN_TIMEOUT, pollers: bool | None = None) -> list[str]:
     """The command line of one worker process: this `esb run` with one worker."""
     command = [sys.executable, "-m", "esb.cli.main", "--root", str(root), "--log-level", log_level, "run",
-               "--workers", "1"]
+               "--workers", "1", "--supervised"]
     command += ["--broker", broker_url] if broker_url else []
     command += ["--drain-timeout", str(drain_timeout)] if drain_timeout != DRAIN_TIMEOUT else []
     command += [] if pollers is None else ["--pollers" if pollers else "--no-pollers"]

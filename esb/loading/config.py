@@ -44,6 +44,12 @@ SCHEMA = {
                                               "description": "host:port where `esb run` serves /metrics, /healthz "
                                                              "and /readyz (port 0: any free port), or off",
                                               "examples": ["127.0.0.1:9464", "0.0.0.0:9464", "off"]}}},
+        "reload": {"type": "object", "additionalProperties": False,
+                   "properties": {"watch": {"type": "boolean", "description": "reload when a file of routes/, "
+                                            "adapters/, transformers/ or config/ changes (SIGHUP and `esb reload` "
+                                            "reload whatever this says)"},
+                                  "every": {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$",
+                                            "description": "how often the files are compared", "examples": ["1s"]}}},
         "limits": {"type": "object", "additionalProperties": False,
                    "properties": {"max_body": {**SIZE, "description": "the largest body a route takes unless it "
                                                "says max_body; a larger one is dead-lettered unread. Write a size "
@@ -65,6 +71,7 @@ class Settings:
     delivery_limit: int = 3
     state_key: str | None = None  # None: a key of this machine, kept in var/state.key
     max_body_bytes: int = DEFAULT_MAX_BODY
+    reload_every: float = 1.0  # seconds between looks at the files; 0: only SIGHUP / `esb reload`
     metrics_listen: str = "127.0.0.1:9464"  # Prometheus' registered port for exporters of this kind; "off"
 
 
@@ -139,4 +146,12 @@ def _settings(data: dict) -> Settings:
         log_format=logging.get("format", base.log_format), workers=data.get("workers", base.workers),
         delivery_limit=data.get("delivery", {}).get("limit", base.delivery_limit),
         state_key=data.get("security", {}).get("state_key") or None,
-        metrics_listen=data.get("metrics", {}).get("listen", base.metrics_listen))
+        metrics_listen=data.get("metrics", {}).get("listen", base.metrics_listen),
+        reload_every=_reload_every(data.get("reload", {}), base.reload_every))
+
+
+def _reload_every(reload: dict, default: float) -> float:
+    from esb.loading.durations import seconds
+    if reload.get("watch") is False:
+        return 0.0
+    return seconds(reload["every"]) if "every" in reload else default

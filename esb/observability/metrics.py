@@ -38,11 +38,20 @@ ADAPTER_CALLS = Counter("esb_adapter_calls_total", "Calls of an adapter's operat
                         ["adapter", "kind", "operation", "outcome"])
 ADAPTER_DURATION = Histogram("esb_adapter_call_duration_seconds", "Time of one adapter call, failed or not",
                              ["adapter", "kind", "operation"], buckets=SECONDS)
+RELOADS = Counter("esb_config_reloads_total", "Hot reloads by outcome: reloaded, refused (the running routes "
+                  "kept), unchanged", ["outcome"])
+RELOAD_PROBLEMS = Gauge("esb_config_reload_problems", "Problems of the last reload attempt (0: it loaded)",
+                        multiprocess_mode="livemax")
+CONFIG_INFO = Gauge("esb_config_info", "1 for the hash of the configuration the routes run on", ["config_hash"],
+                    multiprocess_mode="livemax")
 COMPENSATIONS = Counter("esb_compensations_total", "Completed steps undone", ["route", "step", "outcome"])
 
 
 class MetricsMiddleware(Middleware):
     """Counts every fact of a message; times each step from the end of the one before it."""
+
+    def __init__(self):
+        self._config_hash = ""
 
     def before_message(self, attempt):
         RECEIVED.labels(attempt.route).inc()
@@ -80,6 +89,17 @@ class MetricsMiddleware(Middleware):
 
     def on_give_back(self, attempt, error, pause):
         GIVEN_BACK.labels(attempt.route).inc()
+
+    def on_reload(self, result):
+        RELOADS.labels(result.outcome).inc()
+        if result.outcome == "unchanged":
+            return
+        RELOAD_PROBLEMS.set(len(result.errors))
+        if result.outcome in ("loaded", "reloaded"):
+            if self._config_hash:  # set to 0, not removed: under --workers N the value lives in a file
+                CONFIG_INFO.labels(self._config_hash).set(0)
+            CONFIG_INFO.labels(result.config_hash).set(1)
+            self._config_hash = result.config_hash
 
     def wrap_adapter(self, name, kind, adapter):
         return TimedAdapter(name, kind, adapter)

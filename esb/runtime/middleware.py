@@ -20,8 +20,9 @@ Hooks (`attempt` is the delivery being processed: route, message_id, state, key)
     on_give_back(attempt, error, pause)            esb could not settle it: requeued after `pause` s
     after_message(attempt, outcome)                outcome: acked, skipped, retried, dead_lettered, given_back
 
-and one that is not a hook on a message: `wrap_adapter(name, kind, adapter)` returns the adapter
-(or a wrapper of it with the same `call`/`close`) that the process's routes will use.
+and two that are not about a message: `on_reload(result)` (a hot reload was done, refused, or
+found nothing to do: esb.runtime.reload.ReloadResult), and `wrap_adapter(name, kind, adapter)`,
+which returns the adapter (or a wrapper of it with the same `call`/`close`) the routes will use.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 import structlog
 
 HOOKS = ("before_message", "after_step", "on_step_failed", "on_forged_state", "on_resumed", "on_compensated",
-         "on_ack", "on_skip", "on_retry", "on_dead_letter", "on_give_back", "after_message")
+         "on_ack", "on_skip", "on_retry", "on_dead_letter", "on_give_back", "after_message", "on_reload")
 _REVERSED = {"on_ack", "on_skip", "on_retry", "on_dead_letter", "on_give_back", "after_message"}
 
 

@@ -60,6 +60,7 @@ class RabbitBroker:
         self._generation = 0
         self._consumers: dict[str, tuple[int, OnDelivery]] = {}
         self._consumer_channels: dict[str, pika.channel.Channel] = {}
+        self._retired: set[str] = set()  # queues whose consumer was cancelled on a channel still open
         self._pending: dict[int, tuple[Confirmation, str]] = {}   # publish seq -> (confirmation, message id)
         self._returned: dict[int, Unroutable] = {}   # publish seq -> why the broker returned it
         self._seq = itertools.count(1)
@@ -156,7 +157,9 @@ class RabbitBroker:
         self._submit(lambda: self._subscribe(queue))
 
     def cancel(self, queue: str) -> None:
-        """Stop taking new deliveries from `queue` (in-flight ones may still be acked)."""
+        """Stop taking new deliveries from `queue` (in-flight ones may still be acked). A later
+        `consume` of the queue (a route swapped by a reload) opens a channel of its own and closes
+        this one: whatever it still held unacked goes back to the queue."""
         self._consumers.pop(queue, None)
         self._submit(lambda: self._unsubscribe(queue))
 
@@ -263,6 +266,11 @@ class RabbitBroker:
             future.set_exception(NotConfirmed(why))
 
     def _subscribe(self, queue: str) -> None:
+        if queue in self._retired:
+            self._retired.discard(queue)
+            channel = self._consumer_channels.pop(queue, None)
+            if channel is not None and channel.is_open:
+                channel.close()
         if self._connection is None or not self._connection.is_open or queue in self._consumer_channels:
             return
         prefetch, on_delivery = self._consumers[queue]
@@ -285,6 +293,7 @@ class RabbitBroker:
         channel = self._consumer_channels.get(queue)
         if channel is not None and channel.is_open:
             channel.basic_cancel(f"esb-{queue}")
+            self._retired.add(queue)
 
     def _on_consumer_closed(self, queue, channel, reason) -> None:
         self._outstanding.pop(channel, None)

@@ -60,7 +60,8 @@ class AdapterPool:
 
 
 class Runtime:
-    """Runs routes of a project until stopped; `stop()` drains in-flight messages."""
+    """Runs routes of a project until stopped; `swap()` changes routes between messages (hot
+    reload); `stop()` drains in-flight messages."""
 
     def __init__(self, project: Project, broker: Broker, routes: Iterable[str] | None = None, store=None,
                  owner: str | None = None, adapters=None, pollers: bool | str = False,
@@ -68,52 +69,117 @@ class Runtime:
         from esb.store import owner_id
         self.project = project
         self.broker = broker
+        self.selected = None if routes is None else list(routes)  # None: every route, also ones added later
         self.route_names = list(routes or project.routes)
         self.store = store
         self.hooks = Hooks([LogMiddleware()] if middleware is None else list(middleware))
+        self._given_adapters = adapters
         self.adapters = adapters or AdapterPool(project, self.hooks.wrap_adapter)
+        self._pools = [self.adapters]
         self.timer = Timer()
-        owner = owner or owner_id()
-        self.seal = seal = load_key(project.root, project.settings.state_key)
-        self.runners = [RouteRunner(project.routes[n], broker, self.adapters, store, owner, seal=seal,
-                                    hooks=self.hooks, timer=self.timer,
-                                    delivery_limit=project.settings.delivery_limit,
-                                    max_body_bytes=project.settings.max_body_bytes)
-                        for n in self.route_names]
-        # pollers: False none; True those feeding the routes that run (every one when all routes run); "all"
-        feeding = None if pollers == "all" or routes is None else self.route_names
-        self.pollers = _inbound_pollers(project, broker, feeding) if pollers else []
+        self.owner = owner or owner_id()
+        self.seal = load_key(project.root, project.settings.state_key)
+        self.runners = [self._runner(project, n, self.adapters) for n in self.route_names]
+        self.poll_mode = pollers
+        self.pollers = self._pollers(project)
         self._stop_polling = threading.Event()
         self._poll_threads: list[threading.Thread] = []
+
+    def _runner(self, project: Project, name: str, adapters) -> RouteRunner:
+        return RouteRunner(project.routes[name], self.broker, adapters, self.store, self.owner, seal=self.seal,
+                           hooks=self.hooks, timer=self.timer, delivery_limit=project.settings.delivery_limit,
+                           max_body_bytes=project.settings.max_body_bytes)
+
+    def _pollers(self, project: Project) -> list:
+        """False: none; True: those feeding the routes that run (every one when all routes run); "all"."""
+        if not self.poll_mode:
+            return []
+        feeding = None if self.poll_mode == "all" or self.selected is None else self.route_names
+        return _inbound_pollers(project, self.broker, feeding)
 
     def start(self) -> None:
         self.broker.start()
         self.broker.declare(project_topology(self.project, self.route_names))
         for runner in self.runners:
             runner.start()
+        self._start_polling()
+        log.info("runtime_started", routes=self.route_names, pollers=[f"{p.adapter}.{p.inbound}" for p in self.pollers])
+
+    def _start_polling(self) -> None:
+        self._stop_polling = threading.Event()
+        self._poll_threads = []
         for poller in self.pollers:
             thread = threading.Thread(target=poller.run, args=(self._stop_polling,), daemon=True,
                                       name=f"esb-poll-{poller.adapter}-{poller.inbound}")
             thread.start()
             self._poll_threads.append(thread)
-        log.info("runtime_started", routes=self.route_names, pollers=[f"{p.adapter}.{p.inbound}" for p in self.pollers])
 
-    def stop(self, drain_timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + drain_timeout
+    def _stop_pollers(self, deadline: float) -> None:
         self._stop_polling.set()
         for thread in self._poll_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         for poller in self.pollers:
             poller.close()
+
+    def swap(self, project: Project, names: Iterable[str], changed: Iterable[str] = (),
+             drain_timeout: float = 30.0) -> None:
+        """Run `project` from now on, swapping the routes in `names` one by one: the old runner stops
+        consuming and settles what it has in flight on its own definition, then the new one starts
+        (the queue keeps what arrives meanwhile). Other routes run on, untouched."""
+        names = list(names)
+        running = {runner.route.name: runner for runner in self.runners}
+        starting = [n for n in names if n in project.routes and (self.selected is None or n in self.selected)]
+        pool = self._given_adapters or AdapterPool(project, self.hooks.wrap_adapter)
+        if starting:
+            self.broker.declare(project_topology(project, starting))
+        for name in names:
+            old = running.pop(name, None)
+            if old is not None:
+                old.drain(drain_timeout)
+            if name in starting:
+                running[name] = runner = self._runner(project, name, pool)
+                runner.start()
+        old_project, self.project = self.project, project
+        self.runners = list(running.values())
+        self.route_names = list(running)
+        if pool not in self._pools:
+            self._pools.append(pool)
+        self._close_unused_pools()
+        if self.poll_mode and _inbound_changed(old_project, project, set(changed)):
+            self._stop_pollers(time.monotonic() + drain_timeout)
+            self.pollers = self._pollers(project)
+            self._start_polling()
+
+    def _close_unused_pools(self) -> None:
+        """An adapter pool no runner uses any more is closed (its routes were all swapped)."""
+        used = {id(runner.adapters) for runner in self.runners} | {id(self._pools[-1])}
+        for pool in [p for p in self._pools if id(p) not in used]:
+            self._pools.remove(pool)
+            if hasattr(pool, "close") and pool is not self._given_adapters:
+                pool.close()
+
+    def stop(self, drain_timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + drain_timeout
+        self._stop_pollers(deadline)
         for runner in self.runners:
             runner.drain(max(0.0, deadline - time.monotonic()))
         self.timer.stop()  # pending give-backs are sent now, not after their pause
-        if hasattr(self.adapters, "close"):
-            self.adapters.close()
+        for pool in self._pools:
+            if hasattr(pool, "close"):
+                pool.close()
         self.broker.stop()
         if self.store is not None:
             self.store.close()
         log.info("runtime_stopped")
+
+
+def _inbound_changed(old: Project, new: Project, changed: set[str]) -> bool:
+    """Whether an SFTP adapter with inbound pollers was changed, added or removed."""
+    def inbound(project: Project) -> dict:
+        return {name: spec.path for name, spec in project.adapters.items() if spec.kind == "sftp" and spec.inbound}
+    before, after = inbound(old), inbound(new)
+    return before.keys() != after.keys() or any(path in changed for path in (*before.values(), *after.values())) \
+        or any(path.startswith("config/") for path in changed)
 
 
 def _inbound_pollers(project: Project, broker: Broker, routes: list[str] | None) -> list:

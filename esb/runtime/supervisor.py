@@ -22,6 +22,7 @@ import structlog
 from esb.loading.project import load_project
 from esb.runtime.connect import make_broker
 from esb.runtime.middleware import LogMiddleware
+from esb.runtime.reload import Reloader
 from esb.runtime.runtime import Runtime, open_store_for
 from esb.runtime.urls import mask_url
 
@@ -65,6 +66,9 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
     runtime = Runtime(project, make_broker(url, project.settings.heartbeat), routes, store=open_store_for(project),
                       pollers={None: True, True: "all", False: False}[pollers], middleware=middleware)
     runtime.start()
+    reloader = Reloader(runtime, every=project.settings.reload_every)
+    reloader.start()
+    signal.signal(signal.SIGHUP, lambda *_: reloader.request())
     probe = None
     if counted:
         from esb.observability.health import Probe
@@ -74,6 +78,7 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
     log.info("worker_ready", pid=os.getpid(), broker=mask_url(url))
     stop.wait()
     log.info("worker_draining", pid=os.getpid(), timeout_s=drain_timeout)
+    reloader.stop()
     if probe is not None:
         probe.stop()
     # A step stuck in C code may never give the interpreter back: faulthandler's own thread ends
@@ -101,6 +106,7 @@ def supervise(command: Sequence[str], workers: int, drain_timeout: float = 30.0,
     is told of each worker that ended (its live metrics are dropped)."""
     stop = stop_signals()
     slots = [_Slot(command, restart_delay, crash_limit, crash_window, on_death) for _ in range(workers)]
+    signal.signal(signal.SIGHUP, lambda *_: [slot.signal(signal.SIGHUP) for slot in slots])  # reload: each worker
     log.info("supervisor_started", workers=workers, pids=[slot.process.pid for slot in slots])
     gave_up = 0
     while not stop.wait(0.5):
@@ -160,8 +166,11 @@ class _Slot:
         return None
 
     def terminate(self) -> None:
+        self.signal(signal.SIGTERM)
+
+    def signal(self, signum: int) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signum)
 
     def wait(self, timeout: float) -> int:
         try:

@@ -15,12 +15,12 @@ from esb.cli.run import worker_command
 def test_a_worker_runs_esb_run_with_one_worker_the_same_root_log_level_broker_and_routes():
     command = worker_command(Path("/srv/esb"), "debug", "amqp://guest:guest@rabbit:5672/%2F", ("a", "b"))
     assert command == [sys.executable, "-m", "esb.cli.main", "--root", "/srv/esb", "--log-level", "debug", "run",
-                       "--workers", "1", "--broker", "amqp://guest:guest@rabbit:5672/%2F", "--route", "a",
-                       "--route", "b"]
+                       "--workers", "1", "--supervised", "--broker", "amqp://guest:guest@rabbit:5672/%2F",
+                       "--route", "a", "--route", "b"]
 
 
 def test_a_worker_without_a_broker_or_routes_takes_the_project_settings():
-    assert worker_command(Path("/srv/esb"), "info", None, ())[-3:] == ["run", "--workers", "1"]
+    assert worker_command(Path("/srv/esb"), "info", None, ())[-4:] == ["run", "--workers", "1", "--supervised"]
 
 
 JSON_CONFIG = "logging: {level: info, format: json}\nmetrics: {listen: 'off'}\n"
