@@ -82,7 +82,8 @@ class _ToJson:
             name = _attribute_name(key, scope)
             if name is None:  # two prefixes name its namespace: ask which one it was written with
                 written = written or _written_prefixes(el, scope)
-                name = f"{written[key]}:{key.rpartition('}')[2]}"
+                uri, _, local = key.rpartition("}")
+                name = f"{written.get(key) or written[uri + '}']}:{local}"
             result["@" + name] = value
         if len(el):
             text = self._children(el, result, scope, ctype)
@@ -199,11 +200,12 @@ def _written_prefixes(el: etree._Element, scope: _Scope) -> dict[str, str]:
     """The prefix each of el's attributes was written with ({uri}local -> prefix), for the
     namespaces that several prefixes name: lxml keeps it but shows it only to XPath's name().
     One XPath per such prefix, so a wide element costs no more than its attributes."""
-    found = {}
+    found: dict[str, str] = {}
     for prefix, uri in scope.uris.items():
         if prefix and scope.prefix(uri) is _AMBIGUOUS:
             for attribute in _WRITTEN_WITH(el, uri=uri, prefix=prefix):
                 found[attribute.attrname] = prefix
+            found.setdefault(f"{{{uri}}}", prefix)  # a fallback for a tree built elsewhere
     return found
 
 
