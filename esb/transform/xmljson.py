@@ -2,17 +2,24 @@
 
 The conventions (xmltodict's defaults, no namespace processing):
 
-* element names as written, prefix included ("ns2:Amt"); attributes as "@name";
-* namespace declarations as "@xmlns" / "@xmlns:p" on the element that declares them;
+* element and attribute names as written, prefix included ("ns2:Amt", "@xsi:type");
+* namespace declarations as "@xmlns" / "@xmlns:p" on each element that declares them, even
+  where one repeats the declaration in scope;
 * a text-only element is its text, an empty one None, XML text is never a number;
-* text beside attributes or children is "#text"; text is stripped of XML whitespace, and
-  whitespace-only text, comments and processing instructions are dropped;
+* text beside attributes or children is "#text": an element's text pieces joined, then
+  stripped of XML whitespace at both ends ("x<b/> <c/>y" is "x y"); comments and processing
+  instructions are dropped;
 * siblings with the same name become a list (grouped, so interleaved names lose their order).
+
+Beyond xmltodict: "#text" is written where the object puts it among the children (and read
+back first when the element's text comes before its children), and an attribute that is null is
+refused rather than written empty.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -66,13 +73,18 @@ class _ToJson:
     def element(self, el: etree._Element, ctype: str | None, scope: _Scope) -> Any:
         result: dict[str, Any] = {}
         declared = self.declarations.get(el)
-        if declared:
+        if declared:  # as written, even where it repeats a declaration in scope (as xmltodict)
             for prefix, uri in declared.items():
-                if scope.uris.get(prefix, _MISSING) != uri:
-                    result["@xmlns" if prefix is None else f"@xmlns:{prefix}"] = uri
+                result["@xmlns" if prefix is None else f"@xmlns:{prefix}"] = uri
             scope = _Scope({**scope.uris, **declared})
+        written = None
         for key, value in _attributes(el):
-            result["@" + _attribute_name(key, scope)] = value
+            name = _attribute_name(key, scope)
+            if name is None:  # two prefixes name its namespace: ask which one it was written with
+                written = written or _written_prefixes(el, scope)
+                uri, _, local = key.rpartition("}")
+                name = f"{written.get(key) or written[uri + '}']}:{local}"
+            result["@" + name] = value
         if len(el):
             text = self._children(el, result, scope, ctype)
         else:  # a leaf, most elements of a message: no text to gather from tails
@@ -87,12 +99,19 @@ class _ToJson:
                   ctype: str | None) -> str | None:
         """Add el's child elements to result; return el's own text, gathered around them."""
         children = self.shape.children(ctype) if ctype is not None else None
-        texts = [el.text]
+        texts = [el.text] if el.text else []
+        text_first = bool(texts) and bool(texts[0].strip(_XML_SPACE))
+        if text_first:  # text before the children: "#text" goes before them, to come back there
+            result["#text"] = None
         for child in el:
-            texts.append(child.tail)
+            if child.tail:
+                texts.append(child.tail)
             if type(child.tag) is str:  # comments, PIs and entities have a function as tag
                 self._add_child(result, child, children, scope)
-        return "".join(t for t in texts if t and t.strip(_XML_SPACE)).strip(_XML_SPACE) or None
+        if text_first and len(result) == 1:  # no attribute, and only comments beside the text
+            del result["#text"]
+        # All of it joined, then stripped, as xmltodict does: "x<b/> <c/>y" is "x y".
+        return "".join(texts).strip(_XML_SPACE) or None
 
     def _add_child(self, result: dict[str, Any], child: etree._Element,
                    children: Mapping[str, Child] | None, scope: _Scope) -> None:
@@ -127,12 +146,12 @@ class _Scope:
         self._prefixes: dict | None = None
 
     def prefix(self, uri: str) -> str | None:
-        """The first prefix bound to uri; the reverse table is built once, when first needed."""
+        """The prefix bound to uri, _AMBIGUOUS if several are; the table is built when first needed."""
         if self._prefixes is None:
             self._prefixes = {}
             for prefix, bound in self.uris.items():
                 if prefix:
-                    self._prefixes.setdefault(bound, prefix)
+                    self._prefixes[bound] = _AMBIGUOUS if bound in self._prefixes else prefix
         return self._prefixes.get(uri)
 
 
@@ -161,17 +180,41 @@ def _attributes(el: etree._Element) -> list[tuple[str, str]]:
     return [(found.attrname, str(found)) for found in _ALL_ATTRIBUTES(el)]
 
 
-def _attribute_name(key: str, scope: _Scope) -> str:
+def _attribute_name(key: str, scope: _Scope) -> str | None:
     if key[0] != "{":
         return key
     uri, _, local = key[1:].partition("}")
     if uri == _XML_NS:
         return f"xml:{local}"
     prefix = scope.prefix(uri)
+    if prefix is _AMBIGUOUS:
+        return None
     return f"{prefix}:{local}" if prefix else local
 
 
+_AMBIGUOUS: Any = object()  # what _Scope.prefix says when two prefixes name one namespace
+_WRITTEN_WITH = etree.XPath("@*[namespace-uri() = $uri and substring-before(name(), ':') = $prefix]")
+
+
+def _written_prefixes(el: etree._Element, scope: _Scope) -> dict[str, str]:
+    """The prefix each of el's attributes was written with ({uri}local -> prefix), for the
+    namespaces that several prefixes name: lxml keeps it but shows it only to XPath's name().
+    One XPath per such prefix, so a wide element costs no more than its attributes."""
+    found: dict[str, str] = {}
+    for prefix, uri in scope.uris.items():
+        if prefix and scope.prefix(uri) is _AMBIGUOUS:
+            for attribute in _WRITTEN_WITH(el, uri=uri, prefix=prefix):
+                found[attribute.attrname] = prefix
+            found.setdefault(f"{{{uri}}}", prefix)  # a fallback for a tree built elsewhere
+    return found
+
+
 # ---------------------------------------------------------------------------- JSON → XML
+#
+# Written as text, not built with lxml: lxml chooses a namespace prefix itself (the first
+# declaration of the URI it meets) and drops a declaration that repeats one in scope, so prefixes
+# and declarations would not come out as the JSON wrote them. The writer checks what lxml checked:
+# names, prefixes, characters XML cannot carry.
 
 def json_to_xml(obj: Any, *, root: str | None = None, pretty: bool = False,
                 max_number_chars: int = MAX_NUMBER_CHARS) -> str:
@@ -181,9 +224,17 @@ def json_to_xml(obj: Any, *, root: str | None = None, pretty: bool = False,
     A number whose text would be longer than `max_number_chars` is refused (see numbers.py).
     """
     name, value = _root_item(obj, root)
-    element = _build(None, name, value, {}, f"$.{name}", 1, max_number_chars)
-    body = etree.tostring(element, encoding="unicode", pretty_print=pretty)
+    out: list[str] = []
+    _write(out, name, value, _XML_SCOPE, f"$.{name}", 1, max_number_chars)
+    body = "".join(out)
+    if pretty:  # the document is esb's own, so lxml may read it back without limits
+        body = etree.tostring(etree.fromstring(body, _OWN_XML), encoding="unicode",
+                              pretty_print=True)
     return f"{XML_DECLARATION}\n{body}"
+
+
+_XML_SCOPE = MappingProxyType({"xml": _XML_NS})  # the one prefix bound without a declaration
+_OWN_XML = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
 
 
 def _root_item(obj: Any, root: str | None) -> tuple[str, Any]:
@@ -201,107 +252,145 @@ def _root_item(obj: Any, root: str | None) -> tuple[str, Any]:
     return root, obj
 
 
-def _build(parent: etree._Element | None, name: str, value: Any, scope: dict, path: str,
-           depth: int, digits: int) -> etree._Element:
-    """Create the element `name` for `value` (a dict, a scalar or None) under parent."""
+def _write(out: list[str], name: str, value: Any, scope: Mapping, path: str, depth: int,
+           digits: int) -> None:
+    """Write the element `name` for `value` (a dict, a scalar or None)."""
     if depth > LIBXML2_MAX_DEPTH:
         raise TransformError(f"the data at {path} nests deeper than {LIBXML2_MAX_DEPTH} "
                              "elements, more than esb would parse back")
-    declared, attributes, text, children = _split(value, path)
-    if declared:
-        scope = {**scope, **declared}
-    tag = _qualified(name, scope, path, element=True)
-    try:
-        el = (etree.Element(tag, nsmap=declared or None) if parent is None
-              else etree.SubElement(parent, tag, nsmap=declared or None))
-    except ValueError:
-        raise TransformError(f"the key {name!r} at {path} is not a valid XML element name") from None
-    for attr, attr_value in attributes:
-        if attr_value is not None:  # an optional attribute a mapping left empty
-            _set_attribute(el, attr, attr_value, scope, f"{path}.@{attr}", digits)
-    if text is not None:
-        text_path = f"{path}.#text" if isinstance(value, dict) else path
-        _set_text(el, _text(text, text_path, digits), text_path)
-    for key, item in children:
-        if isinstance(item, (list, tuple)):
+    if not isinstance(value, dict):
+        _check_name(name, scope, path, "element")
+        if value is None:
+            out.append(f"<{name}/>")
+        else:
+            out.append(f"<{name}>{_escape_text(_text(value, path, digits), path)}</{name}>")
+        return
+    head, scope, content = _start_tag(name, value, scope, path, digits)
+    start = len(out)
+    out.append(head + ">")
+    for key, item in content:  # in the JSON's order: "#text" sits where the object puts it
+        if key == "#text":
+            if item is not None:
+                out.append(_escape_text(_text(item, f"{path}.#text", digits), f"{path}.#text"))
+        elif isinstance(item, (list, tuple)):
             for i, each in enumerate(item):
                 if isinstance(each, (list, tuple)):
                     raise TransformError(f"the list at {path}.{key}[{i}] sits directly in a list, "
                                          "which XML cannot express")
-                _build(el, key, each, scope, f"{path}.{key}[{i}]", depth + 1, digits)
+                _write(out, key, each, scope, f"{path}.{key}[{i}]", depth + 1, digits)
         else:
-            _build(el, key, item, scope, f"{path}.{key}", depth + 1, digits)
-    return el
+            _write(out, key, item, scope, f"{path}.{key}", depth + 1, digits)
+    if len(out) == start + 1:
+        out[start] = head + "/>"
+    else:
+        out.append(f"</{name}>")
 
 
-def _split(value: Any, path: str) -> tuple[dict, list, Any, list]:
-    """Sort a dict's keys into namespace declarations, attributes, text and children."""
-    if not isinstance(value, dict):
-        return {}, [], value, []
-    declared, attributes, text, children = {}, [], None, []
+def _start_tag(name: str, value: dict, scope: Mapping, path: str,
+               digits: int) -> tuple[str, Mapping, list]:
+    """The start tag (without its ">"), the namespaces in scope inside, and the content items."""
+    declarations, attributes, content = [], [], []
     for key, item in value.items():
         if not isinstance(key, str):
             raise TransformError(f"the key {key!r} at {path} is not a string")
-        if key == "@xmlns" or key.startswith("@xmlns:"):
-            declared[key[7:] or None] = _namespace_uri(item, f"{path}.{key}")
-        elif key.startswith("@"):
-            attributes.append((key[1:], item))
-        elif key == "#text":
-            text = item
+        if key[:1] != "@":
+            content.append((key, item))
+        elif key == "@xmlns" or key.startswith("@xmlns:"):
+            declarations.append((key[1:], _namespace_uri(key, item, f"{path}.{key}")))
         else:
-            children.append((key, item))
-    return declared, attributes, text, children
+            attributes.append((key[1:], item))
+    if declarations:
+        scope = {**scope, **{key[6:] or None: uri for key, uri in declarations}}
+    _check_name(name, scope, path, "element")
+    parts = [f"<{name}"]
+    for key, uri in declarations:
+        parts.append(f' {key}="{_escape_attribute(uri, path + ".@" + key)}"')
+    if attributes:
+        parts.extend(_attribute_parts(name, attributes, scope, path, digits))
+    return "".join(parts), scope, content
 
 
-def _namespace_uri(value: Any, path: str) -> str:
+def _attribute_parts(element: str, attributes: list, scope: Mapping, path: str,
+                     digits: int) -> Iterator[str]:
+    seen: set[tuple[str, str]] = set()  # {uri}local of prefixed ones: p:x and q:x may be one name
+    for name, value in attributes:
+        where = f"{path}.@{name}"
+        if value is None:
+            raise TransformError(f"the attribute {name!r} of <{element}> at {where} is null: an "
+                                 "attribute needs a value (leave the key out to write none)")
+        _check_name(name, scope, where, "attribute")
+        prefix, colon, local = name.partition(":")
+        if colon:
+            if (scope[prefix], local) in seen:
+                raise TransformError(f"the attribute {name!r} at {where} names the same "
+                                     "namespace and name as another attribute of the element")
+            seen.add((scope[prefix], local))
+        yield f' {name}="{_escape_attribute(_text(value, where, digits), where)}"'
+
+
+def _namespace_uri(key: str, value: Any, path: str) -> str:
     if not isinstance(value, str):
         raise TransformError(f"the namespace declaration at {path} must be a string")
+    prefix = key[7:]
+    if key != "@xmlns" and (not _NCNAME.fullmatch(prefix) or prefix == "xmlns"
+                            or (prefix == "xml") != (value == _XML_NS) or not value):
+        raise TransformError(f"the namespace declaration at {path} is not one XML allows "
+                             "(a prefix declares a non-empty URI; xml and xmlns are reserved)")
     return value
 
 
-def _qualified(name: str, scope: dict, path: str, *, element: bool) -> str:
-    """Turn "p:Local" into "{uri}Local" with the declarations in scope."""
-    prefix, colon, local = name.rpartition(":")
-    if colon and not prefix:
-        raise TransformError(f"the key {name!r} at {path} is not a valid XML name")
-    if not colon:
-        uri = scope.get(None) if element else None  # the default namespace skips attributes
-    elif prefix == "xml":
-        uri = _XML_NS
-    else:
-        uri = scope.get(prefix)
-        if uri is None:
+# XML 1.0 (fifth edition) names, without the colon that namespaces reserve.
+_NAME_START = ("A-Z_a-z\xc0-\xd6\xd8-\xf6\xf8-\u02ff\u0370-\u037d\u037f-\u1fff\u200c-\u200d"
+               "\u2070-\u218f\u2c00-\u2fef\u3001-\ud7ff\uf900-\ufdcf\ufdf0-\ufffd"
+               "\U00010000-\U000effff")
+_NCNAME = re.compile(f"[{_NAME_START}][{_NAME_START}\\-.0-9\xb7\u0300-\u036f\u203f-\u2040]*")
+_QNAME = re.compile(f"(?:{_NCNAME.pattern}:)?{_NCNAME.pattern}")
+_VALID_NAMES: set[str] = set()  # names a message uses repeat in every message: check each once
+_MAX_CACHED_NAMES = 10_000
+
+
+def _check_name(name: str, scope: Mapping, path: str, kind: str) -> None:
+    if name not in _VALID_NAMES:
+        if not _QNAME.fullmatch(name):
+            key = name if kind == "element" else f"@{name}"
+            raise TransformError(f"the key {key!r} at {path} is not a valid XML {kind} name")
+        if len(_VALID_NAMES) < _MAX_CACHED_NAMES:
+            _VALID_NAMES.add(name)
+    if ":" in name:
+        prefix = name.partition(":")[0]
+        if prefix not in scope:
             raise TransformError(f"the name {name!r} at {path} uses the prefix {prefix!r}, "
                                  f"which no @xmlns:{prefix} declares")
-    return f"{{{uri}}}{local}" if uri else local
 
 
-def _set_attribute(el: etree._Element, name: str, value: Any, scope: dict, path: str,
-                   digits: int) -> None:
-    key = _qualified(name, scope, path, element=False)
-    text = _text(value, path, digits)
-    try:
-        el.set(key, text)
-    except ValueError:
-        raise _attribute_error(el, key, path) from None
+# Characters XML 1.0 cannot carry, and those that must be escaped, in one class: most text
+# has none, and then one search is all it costs.
+_XML_CHAR = "\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff"
+_NOT_XML = re.compile(f"[^{_XML_CHAR}]")
+_TEXT_SPECIAL = re.compile(f"[^{_XML_CHAR}]|[&<>\r]")
+_ATTRIBUTE_SPECIAL = re.compile(f"[^{_XML_CHAR}]|[&<>\"\t\n\r]")
+# As lxml writes them: a raw CR, or tab/newline in an attribute, would not read back as written.
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_ATTRIBUTE_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
+                                    "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"})
 
 
-def _attribute_error(el: etree._Element, key: str, path: str) -> TransformError:
-    try:  # lxml says only "ValueError": find out whether the name or the value is at fault
-        el.set(key, "")
-    except ValueError:
-        return TransformError(f"the key '{path.rpartition('.')[2]}' at {path} is not a valid XML "
-                              "attribute name")
-    return TransformError(f"the attribute value at {path} holds characters XML cannot carry "
-                          "(control characters or lone surrogates)")
-
-
-def _set_text(el: etree._Element, text: str, path: str) -> None:
-    try:
-        el.text = text
-    except ValueError:
+def _escape_text(text: str, path: str) -> str:
+    if _TEXT_SPECIAL.search(text) is None:
+        return text
+    if _NOT_XML.search(text):
         raise TransformError(f"the text at {path} holds characters XML cannot carry (control "
-                             "characters or lone surrogates)") from None
+                             "characters or lone surrogates)")
+    return text.translate(_TEXT_ESCAPES)
+
+
+def _escape_attribute(text: str, path: str) -> str:
+    if _ATTRIBUTE_SPECIAL.search(text) is None:
+        return text
+    if _NOT_XML.search(text):
+        raise TransformError(f"the attribute value at {path} holds characters XML cannot carry "
+                             "(control characters or lone surrogates)")
+    return text.translate(_ATTRIBUTE_ESCAPES)
 
 
 def _text(value: Any, path: str, digits: int) -> str:
