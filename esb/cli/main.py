@@ -53,7 +53,9 @@ def configure_logging(level: str = "warning", fmt: str = "console") -> None:
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso"), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
+        # one write() per line: the workers of `esb run --workers N` share stderr, and print()'s
+        # separate write of the newline let their lines interleave mid-line
+        logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=False)
 
 
