@@ -97,7 +97,7 @@ class SftpPoller:
     """Polls one `inbound` entry of an sftp adapter; `run(stop_event)` repeats `poll_once` every `every`."""
 
     def __init__(self, spec: AdapterSpec, inbound_name: str, root: Path, publish: Publish,
-                 ledger_path: str | Path, lock: str | Path | None = None):
+                 ledger_path: str | Path, lock: str | Path | None = None, on_round=None):
         if inbound_name not in spec.inbound:
             raise ConfigError(f"the adapter '{spec.name}' has no inbound '{inbound_name}'", path=spec.path)
         config = spec.inbound[inbound_name]
@@ -116,6 +116,7 @@ class SftpPoller:
         self._connection = SftpConnection(spec, Path(root))
         self._archive_ready = False
         self._log = log.bind(adapter=spec.name, inbound=inbound_name)
+        self._on_round = on_round  # (adapter, inbound, files published, ok): what metrics count
 
     def poll_once(self) -> list[str]:
         """One round; returns the remote paths of the files published in it."""
@@ -140,15 +141,20 @@ class SftpPoller:
     # -- one round -----------------------------------------------------------------------------
     def _round(self) -> list[str]:
         published: list[str] = []
+        ok = False
         try:
             files = self._connection.run(self._listing, f"poll {self.inbound}: list {self.directory}")
             with _ledger(self.ledger_path) as ledger:
                 for file in files:
                     self._take(file, ledger, published)
+            ok = True
         except ProcessingError as exc:  # the server or the broker fails: the rest waits for the next round
             self._log.error("sftp_poll_failed", error_class=exc.error_class, error=exc.message)
         except sqlite3.Error as exc:
             self._log.error("sftp_poll_failed", error_class="ledger", error=f"{self.ledger_path}: {exc}")
+        finally:
+            if self._on_round is not None:
+                self._on_round(self.adapter, self.inbound, len(published), ok)
         return published
 
     def _take(self, file: RemoteFile, ledger: sqlite3.Connection, published: list[str]) -> None:

@@ -38,6 +38,11 @@ ADAPTER_CALLS = Counter("esb_adapter_calls_total", "Calls of an adapter's operat
                         ["adapter", "kind", "operation", "outcome"])
 ADAPTER_DURATION = Histogram("esb_adapter_call_duration_seconds", "Time of one adapter call, failed or not",
                              ["adapter", "kind", "operation"], buckets=SECONDS)
+POLLS = Counter("esb_sftp_polls_total", "Rounds of an SFTP inbound poller, by outcome (ok, failed)",
+                ["adapter", "inbound", "outcome"])
+FILES_TAKEN = Counter("esb_sftp_files_taken_total", "Files an SFTP inbound poller published", ["adapter", "inbound"])
+LAST_POLL = Gauge("esb_sftp_last_successful_poll_timestamp_seconds", "When a poller's last round reached its end",
+                  ["adapter", "inbound"], multiprocess_mode="livemax")
 RELOADS = Counter("esb_config_reloads_total", "Hot reloads by outcome: reloaded, refused (the running routes "
                   "kept), unchanged", ["outcome"])
 RELOAD_PROBLEMS = Gauge("esb_config_reload_problems", "Problems of the last reload attempt (0: it loaded)",
@@ -89,6 +94,13 @@ class MetricsMiddleware(Middleware):
 
     def on_give_back(self, attempt, error, pause):
         GIVEN_BACK.labels(attempt.route).inc()
+
+    def on_poll(self, adapter, inbound, taken, ok):
+        POLLS.labels(adapter, inbound, "ok" if ok else "failed").inc()
+        if taken:
+            FILES_TAKEN.labels(adapter, inbound).inc(taken)
+        if ok:
+            LAST_POLL.labels(adapter, inbound).set_to_current_time()
 
     def on_reload(self, result):
         RELOADS.labels(result.outcome).inc()

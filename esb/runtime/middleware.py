@@ -20,9 +20,11 @@ Hooks (`attempt` is the delivery being processed: route, message_id, state, key)
     on_give_back(attempt, error, pause)            esb could not settle it: requeued after `pause` s
     after_message(attempt, outcome)                outcome: acked, skipped, retried, dead_lettered, given_back
 
-and two that are not about a message: `on_reload(result)` (a hot reload was done, refused, or
-found nothing to do: esb.runtime.reload.ReloadResult), and `wrap_adapter(name, kind, adapter)`,
-which returns the adapter (or a wrapper of it with the same `call`/`close`) the routes will use.
+and three that are not about a message: `on_reload(result)` (a hot reload was done, refused, or
+found nothing to do: esb.runtime.reload.ReloadResult), `on_poll(adapter, inbound, taken, ok)` (an
+SFTP inbound poller's round: files published, whether it reached the end), and
+`wrap_adapter(name, kind, adapter)`, which returns the adapter (or a wrapper of it with the same
+`call`/`close`) the routes will use.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from typing import Any
 import structlog
 
 HOOKS = ("before_message", "after_step", "on_step_failed", "on_forged_state", "on_resumed", "on_compensated",
-         "on_ack", "on_skip", "on_retry", "on_dead_letter", "on_give_back", "after_message", "on_reload")
+         "on_ack", "on_skip", "on_retry", "on_dead_letter", "on_give_back", "after_message", "on_reload",
+         "on_poll")
 _REVERSED = {"on_ack", "on_skip", "on_retry", "on_dead_letter", "on_give_back", "after_message"}
 
 

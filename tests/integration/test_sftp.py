@@ -208,12 +208,12 @@ def statement_bytes(testdata: Path) -> bytes:
 
 
 def make_poller(server: SftpServer, box: str, bus, uid: str, tmp_path: Path, *, publish=None, lock=None,
-                **inbound) -> SftpPoller:
+                on_round=None, **inbound) -> SftpPoller:
     config = {"poll": server.remote(f"{box}/inbox/*.xml"), "every": "1s", "archive": "done",
               "publish_to": {"exchange": f"bank.events.{uid}", "routing_key": "statement.camt053"}, **inbound}
     spec = adapter_spec(server, box, {"statements": config})
     return SftpPoller(spec, "statements", tmp_path, publish or confirmed_publish(bus.broker),
-                      tmp_path / "sftp-ledger.sqlite3", lock)
+                      tmp_path / "sftp-ledger.sqlite3", lock, on_round=on_round)
 
 
 def drop_file(server: SftpServer, box: str, name: str, data: bytes, mtime: float | None = None) -> Path:
@@ -419,3 +419,26 @@ def test_run_polls_every_interval_until_stopped(sftp_server, box, bus, uid, tmp_
         runner.join(10)
         poller.close()
     assert not runner.is_alive()
+
+
+def test_each_round_is_reported_with_the_files_it_took_and_whether_it_reached_its_end(
+        sftp_server, box, bus, uid, tmp_path, testdata):
+    bus.listen(f"statements-{uid}", f"bank.events.{uid}", "statement.#")
+    drop_file(sftp_server, box, "stmt-0001.xml", statement_bytes(testdata))
+    drop_file(sftp_server, box, "stmt-0002.xml", statement_bytes(testdata).replace(b"<MsgId>", b"<MsgId>2"))
+    rounds = []
+    poller = make_poller(sftp_server, box, bus, uid, tmp_path, on_round=lambda *facts: rounds.append(facts))
+    try:
+        poller.poll_once()
+        poller.poll_once()
+        inbox = sftp_server.root / box / "inbox"
+        inbox.rename(inbox.with_name("away"))  # the listing fails: a round that did not get through
+        try:
+            poller.poll_once()
+        finally:
+            inbox.with_name("away").rename(inbox)
+    finally:
+        poller.close()
+    adapter = poller.adapter
+    assert rounds == [(adapter, "statements", 2, True), (adapter, "statements", 0, True),
+                      (adapter, "statements", 0, False)]
