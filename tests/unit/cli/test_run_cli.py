@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -66,3 +67,28 @@ def test_every_worker_process_logs_json_when_logging_is_json(tmp_path):
     lines = json_lines(log.read_text())
     ready = [line for line in lines if line["event"] == "worker_ready"]
     assert len({line["pid"] for line in ready}) == 2  # both workers logged, in JSON
+
+
+def test_workers_never_serve_metrics_themselves_even_when_the_supervisor_serves_none(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "config").mkdir()
+    config = f"logging: {{format: json}}\nmetrics: {{listen: '127.0.0.1:{port}'}}\n"
+    (tmp_path / "config" / "esb.yaml").write_text(config)
+    (tmp_path / "routes").mkdir()
+    (tmp_path / "routes" / "r.yaml").write_text(WORKER_ROUTE)
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "esb.cli.main", "--root", str(tmp_path), "run",
+                                    "--workers", "2", "--broker", "memory://", "--metrics-listen", "off"],
+                                   stderr=stderr, text=True, env={**os.environ,
+                                                                  "ESB_METRICS_LISTEN": f"127.0.0.1:{port}"})
+        deadline = time.monotonic() + 40
+        while log.read_text().count('"worker_ready"') < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    events = [line["event"] for line in json_lines(log.read_text())]
+    assert events.count("worker_ready") == 2 and "metrics_serving" not in events
