@@ -52,7 +52,8 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
     from esb.loading.config import unknown_variables
     _report(ctx, [*project.warnings, *unknown_variables(root, os.environ)])
     count = workers or project.settings.workers or os.cpu_count() or 1
-    listen = metrics_listen or project.settings.metrics_listen
+    # a worker of a supervisor never serves: it counts into the supervisor's folder, if there is one
+    listen = "off" if supervised else metrics_listen or project.settings.metrics_listen
     if not supervised:
         ctx.with_resource(_pid_file(root))  # `esb reload` signals the process it names
     if count == 1:
@@ -78,8 +79,9 @@ def _pid_file(root: Path):
     try:
         yield path
     finally:
-        if path.read_text().strip() == str(os.getpid()):
-            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == str(os.getpid()):  # not one a later `esb run` wrote
+                path.unlink()
 
 
 @contextlib.contextmanager

@@ -45,11 +45,13 @@ SCHEMA = {
                                                              "and /readyz (port 0: any free port), or off",
                                               "examples": ["127.0.0.1:9464", "0.0.0.0:9464", "off"]}}},
         "reload": {"type": "object", "additionalProperties": False,
-                   "properties": {"watch": {"type": "boolean", "description": "reload when a file of routes/, "
+                   "properties": {"watch": {"type": "boolean", "default": True,
+                                            "description": "reload when a file of routes/, "
                                             "adapters/, transformers/ or config/ changes (SIGHUP and `esb reload` "
                                             "reload whatever this says)"},
                                   "every": {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$",
-                                            "description": "how often the files are compared", "examples": ["1s"]}}},
+                                            "default": "1s", "description": "how often the files are compared",
+                                            "examples": ["1s", "500ms"]}}},
         "limits": {"type": "object", "additionalProperties": False,
                    "properties": {"max_body": {**SIZE, "description": "the largest body a route takes unless it "
                                                "says max_body; a larger one is dead-lettered unread. Write a size "
@@ -131,6 +133,8 @@ def unknown_variables(root: Path, env: Mapping[str, str]) -> list[ConfigError]:
 
 
 def _typed(value: str, schema: dict) -> Any:
+    if schema.get("type") == "boolean" and value.lower() in ("true", "false"):
+        return value.lower() == "true"
     return int(value) if schema.get("type") == "integer" and value.isdigit() else value
 
 

@@ -113,6 +113,8 @@ def _default(variable: str, spec: dict) -> str:
     """The built-in default, read from `Settings`. Its fields are named their own way (log_level for
     logging.level, max_body_bytes for limits.max_body), so the field is found by setting the variable
     to a few valid values and seeing which one field moves."""
+    if "default" in spec:  # said by the schema where no one field of Settings shows it
+        return str(spec["default"]).lower() if isinstance(spec["default"], bool) else str(spec["default"])
     base = dataclasses.asdict(load_settings(_NOWHERE, {}))
     for probe in (*spec.get("enum", ()), *spec.get("examples", ()), "7", "8", "1KB", "off", "probe-" + "x" * 32):
         try:
