@@ -11,6 +11,7 @@ import click
 import structlog
 
 from esb import __version__
+from esb.cli.declare import declare
 from esb.cli.demo import demo
 from esb.cli.dlq import dlq
 from esb.cli.reload import reload
@@ -114,6 +115,7 @@ esb.add_command(dlq)
 esb.add_command(send)
 esb.add_command(status)
 esb.add_command(reload)
+esb.add_command(declare)
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -10,12 +12,16 @@ from typing import Any
 
 import click
 import yaml
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from esb.adapters.kinds import ADAPTER_KINDS
+from esb.cli.completion import complete_route
+from esb.cli.formats import FILE_FORMATS
+from esb.cli.output import console, echo_json, json_option
 from esb.errors import ConfigError, ConfigErrors
 from esb.loading.project import Project, load_project
+from esb.loading.registry import did_you_mean
 from esb.loading.secrets import mask_secrets, redact
 from esb.routes import graph
 from esb.routes.model import Route
@@ -54,14 +60,25 @@ def print_problems(errors: list[ConfigError], *, err: bool = False, count: bool 
 
 
 @routes.command("list")
+@json_option
 @click.pass_obj
-def list_routes(root: Path) -> None:
+def list_routes(root: Path, as_json: bool) -> None:
     """A table of the routes: source, steps, adapters, concurrency."""
+    project = load_project(root)
+    if as_json:
+        echo_json({"routes": [_route_summary(route) for route in project.routes.values()]})
+        return
     table = Table("route", "source", "steps", "adapters", "concurrency")
-    for route in load_project(root).routes.values():
+    for route in project.routes.values():
         table.add_row(Text(route.name), Text(_source(route)), str(len(list(route.walk()))),
                       Text(", ".join(route.adapters) or "-"), str(route.concurrency))
-    Console().print(table)
+    console().print(table)
+
+
+def _route_summary(route: Route) -> dict:
+    """One route of `routes list --json`."""
+    return {"name": route.name, "description": route.description, "source": dataclasses.asdict(route.source),
+            "steps": len(list(route.walk())), "adapters": list(route.adapters), "concurrency": route.concurrency}
 
 
 def _source(route: Route) -> str:
@@ -71,22 +88,49 @@ def _source(route: Route) -> str:
 
 
 @routes.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_route)
+@json_option
 @click.pass_obj
-def show(root: Path, name: str) -> None:
+def show(root: Path, name: str, as_json: bool) -> None:
     """One route: its source, each step with its settings, and the adapters it uses (secrets masked)."""
     project = load_project(root)
     route = project.route(name)
+    secrets = frozenset().union(*(spec.secrets for spec in project.adapters.values()))
+    if as_json:
+        echo_json(_route_detail(project, route, secrets))
+        return
     for line in _route_lines(route):
         click.echo(line)
     click.echo("steps:")
-    secrets = frozenset().union(*(spec.secrets for spec in project.adapters.values()))
     for line in _step_lines(route.steps, 1, secrets):
         click.echo(line)
     if route.adapters:
         click.echo("adapters:")
     for line in _adapter_lines(project, route):
         click.echo(line)
+
+
+def _route_detail(project: Project, route: Route, secrets: frozenset[str]) -> dict:
+    """`routes show --json`: what the text shows, as data; secrets masked the same way."""
+    return {**_route_summary(route), "path": route.path, "line": route.line,
+            "max_body_bytes": route.max_body_bytes, "retry": dataclasses.asdict(route.retry),
+            "idempotency": None if route.idempotency is None else dataclasses.asdict(route.idempotency),
+            "steps": [_step_detail(step, secrets) for step in route.steps],
+            "adapters": [_adapter_detail(project.adapters[name]) for name in route.adapters]}
+
+
+def _step_detail(step: Step, secrets: frozenset[str]) -> dict:
+    branches = step.branches()
+    settings = {k: v for k, v in step.settings().items() if v is not None}
+    return {"label": step.label, "kind": step.kind,
+            "settings": {} if branches else redact(mask_secrets(settings), secrets),
+            "branches": [{"when": None if condition == graph.OTHERWISE else condition,
+                          "steps": [_step_detail(s, secrets) for s in nested]} for condition, nested in branches]}
+
+
+def _adapter_detail(spec) -> dict:
+    return {"name": spec.name, "kind": spec.kind, "path": spec.path, "settings": spec.shown(),
+            "operations": redact(mask_secrets({k: dict(v) for k, v in spec.operations.items()}), spec.secrets)}
 
 
 def _route_lines(route: Route) -> Iterator[str]:
@@ -149,7 +193,7 @@ def as_yaml(value: Any) -> str:
 
 
 @routes.command("graph")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_route)
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "svg"]), default="mermaid", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (svg defaults to NAME.svg); otherwise print.")
@@ -169,28 +213,50 @@ def draw(root: Path, name: str, fmt: str, output: Path | None) -> None:
 
 
 
+def _explained() -> dict[str, dict[str, dict]]:
+    """What `routes explain` knows, by section: each name's JSON Schema (description, fields, examples)."""
+    return {"step kinds": {name: STEP_KINDS.get(name).schema for name in STEP_KINDS.names()},
+            "file formats": FILE_FORMATS,
+            "adapter kinds": dict(sorted(ADAPTER_KINDS.items()))}
+
+
 @routes.command()
 @click.argument("kind", required=False)
 def explain(kind: str | None) -> None:
-    """What a step kind does, its fields and an example; without KIND, every kind in one line."""
+    """What a step kind, the route or adapter file format (`route`, `adapter`) or an adapter kind (`rest`,
+    `soap`, `sftp`) takes: its fields, description and example; without KIND, each in one line."""
+    sections = _explained()
     if kind is None:
-        width = max(map(len, STEP_KINDS.names()))
-        for name in STEP_KINDS.names():
-            click.echo(f"{name:<{width}}  {_first_sentence(STEP_KINDS.get(name).schema.get('description', ''))}")
+        width = max(len(name) for schemas in sections.values() for name in schemas)
+        for i, (title, schemas) in enumerate(sections.items()):
+            click.echo(f"{'' if i == 0 else chr(10)}{title}:")
+            for name, schema in schemas.items():
+                click.echo(f"{INDENT}{name:<{width}}  {first_sentence(schema.get('description', ''))}")
         return
-    if kind not in STEP_KINDS:
-        click.echo(STEP_KINDS.unknown(kind), err=True)
+    schemas = {name: schema for section in sections.values() for name, schema in section.items()}
+    if kind not in schemas:
+        click.echo(f"nothing to explain is named {kind}. {did_you_mean(kind, list(schemas))}", err=True)
         raise click.exceptions.Exit(1)
-    for line in _explain_lines(kind, STEP_KINDS.get(kind).schema):
+    for line in _explain_lines(kind, schemas[kind], whole=kind not in STEP_KINDS):
         click.echo(line)
 
 
-def _first_sentence(text: str) -> str:
-    head, dot, _ = text.partition(". ")
-    return head + ("." if dot else "")
+# a full stop ends a sentence when a space or the end follows, outside brackets, not in "e.g." or "i.e."
+_FULL_STOP = re.compile(r"(?<!\be\.g)(?<!\bi\.e)\.(?=\s|$)")
 
 
-def _explain_lines(kind: str, schema: dict) -> Iterator[str]:
+def first_sentence(text: str) -> str:
+    """The first whole sentence of `text` (all of it when it has one)."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += (char in "([{") - (char in ")]}")
+        if char == "." and depth <= 0 and _FULL_STOP.match(text, i):
+            return text[:i + 1]
+    return text
+
+
+def _explain_lines(kind: str, schema: dict, whole: bool = False) -> Iterator[str]:
+    """`whole`: an example is a whole file, not a step `- KIND: settings`."""
     yield f"{kind}: {schema.get('description', '')}"
     yield ""
     yield f"written as: {_type(schema)}"
@@ -201,7 +267,7 @@ def _explain_lines(kind: str, schema: dict) -> Iterator[str]:
         yield "example:" if len(examples) == 1 else "examples:"
     for i, example in enumerate(examples):
         yield from [""] if i else []
-        yield from _indented(as_yaml([{kind: example}]), 1)
+        yield from _indented(as_yaml(example if whole else [{kind: example}]), 1)
 
 
 def _field_lines(fields: list[tuple[str, str, bool, str, int]]) -> Iterator[str]:
@@ -225,8 +291,17 @@ def _fields(schema: dict, depth: int) -> Iterator[tuple[str, str, bool, str, int
         required = set(alternative.get("required", []))
         for name, field in alternative.get("properties", {}).items():
             yield name, _type(field), name in required, field.get("description", ""), depth
-            if depth < 3 and isinstance(field, dict):
+            if depth < 4 and isinstance(field, dict):
                 yield from _fields(field, depth + 1)
+                yield from _named_entries(field, depth + 1)
+
+
+def _named_entries(schema: dict, depth: int) -> Iterator[tuple[str, str, bool, str, int]]:
+    """The fields of each entry of a mapping by name (an adapter's `operations: {NAME: ...}`)."""
+    entry = schema.get("additionalProperties")
+    if isinstance(entry, dict) and entry.get("properties"):
+        yield "NAME", _type(entry), False, entry.get("description", "each entry, by its name"), depth
+        yield from _fields(entry, depth + 1)
 
 
 def _type(schema: dict) -> str:
@@ -243,7 +318,7 @@ def _type(schema: dict) -> str:
 
 
 @routes.command("test")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_route)
 @click.pass_obj
 def run_tests(root: Path, name: str | None) -> None:
     """Run the cases of routes/tests/*.yaml in process (no broker); exit 1 on any failure."""

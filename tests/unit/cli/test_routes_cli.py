@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from esb import __version__
@@ -124,6 +127,49 @@ def test_list_shows_each_route_with_its_source_steps_adapters_and_concurrency(pr
         assert cell in row
 
 
+def test_list_json_gives_each_route_with_stable_keys(project):
+    result = esb_cli(project, "routes", "list", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"routes": [{
+        "name": "oa-expense-to-voucher",
+        "description": "Approved expense claims from OA become vouchers in the ledger.",
+        "source": {"queue": "oa-expense-to-voucher", "exchange": "oa.events", "binding_key": "expense.approved",
+                   "exchange_type": "topic", "quorum": False, "format": "json"},
+        "steps": 5, "adapters": ["ledger-rest"], "concurrency": 16}]}
+
+
+def test_show_json_gives_the_steps_branches_and_adapters_with_secrets_masked(project):
+    result = esb_cli(project, "routes", "show", "oa-expense-to-voucher", "--json")
+    assert result.exit_code == 0
+    assert "s3cr3t" not in result.stdout
+    route = json.loads(result.stdout, parse_float=Decimal)
+    assert (route["name"], route["path"], route["line"]) == ("oa-expense-to-voucher", "routes/oa-expense.yaml", 1)
+    backoff = {"initial": Decimal("1.0"), "multiplier": Decimal("4.0"), "max": Decimal("600.0")}
+    assert route["retry"] == {"attempts": 5, "in_process": 3, "backoff": backoff}
+    assert [step["label"] for step in route["steps"]] == ["filter-1", "create-voucher", "choice-3"]
+    assert route["steps"][1]["settings"] == {"adapter": "ledger-rest", "operation": "create_voucher",
+                                             "compensate": "cancel_voucher"}
+    when, otherwise = route["steps"][2]["branches"]
+    assert (when["when"], when["steps"][0]["label"]) == ("amount > `50000`", "send-to-review")
+    assert (otherwise["when"], otherwise["steps"][0]["settings"]["exchange"]) == (None, "finance.vouchers")
+    [adapter] = route["adapters"]
+    assert adapter["settings"]["auth"] == {"bearer": {"token": "***"}}
+    assert adapter["operations"]["create_voucher"] == {"method": "POST", "path": "/vouchers"}
+
+
+LONG = "a-route-with-a-name-long-enough-that-its-row-would-not-fit-in-eighty-columns"
+
+
+def test_list_is_not_cut_to_80_columns_when_stdout_is_not_a_terminal(project):
+    write(project, {"routes/long.yaml": f"name: {LONG}\nsource: {{exchange: some.long.exchange.name, "
+                                        f"binding_key: some.long.binding.key}}\nsteps: [{{log: {{message: x}}}}]\n"})
+    result = esb_cli(project, "routes", "list", env={**ENV, "COLUMNS": None})
+    assert result.exit_code == 0
+    row = next(line for line in result.stdout.splitlines() if LONG in line)
+    assert f"some.long.exchange.name/some.long.binding.key → {LONG}" in row
+    assert len(row) > 160
+
+
 def test_show_prints_each_step_with_settings_and_the_adapter_with_its_secret_masked(project):
     result = esb_cli(project, "routes", "show", "oa-expense-to-voucher")
     assert result.exit_code == 0
@@ -198,13 +244,70 @@ def test_explain_prints_the_description_each_field_and_the_example(tmp_path):
 def test_explain_of_an_unknown_kind_suggests_the_nearest(tmp_path):
     result = esb_cli(tmp_path, "routes", "explain", "publsh")
     assert result.exit_code == 1
-    assert result.stderr == "no such step kind: publsh. Did you mean 'publish'?\n"
+    assert result.stderr == "nothing to explain is named publsh. Did you mean 'publish'?\n"
 
 
-def test_explain_without_a_kind_lists_every_kind_with_one_line(tmp_path):
+def test_explain_without_a_kind_lists_every_step_kind_file_format_and_adapter_kind_with_one_line(tmp_path):
     result = esb_cli(tmp_path, "routes", "explain")
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.stdout.splitlines()] == STEP_KINDS.names()
+    sections = result.stdout.split("\n\n")
+    names = [[line.split()[0] for line in section.splitlines()[1:]] for section in sections]
+    assert [section.splitlines()[0] for section in sections] == ["step kinds:", "file formats:", "adapter kinds:"]
+    assert names == [STEP_KINDS.names(), ["route", "adapter"], ["rest", "sftp", "soap"]]
+
+
+def test_explain_summaries_are_whole_first_sentences_never_cut_inside_brackets_or_after_e_g(tmp_path):
+    lines = [line for line in esb_cli(tmp_path, "routes", "explain").stdout.splitlines() if line.startswith("  ")]
+    function = next(line for line in lines if line.split()[0] == "function")
+    assert function.endswith("or JSON when it returns an object or a list (a parser of text, e.g. MT940).")
+    for line in lines:
+        assert line.endswith("."), line
+        assert line.count("(") == line.count(")"), line
+
+
+@pytest.mark.parametrize(("text", "first"), [
+    ("One. Two.", "One."),
+    ("Call f (e.g. MT940). Then more.", "Call f (e.g. MT940)."),
+    ("A list, i.e. items. B.", "A list, i.e. items."),
+    ("Files from adapters/*.yaml. The rest.", "Files from adapters/*.yaml."),
+    ("No full stop at all", "No full stop at all"),
+])
+def test_first_sentence_ends_at_a_full_stop_outside_brackets_and_abbreviations(text, first):
+    from esb.cli.routes import first_sentence
+    assert first_sentence(text) == first
+
+
+def test_explain_route_prints_the_route_format_its_fields_and_an_example(tmp_path):
+    result = esb_cli(tmp_path, "routes", "explain", "route")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("route: A route file, routes/NAME.yaml")
+    for field in (["name", "string", "required"], ["source", "object", "required"], ["binding_key", "string"],
+                  ["initial", "string", "or", "integer", "optional"], ["steps", "array", "required"]):
+        assert any(line.split()[:len(field)] == field for line in lines), field
+    assert "example:\n  name: oa-expense-to-voucher\n" in result.stdout
+
+
+def test_the_route_and_adapter_examples_explain_prints_are_valid_files(tmp_path):
+    from esb.cli.formats import ADAPTER_EXAMPLE, ROUTE_EXAMPLE
+    from esb.loading.project import load_project
+    adapter = yaml.safe_dump(ADAPTER_EXAMPLE).replace("${LEDGER_TOKEN}", "t")
+    route = yaml.safe_dump(ROUTE_EXAMPLE)
+    write(tmp_path, {"adapters/ledger-rest.yaml": adapter,
+                     "routes/r.yaml": route, "transformers/schemas/expense-approved.json": '{"type": "object"}'})
+    assert list(load_project(tmp_path, {}).routes) == ["oa-expense-to-voucher"]
+
+
+def test_explain_an_adapter_kind_prints_its_fields_with_each_operation_s_fields(tmp_path):
+    result = esb_cli(tmp_path, "routes", "explain", "rest")
+    assert result.exit_code == 0
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert result.stdout.startswith("rest: An HTTP/JSON endpoint such as a ledger API.")
+    assert next(words for words in lines if words[:1] == ["base_url"])[:3] == ["base_url", "string", "required"]
+    at = lines.index(next(w for w in lines if w[:1] == ["operations"]))
+    assert lines[at + 1][:2] == ["NAME", "object"] and lines[at + 2][:1] == ["method"]
+    adapter = esb_cli(tmp_path, "routes", "explain", "adapter")
+    assert adapter.exit_code == 0 and "kind         one of rest|sftp|soap  required" in adapter.stdout
 
 
 def test_route_tests_print_a_line_per_case_and_a_summary(project):
