@@ -44,6 +44,13 @@ SCHEMA = {
                                               "description": "host:port where `esb run` serves /metrics, /healthz "
                                                              "and /readyz (port 0: any free port), or off",
                                               "examples": ["127.0.0.1:9464", "0.0.0.0:9464", "off"]}}},
+        "tracing": {"type": "object", "additionalProperties": False, "properties": {
+            "exporter": {"enum": ["none", "console", "otlp"], "description": "where `esb run` sends OpenTelemetry "
+                         "spans (needs `pip install esb[tracing]`): none, console (stdout) or otlp (OTLP/HTTP)"},
+            "endpoint": {"type": "string", "description": "the OTLP/HTTP traces URL; empty: the OTEL_EXPORTER_OTLP_* "
+                         "variables, else http://localhost:4318/v1/traces",
+                         "examples": ["http://127.0.0.1:4318/v1/traces"]},
+            "service_name": {"type": "string", "minLength": 1, "description": "service.name of esb's spans"}}},
         "limits": {"type": "object", "additionalProperties": False,
                    "properties": {"max_body": {**SIZE, "description": "the largest body a route takes unless it "
                                                "says max_body; a larger one is dead-lettered unread. Write a size "
@@ -66,6 +73,9 @@ class Settings:
     state_key: str | None = None  # None: a key of this machine, kept in var/state.key
     max_body_bytes: int = DEFAULT_MAX_BODY
     metrics_listen: str = "127.0.0.1:9464"  # Prometheus' registered port for exporters of this kind; "off"
+    tracing_exporter: str = "none"  # none, console, otlp: see esb.observability.tracing
+    tracing_endpoint: str = ""
+    tracing_service_name: str = "esb"
 
 
 def load_settings(root: Path, env: Mapping[str, str]) -> Settings:
@@ -139,4 +149,5 @@ def _settings(data: dict) -> Settings:
         log_format=logging.get("format", base.log_format), workers=data.get("workers", base.workers),
         delivery_limit=data.get("delivery", {}).get("limit", base.delivery_limit),
         state_key=data.get("security", {}).get("state_key") or None,
-        metrics_listen=data.get("metrics", {}).get("listen", base.metrics_listen))
+        metrics_listen=data.get("metrics", {}).get("listen", base.metrics_listen),
+        **{f"tracing_{k}": v for k, v in data.get("tracing", {}).items()})
