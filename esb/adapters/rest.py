@@ -9,7 +9,8 @@ Request
     body       POST, PUT, PATCH send the message body: JSON through esb.transform.jsoncodec
                (Decimals digit for digit), XML and text as they are, each with its content type.
                GET and DELETE send none.
-    headers    the adapter's `headers`, then the operation's, then `Idempotency-Key` (renamed by
+    headers    the adapter's `headers`, then the operation's, then (tracing on) the W3C `traceparent`
+               and `tracestate` of the call's span, then `Idempotency-Key` (renamed by
                `idempotency_header`, turned off by `false`), `X-Message-Id`, then auth. The key
                and the id are sent percent-encoded outside printable ASCII and for `%` itself.
     limits     connect timeout 5s, total timeout 10s per call (redirects included), 128 pooled
@@ -82,7 +83,7 @@ from urllib.parse import SplitResult, quote, urlencode, urljoin, urlsplit
 import urllib3
 import urllib3.exceptions
 
-from esb import __version__
+from esb import __version__, tracecontext
 from esb.adapters.spec import MASK, AdapterSpec, positive_seconds
 from esb.errors import ConfigError, PermanentError, ProcessingError, TransformError, TransientError
 from esb.loading.secrets import is_secret_name
@@ -210,6 +211,8 @@ class RestAdapter:
             headers["Content-Type"] = content_type
         for name, value in (*self._headers.items(), *op.headers.items()):
             headers[name] = value
+        if (trace := tracecontext.bound(message.message_id)) is not None:  # tracing on: W3C traceparent
+            headers.update(trace.headers)
         if self._idempotency_header:
             headers[self._idempotency_header] = quote(idempotency_key, safe=_HEADER_SAFE)
         headers["X-Message-Id"] = quote(message.message_id, safe=_HEADER_SAFE)

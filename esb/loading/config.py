@@ -52,6 +52,13 @@ SCHEMA = {
                                   "every": {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$",
                                             "default": "1s", "description": "how often the files are compared",
                                             "examples": ["1s", "500ms"]}}},
+        "tracing": {"type": "object", "additionalProperties": False, "properties": {
+            "exporter": {"enum": ["none", "console", "otlp"], "description": "where `esb run` sends OpenTelemetry "
+                         "spans (needs `pip install esb[tracing]`): none, console (stdout) or otlp (OTLP/HTTP)"},
+            "endpoint": {"type": "string", "description": "the OTLP/HTTP traces URL; empty: the OTEL_EXPORTER_OTLP_* "
+                         "variables, else http://localhost:4318/v1/traces",
+                         "examples": ["http://127.0.0.1:4318/v1/traces"]},
+            "service_name": {"type": "string", "minLength": 1, "description": "service.name of esb's spans"}}},
         "limits": {"type": "object", "additionalProperties": False,
                    "properties": {"max_body": {**SIZE, "description": "the largest body a route takes unless it "
                                                "says max_body; a larger one is dead-lettered unread. Write a size "
@@ -75,6 +82,9 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY
     reload_every: float = 1.0  # seconds between looks at the files; 0: only SIGHUP / `esb reload`
     metrics_listen: str = "127.0.0.1:9464"  # Prometheus' registered port for exporters of this kind; "off"
+    tracing_exporter: str = "none"  # none, console, otlp: see esb.observability.tracing
+    tracing_endpoint: str = ""
+    tracing_service_name: str = "esb"
 
 
 def load_settings(root: Path, env: Mapping[str, str]) -> Settings:
@@ -151,7 +161,8 @@ def _settings(data: dict) -> Settings:
         delivery_limit=data.get("delivery", {}).get("limit", base.delivery_limit),
         state_key=data.get("security", {}).get("state_key") or None,
         metrics_listen=data.get("metrics", {}).get("listen", base.metrics_listen),
-        reload_every=_reload_every(data.get("reload", {}), base.reload_every))
+        reload_every=_reload_every(data.get("reload", {}), base.reload_every),
+        **{f"tracing_{k}": v for k, v in data.get("tracing", {}).items()})
 
 
 def _reload_every(reload: dict, default: float) -> float:

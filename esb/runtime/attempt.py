@@ -10,7 +10,7 @@ from esb.runtime.state import FIRST_ATTEMPT, RetryState
 
 class Attempt:
     __slots__ = ("route", "delivery", "message_id", "owner", "state", "key", "claimed", "outputs",
-                 "compensations", "generations", "settled", "marks")
+                 "compensations", "generations", "settled", "marks", "trace")
 
     def __init__(self, route: str, delivery: Delivery, message_id: str, owner: str):
         self.route, self.delivery, self.message_id, self.owner = route, delivery, message_id, owner
@@ -22,6 +22,7 @@ class Attempt:
         self.generations: dict = {}    # step label -> generation of its downstream key
         self.settled = False
         self.marks: list | None = None  # a middleware's timestamps (metrics: taken up, last step ended)
+        self.trace = None               # the tracing middleware's spans of this message
 
     def effect_key(self, message_id: str, step: str) -> str:
         """The Idempotency-Key of `step`'s effect, in the generation this message is at."""

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from esb import tracecontext
 from esb.errors import TransformError
 from esb.message import BINARY, JSON, TEXT, XML, Message
 from esb.runtime import names
@@ -108,7 +109,8 @@ def to_message(delivery: Delivery, default_format: str) -> Message:
 
 
 def to_outgoing(message: Message, extra_headers: Mapping[str, Any] | None = None) -> Outgoing:
-    headers = wire_headers({**user_headers(message.headers), **(extra_headers or {})})
+    own = tracecontext.outgoing(message.message_id, user_headers(message.headers))  # traced: the span's traceparent
+    headers = wire_headers({**own, **(extra_headers or {})})
     return Outgoing(encode_body(message.body, message.content_type), message.content_type,
                     headers, message.message_id)
 

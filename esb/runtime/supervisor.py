@@ -63,6 +63,9 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
         middleware.append(MetricsMiddleware())
         from esb.observability.server import serve_unless_supervised
         serve_unless_supervised(metrics_listen)  # before anything runs: a port in use stops start-up (exit 2)
+    if project.settings.tracing_exporter != "none":  # OpenTelemetry is imported only when asked for
+        from esb.observability.tracing import TracingMiddleware
+        middleware.append(TracingMiddleware.from_settings(project.settings))
     runtime = Runtime(project, make_broker(url, project.settings.heartbeat), routes, store=open_store_for(project),
                       pollers={None: True, True: "all", False: False}[pollers], middleware=middleware)
     runtime.start()
