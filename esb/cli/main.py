@@ -11,6 +11,7 @@ import click
 import structlog
 
 from esb import __version__
+from esb.cli.audit import audit
 from esb.cli.demo import demo
 from esb.cli.dlq import dlq
 from esb.cli.routes import print_problems, routes
@@ -110,6 +111,7 @@ esb.add_command(demo)
 esb.add_command(dlq)
 esb.add_command(send)
 esb.add_command(status)
+esb.add_command(audit)
 
 
 def main() -> None:

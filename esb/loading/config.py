@@ -44,6 +44,14 @@ SCHEMA = {
                                               "description": "host:port where `esb run` serves /metrics, /healthz "
                                                              "and /readyz (port 0: any free port), or off",
                                               "examples": ["127.0.0.1:9464", "0.0.0.0:9464", "off"]}}},
+        "audit": {"type": "object", "additionalProperties": False,
+                  "properties": {"path": {"type": "string", "description": "the audit log of operator actions "
+                                          "(replay, purge, reload): JSON lines, appended; relative to the project",
+                                          "examples": ["var/audit.jsonl", "/var/log/esb/audit.jsonl"]}}},
+        "dlq": {"type": "object", "additionalProperties": False,
+                "properties": {"ledger": {"type": "string", "description": "the SQLite file remembering which dead "
+                                          "letters were replayed, so none is replayed twice by accident",
+                                          "examples": ["var/dlq-replays.sqlite3"]}}},
         "limits": {"type": "object", "additionalProperties": False,
                    "properties": {"max_body": {**SIZE, "description": "the largest body a route takes unless it "
                                                "says max_body; a larger one is dead-lettered unread. Write a size "
@@ -66,6 +74,8 @@ class Settings:
     state_key: str | None = None  # None: a key of this machine, kept in var/state.key
     max_body_bytes: int = DEFAULT_MAX_BODY
     metrics_listen: str = "127.0.0.1:9464"  # Prometheus' registered port for exporters of this kind; "off"
+    audit_path: str = "var/audit.jsonl"
+    replay_ledger: str = "var/dlq-replays.sqlite3"
 
 
 def load_settings(root: Path, env: Mapping[str, str]) -> Settings:
@@ -139,4 +149,6 @@ def _settings(data: dict) -> Settings:
         log_format=logging.get("format", base.log_format), workers=data.get("workers", base.workers),
         delivery_limit=data.get("delivery", {}).get("limit", base.delivery_limit),
         state_key=data.get("security", {}).get("state_key") or None,
-        metrics_listen=data.get("metrics", {}).get("listen", base.metrics_listen))
+        metrics_listen=data.get("metrics", {}).get("listen", base.metrics_listen),
+        audit_path=data.get("audit", {}).get("path", base.audit_path),
+        replay_ledger=data.get("dlq", {}).get("ledger", base.replay_ledger))
