@@ -11,6 +11,7 @@ import click
 import structlog
 
 from esb import __version__
+from esb.cli.audit import audit
 from esb.cli.declare import declare
 from esb.cli.demo import demo
 from esb.cli.dlq import dlq
@@ -116,6 +117,7 @@ esb.add_command(send)
 esb.add_command(status)
 esb.add_command(reload)
 esb.add_command(declare)
+esb.add_command(audit)
 
 
 def main() -> None:

@@ -59,6 +59,14 @@ SCHEMA = {
                          "variables, else http://localhost:4318/v1/traces",
                          "examples": ["http://127.0.0.1:4318/v1/traces"]},
             "service_name": {"type": "string", "minLength": 1, "description": "service.name of esb's spans"}}},
+        "audit": {"type": "object", "additionalProperties": False,
+                  "properties": {"path": {"type": "string", "description": "the audit log of operator actions "
+                                          "(replay, purge, reload): JSON lines, appended; relative to the project",
+                                          "examples": ["var/audit.jsonl", "/var/log/esb/audit.jsonl"]}}},
+        "dlq": {"type": "object", "additionalProperties": False,
+                "properties": {"ledger": {"type": "string", "description": "the SQLite file remembering which dead "
+                                          "letters were replayed, so none is replayed twice by accident",
+                                          "examples": ["var/dlq-replays.sqlite3"]}}},
         "limits": {"type": "object", "additionalProperties": False,
                    "properties": {"max_body": {**SIZE, "description": "the largest body a route takes unless it "
                                                "says max_body; a larger one is dead-lettered unread. Write a size "
@@ -85,6 +93,8 @@ class Settings:
     tracing_exporter: str = "none"  # none, console, otlp: see esb.observability.tracing
     tracing_endpoint: str = ""
     tracing_service_name: str = "esb"
+    audit_path: str = "var/audit.jsonl"
+    replay_ledger: str = "var/dlq-replays.sqlite3"
 
 
 def load_settings(root: Path, env: Mapping[str, str]) -> Settings:
@@ -162,7 +172,9 @@ def _settings(data: dict) -> Settings:
         state_key=data.get("security", {}).get("state_key") or None,
         metrics_listen=data.get("metrics", {}).get("listen", base.metrics_listen),
         reload_every=_reload_every(data.get("reload", {}), base.reload_every),
-        **{f"tracing_{k}": v for k, v in data.get("tracing", {}).items()})
+        **{f"tracing_{k}": v for k, v in data.get("tracing", {}).items()},
+        audit_path=data.get("audit", {}).get("path", base.audit_path),
+        replay_ledger=data.get("dlq", {}).get("ledger", base.replay_ledger))
 
 
 def _reload_every(reload: dict, default: float) -> float:

@@ -7,13 +7,16 @@ so a message put back or newly dead-lettered is never read twice and the walk al
 A replay republishes the original message (body, content type, headers, message id) to the
 route's queue, persistent, mandatory and confirmed, and only then acks the dead letter: a
 failure leaves it where it was. A replayed message goes through the route's idempotency like
-any other (the store's "dead" record may be claimed again).
+any other (the store's "dead" record may be claimed again). Given a replay ledger
+(esb.runtime.replays), a replay claims each dead letter there before sending it; one replayed
+before stays in the DLQ and is reported, unless the caller says `again`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -22,6 +25,8 @@ from esb.errors import EsbError
 from esb.runtime import names
 from esb.runtime.broker import Broker, Delivery, Outgoing, confirmed_publish
 from esb.runtime.envelope import message_id_of, user_headers, wire_headers
+from esb.runtime.replays import Replay, ReplayLedger
+from esb.runtime.retry import now_iso
 from esb.runtime.state import RetryState, Seal, read_generations, state_headers
 from esb.runtime.urls import mask_url
 
@@ -53,15 +58,27 @@ class DeadLetter:
     authentic: bool = True       # sealed by esb; else only its body and plain headers are believed
 
     @property
-    def age(self) -> datetime.timedelta | None:
-        """Time since the last failure; None when the header is missing or unreadable."""
+    def died_at(self) -> datetime.datetime | None:
+        """When it was dead-lettered (its last failure); None when unsealed or unreadable."""
         try:
             then = datetime.datetime.fromisoformat(self.last_failure)
         except ValueError:
             return None
-        if then.tzinfo is None:
-            then = then.replace(tzinfo=datetime.UTC)
-        return datetime.datetime.now(datetime.UTC) - then
+        return then if then.tzinfo else then.replace(tzinfo=datetime.UTC)
+
+    @property
+    def age(self) -> datetime.timedelta | None:
+        """Time since the last failure; None when the header is missing or unreadable."""
+        then = self.died_at
+        return None if then is None else datetime.datetime.now(datetime.UTC) - then
+
+    @property
+    def died(self) -> str:
+        """Which death of this message it is: its sealed last-failure time (a message replayed that
+        died again died later), or for a letter esb did not seal, a digest of its body."""
+        if self.authentic and self.last_failure:
+            return self.last_failure
+        return "unsealed:" + hashlib.sha256(self.body).hexdigest()[:16]
 
     @classmethod
     def from_delivery(cls, delivery: Delivery, seal: Seal, route: str) -> DeadLetter:
@@ -88,12 +105,47 @@ class DeadLetter:
             generations=MappingProxyType(read_generations(h.get(names.GENERATIONS))))
 
 
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which dead letters: those with these ids, error classes and failed steps (each empty: any),
+    dead-lettered at or after `since`."""
+
+    ids: frozenset[str] = frozenset()
+    error_classes: frozenset[str] = frozenset()
+    steps: frozenset[str] = frozenset()
+    since: datetime.datetime | None = None
+
+    def matches(self, letter: DeadLetter) -> bool:
+        return ((not self.ids or letter.id in self.ids)
+                and (not self.error_classes or letter.error_class in self.error_classes)
+                and (not self.steps or letter.step in self.steps)
+                and (self.since is None or (letter.died_at is not None and letter.died_at >= self.since)))
+
+    @property
+    def is_everything(self) -> bool:
+        return self == Selection()
+
+
+@dataclasses.dataclass
+class ReplayReport:
+    """What a replay did (or, dry, would do)."""
+
+    replayed: list[DeadLetter] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[DeadLetter, Replay]] = dataclasses.field(default_factory=list)  # replayed before
+    missing: list[tuple[str, Replay | None]] = dataclasses.field(default_factory=list)  # ids not in the DLQ
+
+    @property
+    def count(self) -> int:
+        return len(self.replayed)
+
+
 class ReplayFailed(EsbError):
     """A republish was not confirmed: that dead letter and the ones after it stay in the DLQ."""
 
-    def __init__(self, message: str, replayed: int):
+    def __init__(self, message: str, replayed: int, report: ReplayReport | None = None):
         super().__init__(message)
         self.replayed = replayed
+        self.report = report
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -110,31 +162,109 @@ def browse(broker: Broker, route: str, limit: int | None = 1000, *, seal: Seal) 
 
 def find(broker: Broker, routes: Iterable[str], message_id: str, *, seal: Seal) -> DeadLetter | None:
     """The dead letter with this message id in the DLQ of any of `routes`, left in place."""
+    found = [letter for letter in candidates(broker, routes, message_id, seal=seal) if letter.id == message_id]
+    return found[0] if found else None
+
+
+def candidates(broker: Broker, routes: Iterable[str], prefix: str, *, seal: Seal) -> list[DeadLetter]:
+    """The dead letters (left in place) in the DLQs of `routes` whose id is `prefix`, or if there is
+    none, those whose id starts with it."""
+    exact, starting = [], []
     for route in routes:
         if broker.queue_depth(names.dead_letter_queue(route)) is None:
             continue
-        found = next((letter for letter in browse(broker, route, None, seal=seal) if letter.id == message_id), None)
-        if found is not None:
-            return found
-    return None
+        for letter in browse(broker, route, None, seal=seal):
+            if letter.id == prefix:
+                exact.append(letter)
+            elif letter.id.startswith(prefix):
+                starting.append(letter)
+    return exact or starting
 
 
 def replay(broker: Broker, route: str, *, ids: Iterable[str] | None = None, replay_all: bool = False,
-           from_step: str | None = None, route_model=None, progress: Progress | None = None, seal: Seal) -> int:
+           **options) -> int:
     """Republish dead letters of `route` (those with `ids`, or all) to its queue; how many moved.
-
-    With `from_step`, each goes back with the body it had at its failed step and the retry
-    state that makes the route resume there; only the failed step may be named.
-    """
-    wanted = set(ids or ())
-    if not wanted and not replay_all:
+    `options` are those of `replay_report`."""
+    selection = Selection(ids=frozenset(ids or ()))
+    if selection.is_everything and not replay_all:
         raise EsbError("say which dead letters to replay: give message ids, or all")
+    return replay_report(broker, route, selection, **options).count
+
+
+def replay_report(broker: Broker, route: str, selection: Selection, *, from_step: str | None = None,
+                  route_model=None, progress: Progress | None = None, seal: Seal,
+                  ledger: ReplayLedger | None = None, again: bool = False, user: str = "") -> ReplayReport:
+    """Republish the selected dead letters of `route` to its queue, at most one copy per id named.
+
+    With `from_step`, each goes back with the body it had at its failed step and the retry state
+    that makes the route resume there; only the failed step may be named. With a `ledger`, a dead
+    letter replayed before is left in the DLQ and reported as skipped, unless `again`.
+    """
     if from_step is not None:
-        for letter in _matching(browse(broker, route, None, seal=seal), wanted):
-            _check_resumable(letter, from_step, route_model)
+        for letter in browse(broker, route, None, seal=seal):
+            if selection.matches(letter):
+                _check_resumable(letter, from_step, route_model)
     target = route_model.source.queue if route_model is not None else names.route_queue(route)
-    return _move(broker, route, wanted, lambda letter: ("", target, replayed(letter, from_step, route_model, seal)),
-                 progress, seal)
+    queue, report, at = names.dead_letter_queue(route), ReplayReport(), now_iso()
+    found, sent = set(), set()  # ids seen in the DLQ, ids sent back
+    count = _depth_or_fail(broker, queue)
+    try:
+        for delivery in _fetch(broker, queue, count):
+            letter = DeadLetter.from_delivery(delivery, seal, route)
+            if not selection.matches(letter) or (selection.ids and letter.id in sent):
+                continue  # held until the end, then given back
+            found.add(letter.id)
+            outgoing = replayed(letter, from_step, route_model, seal)
+            overwritten = ledger.earlier(route, letter.id, letter.died) if ledger and again else None
+            earlier = ledger.claim(route, letter.id, letter.died, at=at, user=user, again=again) if ledger else None
+            if earlier is not None:
+                report.skipped.append((letter, earlier))
+                continue
+            try:
+                _send(broker, ("", target, outgoing), letter, report.count, queue)
+            except ReplayFailed as exc:
+                if ledger is not None:
+                    ledger.release(route, letter.id, letter.died, at=at, restore=overwritten)
+                exc.report = report
+                raise
+            broker.ack(delivery)
+            report.replayed.append(letter)
+            sent.add(letter.id)
+            if progress is not None:
+                progress(report.count, len(selection.ids) or count)
+            if selection.ids and sent >= selection.ids:
+                break
+    finally:
+        broker.give_back_fetched()
+    report.missing = _missing(selection.ids - found, route, ledger)
+    return report
+
+
+def plan(broker: Broker, route: str, selection: Selection, *, from_step: str | None = None, route_model=None,
+         seal: Seal, ledger: ReplayLedger | None = None, again: bool = False, user: str = "") -> ReplayReport:
+    """What `replay_report` would do, touching nothing (a dry run)."""
+    report, found, sent, seen, at = ReplayReport(), set(), set(), {}, now_iso()
+    for letter in browse(broker, route, None, seal=seal):
+        if not selection.matches(letter) or (selection.ids and letter.id in sent):
+            continue
+        found.add(letter.id)
+        if from_step is not None:
+            _check_resumable(letter, from_step, route_model)
+        earlier = None
+        if ledger is not None and not again:  # a second copy of a letter this replay sends is refused too
+            earlier = ledger.earlier(route, letter.id, letter.died) or seen.get((letter.id, letter.died))
+        if earlier is not None:
+            report.skipped.append((letter, earlier))
+            continue
+        seen[(letter.id, letter.died)] = Replay(letter.id, letter.died, at, user)
+        report.replayed.append(letter)
+        sent.add(letter.id)
+    report.missing = _missing(selection.ids - found, route, ledger)
+    return report
+
+
+def _missing(ids: set[str], route: str, ledger: ReplayLedger | None) -> list[tuple[str, Replay | None]]:
+    return [(i, ledger.last(route, i) if ledger else None) for i in sorted(ids)]
 
 
 def purge(broker: Broker, route: str, ids: Iterable[str] | None = None, *, seal: Seal) -> int:
@@ -144,34 +274,27 @@ def purge(broker: Broker, route: str, ids: Iterable[str] | None = None, *, seal:
         _depth_or_fail(broker, queue)
         return broker.purge(queue)
     wanted = set(ids)
-    return _move(broker, route, wanted, lambda letter: None, None, seal) if wanted else 0
+    return _drop(broker, route, wanted, seal) if wanted else 0
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _move(broker: Broker, route: str, wanted: set[str], destination, progress: Progress | None, seal: Seal) -> int:
-    """Take matching dead letters off the DLQ: republish each to `destination(letter)` (None: drop),
-    ack it once confirmed; give every other message back untouched."""
-    queue = names.dead_letter_queue(route)
-    moved, by_id = 0, bool(wanted)
-    count = _depth_or_fail(broker, queue)
-    total = len(wanted) if by_id else count
+def _drop(broker: Broker, route: str, wanted: set[str], seal: Seal) -> int:
+    """Ack (delete) the dead letters with these ids; give every other message back untouched."""
+    queue, dropped = names.dead_letter_queue(route), 0
     try:
-        for delivery in _fetch(broker, queue, count):
+        for delivery in _fetch(broker, queue, _depth_or_fail(broker, queue)):
             letter = DeadLetter.from_delivery(delivery, seal, route)
-            if wanted and letter.id not in wanted:
+            if letter.id not in wanted:
                 continue  # held until the end, then given back
-            _send(broker, destination(letter), letter, moved, queue)
             broker.ack(delivery)
-            moved += 1
+            dropped += 1
             wanted.discard(letter.id)
-            if progress is not None:
-                progress(moved, total)
-            if by_id and not wanted:
+            if not wanted:
                 break
     finally:
         broker.give_back_fetched()
-    return moved
+    return dropped
 
 
 def _send(broker: Broker, where: tuple[str, str, Outgoing] | None, letter: DeadLetter, moved: int,
@@ -229,10 +352,6 @@ def _step_is_at(route_model, index: int, label: str) -> bool:
         return False
     step = route_model.steps[index]
     return step.label == label or any(s.label == label for _, nested in step.branches() for s in nested)
-
-
-def _matching(letters: list[DeadLetter], wanted: set[str]) -> list[DeadLetter]:
-    return [letter for letter in letters if not wanted or letter.id in wanted]
 
 
 def _fetch(broker: Broker, queue: str, count: int) -> Iterator[Delivery]:

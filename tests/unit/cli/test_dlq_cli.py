@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
+import json
 import socket
 import textwrap
 import time
@@ -95,12 +97,19 @@ def dead_letters(root: Path, uid: str, ledger, *message_ids: str, failing: str =
     runtime = Runtime(load_project(root, {}), make_broker(RABBIT_URL), store=SqliteStore(str(root / "idem.sqlite3")))
     runtime.start()
     try:
+        before = dead_letter_count(root, uid)
         for message_id in message_ids:
             assert esb_cli(root, "send", f"r-{uid}", str(root / "claim.json"), "--id", message_id,
                            "--header", "source=oa").stdout == f"{message_id}\n"
-        wait_for_dead_letters(root, uid, len(message_ids))
+        wait_for_dead_letters(root, uid, before + len(message_ids))
     finally:
         runtime.stop(drain_timeout=10)
+
+
+def dead_letter_count(root: Path, uid: str) -> int:
+    with connected(RABBIT_URL) as broker:
+        depth = broker.queue_depth(f"r-{uid}.dlq")
+    return 0 if depth is None else depth[0]
 
 
 def browse(root: Path, uid: str) -> list[dlq.DeadLetter]:
@@ -200,7 +209,8 @@ def test_dlq_replay_from_a_step_other_than_the_failed_one_is_refused(project, ui
 
 def test_dlq_replay_needs_ids_or_all(project, uid):
     result = esb_cli(project, "dlq", "replay", f"r-{uid}")
-    assert result.exit_code == 2 and "give --id ID (repeatable) or --all" in result.stderr
+    assert result.exit_code == 2
+    assert "give --id ID (repeatable), a filter (--error-class, --step, --since) or --all" in result.stderr
 
 
 def test_dlq_purge_asks_first_and_removes_only_the_named_dead_letter(project, uid, ledger):
@@ -220,3 +230,155 @@ def test_status_shows_depth_consumers_dead_letters_and_retrying_without_the_pass
     [row] = [line for line in result.stdout.splitlines() if f"r-{uid}" in line]
     assert [cell.strip() for cell in row.strip("│ ").split("│")] == [f"r-{uid}", f"r-{uid}", "0", "0", "1", "0"]
     assert "amqp://guest:***@127.0.0.1:5672/%2F" in result.stdout and ":guest@" not in result.stdout
+
+
+# -- replay once, filters, dry run, audit (issue 11, point 7) ----------------------------------
+
+def run_until_dead(root: Path, uid: str, ledger, count: int) -> None:
+    """Run the route on what waits in its queue until its DLQ holds `count` dead letters."""
+    configure_logging("warning")
+    ledger.set_default(lambda request: StubResponse(400, {"error": "account 9999 does not exist"}))
+    runtime = Runtime(load_project(root, {}), make_broker(RABBIT_URL), store=SqliteStore(str(root / "idem.sqlite3")))
+    runtime.start()
+    try:
+        wait_for_dead_letters(root, uid, count)
+    finally:
+        runtime.stop(drain_timeout=10)
+
+
+def copy_first_dead_letter(uid: str) -> None:
+    """Put a second copy of the first dead letter into the DLQ, as a replay whose ack was lost leaves one."""
+    with pika.BlockingConnection(pika.URLParameters(RABBIT_URL)) as connection:
+        channel = connection.channel()
+        method, properties, body = channel.basic_get(f"r-{uid}.dlq")
+        channel.basic_publish("", f"r-{uid}.dlq", body, properties)
+        channel.basic_nack(method.delivery_tag, requeue=True)
+
+
+def audit_actions(root: Path) -> list[dict]:
+    result = esb_cli(root, "audit", "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_second_replay_of_a_replayed_id_says_when_and_by_whom_and_fails(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"R-{uid}")
+    assert esb_cli(project, "dlq", "replay", f"r-{uid}", "--id", f"R-{uid}").stdout == "replayed 1\n"
+    again = esb_cli(project, "dlq", "replay", f"r-{uid}", "--id", f"R-{uid}")
+    assert again.exit_code == 1 and again.stdout == "replayed 0\n"
+    assert f"R-{uid} is not in r-{uid}.dlq: it was replayed at 20" in again.stderr
+    assert f"by {getpass.getuser()}" in again.stderr
+
+
+def test_a_copy_of_a_replayed_dead_letter_stays_in_the_dlq_unless_replayed_again(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"D-{uid}")
+    copy_first_dead_letter(uid)
+    assert [letter.id for letter in browse(project, uid)] == [f"D-{uid}", f"D-{uid}"]
+    result = esb_cli(project, "dlq", "replay", f"r-{uid}", "--all")
+    assert result.exit_code == 1 and result.stdout == "replayed 1\n"
+    assert f"D-{uid} (dead-lettered 20" in result.stderr
+    assert "was already replayed at 20" in result.stderr and "give --again to replay it again" in result.stderr
+    assert [letter.id for letter in browse(project, uid)] == [f"D-{uid}"]
+    forced = esb_cli(project, "dlq", "replay", f"r-{uid}", "--id", f"D-{uid}", "--again")
+    assert forced.exit_code == 0 and forced.stdout == "replayed 1\n"
+    assert browse(project, uid) == []
+
+
+def test_a_message_that_died_again_after_its_replay_is_replayed_without_again(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"A-{uid}")
+    first = browse(project, uid)[0].last_failure
+    assert esb_cli(project, "dlq", "replay", f"r-{uid}", "--id", f"A-{uid}").exit_code == 0
+    run_until_dead(project, uid, ledger, 1)  # the fix did not hold: it died again
+    assert browse(project, uid)[0].last_failure != first
+    result = esb_cli(project, "dlq", "replay", f"r-{uid}", "--id", f"A-{uid}")
+    assert result.exit_code == 0 and result.stdout == "replayed 1\n" and result.stderr == ""
+
+
+def test_replay_filters_by_step_error_class_and_time_and_a_dry_run_touches_nothing(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"V-{uid}")                       # dies at create-voucher
+    dead_letters(project, uid, ledger, f"W-{uid}", failing="/archive")   # dies at archive
+    dry = esb_cli(project, "dlq", "replay", f"r-{uid}", "--step", "archive", "--error-class", "permanent",
+                  "--since", "1h", "--dry-run")
+    assert dry.exit_code == 0
+    assert dry.stdout.splitlines()[0].startswith(f"would replay W-{uid}  (step archive, permanent, dead-lettered 20")
+    assert dry.stdout.endswith("would replay 1\n")
+    assert sorted(letter.id for letter in browse(project, uid)) == [f"V-{uid}", f"W-{uid}"]
+    later = esb_cli(project, "dlq", "replay", f"r-{uid}", "--since", "2999-01-01T00:00")
+    assert later.exit_code == 0 and later.stdout == "replayed 0\n"
+    none = esb_cli(project, "dlq", "replay", f"r-{uid}", "--error-class", "transient")
+    assert none.stdout == "replayed 0\n"
+    result = esb_cli(project, "dlq", "replay", f"r-{uid}", "--step", "archive")
+    assert result.exit_code == 0 and result.stdout == "replayed 1\n"
+    assert [letter.id for letter in browse(project, uid)] == [f"V-{uid}"]
+
+
+def test_replay_and_purge_are_audited_with_who_what_and_the_outcome(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"X-{uid}", f"Y-{uid}")
+    esb_cli(project, "dlq", "replay", f"r-{uid}", "--id", f"X-{uid}", "--dry-run")
+    esb_cli(project, "dlq", "replay", f"r-{uid}", "--id", f"X-{uid}")
+    esb_cli(project, "dlq", "purge", f"r-{uid}", "--all", "--yes")
+    dry, replay, purge = audit_actions(project)
+    assert (dry["action"], dry["dry_run"], dry["outcome"], dry["result"]["ids"]) == ("replay", True, "ok", [f"X-{uid}"])
+    assert replay["user"] == getpass.getuser() and replay["host"] == socket.gethostname()
+    assert replay["route"] == f"r-{uid}" and replay["dry_run"] is False and replay["outcome"] == "ok"
+    assert replay["what"] == {"ids": [f"X-{uid}"], "all": False, "error_class": [], "step": [], "since": None,
+                              "from_step": None, "again": False}
+    assert replay["result"] == {"count": 1, "ids": [f"X-{uid}"], "skipped": [], "missing": []}
+    assert (purge["action"], purge["what"], purge["result"], purge["outcome"]) == (
+        "purge", {"ids": [], "all": True}, {"count": 1}, "ok")
+    assert replay["started"] <= replay["finished"] <= purge["started"]
+    table = esb_cli(project, "audit", "--action", "purge")
+    assert "purge" in table.stdout and "count=1" in table.stdout and "1 action in" in table.stdout
+
+
+def test_a_failed_replay_is_audited_with_its_error(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"F-{uid}", failing="/archive")
+    esb_cli(project, "dlq", "replay", f"r-{uid}", "--all", "--from-step", "create-voucher")
+    [action] = audit_actions(project)
+    assert action["outcome"].startswith("error: dead letter F-") and "failed at step 'archive'" in action["outcome"]
+
+
+def test_replay_refuses_before_acting_when_the_audit_log_cannot_be_written(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"N-{uid}")
+    (project / "var" / "audit-dir").mkdir(parents=True)
+    result = CliRunner().invoke(esb, ["--root", str(project), "dlq", "replay", f"r-{uid}", "--all"],
+                                env={**ENV, "ESB_AUDIT_PATH": "var/audit-dir"})
+    assert result.exit_code == 1
+    assert f"cannot write the audit log {project}/var/audit-dir: Is a directory" in result.stderr
+    assert [letter.id for letter in browse(project, uid)] == [f"N-{uid}"]
+
+
+# -- machine output and id prefixes (issue 11, point 13) ----------------------------------------
+
+def test_dlq_list_json_is_an_array_with_stable_keys_and_the_whole_reason(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"J-{uid}", f"K-{uid}")
+    result = esb_cli(project, "dlq", "list", f"r-{uid}", "--json")
+    assert result.exit_code == 0
+    letters = json.loads(result.stdout)
+    assert [letter["id"] for letter in letters] == [f"J-{uid}", f"K-{uid}"]
+    assert list(letters[0]) == ["id", "route", "sealed", "step", "error_class", "reason", "attempts", "first_failure",
+                                "last_failure", "age_seconds", "compensation"]
+    assert letters[0]["step"] == "create-voucher" and letters[0]["error_class"] == "permanent"
+    assert letters[0]["sealed"] is True and letters[0]["attempts"] == 1 and 0 <= letters[0]["age_seconds"] < 60
+    assert "HTTP 400" in letters[0]["reason"]
+
+
+def test_dlq_show_json_holds_the_body_digit_for_digit_and_the_headers(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"B-{uid}", failing="/archive")
+    result = esb_cli(project, "dlq", "show", f"B-{uid}", "--json")
+    assert result.exit_code == 0
+    letter = json.loads(result.stdout)
+    assert letter["body"] == '{"claim_id": "C-1", "amount": 10.05}' and letter["body_encoding"] == "utf-8"
+    assert letter["headers"] == {"source": "oa"} and letter["step"] == "archive" and letter["resume_step"] == 1
+    assert letter["content_type"] == "application/json" and letter["exception"] == "PermanentError"
+    assert letter["failed_body_encoding"] == "utf-8" and "V-1" in letter["failed_body"]
+
+
+def test_dlq_show_takes_a_unique_id_prefix_and_lists_the_candidates_of_an_ambiguous_one(project, uid, ledger):
+    dead_letters(project, uid, ledger, f"{uid}-alpha", f"{uid}-beta")
+    result = esb_cli(project, "dlq", "show", f"{uid}-a")
+    assert result.exit_code == 0 and f"id:            {uid}-alpha" in result.stdout
+    ambiguous = esb_cli(project, "dlq", "show", f"{uid}-")
+    assert ambiguous.exit_code == 1
+    assert f"the id prefix '{uid}-' names 2 dead letters; give more of the id:" in ambiguous.stderr
+    assert f"  {uid}-alpha  (route r-{uid})\n  {uid}-beta  (route r-{uid})" in ambiguous.stderr
