@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from esb.cli.output import console as wide_console
 from esb.observability import audit as audit_log
 
 _AGE = re.compile(r"^(\d+)([smhd])$")
@@ -64,7 +64,7 @@ def audit(root: Path, since: datetime.datetime | None, actions: tuple[str, ...],
         table.add_row(Text(_when(action.started)), Text(f"{action.user}@{action.host}"),
                       Text(action.action + (" (dry run)" if action.dry_run else "")), Text(action.route or "-"),
                       Text(summary(action.what)), Text(_outcome(action)))
-    console = Console()
+    console = wide_console()
     console.print(table)
     console.print(Text(f"{len(found)} action{'' if len(found) == 1 else 's'} in {log.path}"))
 

@@ -19,6 +19,8 @@ from rich.text import Text
 
 from esb.cli.audit import SINCE
 from esb.cli.brokers import broker_option, resolve_broker
+from esb.cli.completion import complete_route
+from esb.cli.output import console as wide_console
 from esb.observability import audit
 from esb.runtime import dlq as engine
 from esb.runtime import names
@@ -64,7 +66,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@click.argument("route")
+@click.argument("route", shell_complete=complete_route)
 @click.option("--limit", type=int, default=1000, show_default=True, help="Show at most this many.")
 @json_option
 @broker_option
@@ -80,7 +82,7 @@ def list_letters(root: Path, route: str, limit: int, as_json: bool, broker_url: 
     for letter in letters:
         table.add_row(Text(letter.id), format_age(letter.age), Text(letter.step), Text(letter.error_class),
                       Text(truncate(letter.reason, REASON_WIDTH)))
-    console = Console()
+    console = wide_console()
     console.print(table)
     console.print(Text(f"{len(letters)} dead letter{'' if len(letters) == 1 else 's'} in "
                        f"{names.dead_letter_queue(route)}"))
@@ -211,7 +213,7 @@ def _indented(text: str) -> Iterator[str]:
 
 
 @dlq.command()
-@click.argument("route")
+@click.argument("route", shell_complete=complete_route)
 @click.option("--id", "ids", multiple=True, metavar="ID", help="Replay this dead letter (repeatable).")
 @click.option("--all", "everything", is_flag=True, help="Replay every dead letter of ROUTE (that the filters keep).")
 @click.option("--error-class", "error_classes", multiple=True, metavar="CLASS",
@@ -288,7 +290,7 @@ def _render(report: engine.ReplayReport, queue: str, dry_run: bool) -> None:
 
 
 @dlq.command()
-@click.argument("route")
+@click.argument("route", shell_complete=complete_route)
 @click.option("--id", "ids", multiple=True, metavar="ID", help="Delete this dead letter (repeatable).")
 @click.option("--all", "everything", is_flag=True, help="Delete every dead letter of ROUTE.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

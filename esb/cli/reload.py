@@ -27,11 +27,17 @@ def reload(root: Path, wait: float, as_json: bool) -> None:
     and each problem is printed (exit 1). Otherwise only the routes the change affects are swapped,
     between messages.
     """
+    from esb.observability import audit
     root = root.resolve()
     pid = _running_pid(root)
-    asked = time.time()
-    os.kill(pid, signal.SIGHUP)
-    answers = _answers(root, asked, wait)
+    with audit.for_project(root).action("reload", what={"pid": pid}) as act:  # no log line: no reload
+        asked = time.time()
+        os.kill(pid, signal.SIGHUP)
+        answers = _answers(root, asked, wait)
+        act.result = {"workers": [{k: a[k] for k in ("pid", "outcome", "config_hash", "swapped", "errors")}
+                                  for a in answers]}
+        if not answers or any(answer["outcome"] == "refused" for answer in answers):
+            act.outcome = "refused" if answers else "no answer"
     if as_json:
         click.echo(json.dumps(answers, indent=2))
     for answer in [] if as_json else answers:

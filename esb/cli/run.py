@@ -12,6 +12,7 @@ import click
 import structlog
 
 from esb.cli.brokers import NO_BROKER, broker_option
+from esb.cli.completion import complete_route
 from esb.errors import ConfigError, ConfigErrors
 from esb.loading.project import load_project
 from esb.loading.startcheck import broker_url_problem
@@ -22,7 +23,8 @@ DRAIN_TIMEOUT = 30.0
 @click.command()
 @click.option("--workers", type=int, default=None, help="Worker processes (default: config, else one per core).")
 @broker_option
-@click.option("--route", "routes", multiple=True, help="Run only this route (repeatable).")
+@click.option("--route", "routes", multiple=True, shell_complete=complete_route,
+              help="Run only this route (repeatable).")
 @click.option("--drain-timeout", type=click.FloatRange(min=0), default=DRAIN_TIMEOUT, show_default=True,
               help="Seconds SIGTERM/Ctrl-C waits for in-flight messages before the worker exits regardless.")
 @click.option("--metrics-listen", default=None, metavar="HOST:PORT|off",

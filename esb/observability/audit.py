@@ -63,7 +63,8 @@ def who() -> str:
 
 @dataclasses.dataclass
 class Act:
-    """One action being carried out; set `result` to what it did (counts, ids) before it ends."""
+    """One action being carried out; set `result` to what it did (counts, ids) before it ends, and
+    `outcome` when it ended otherwise than `ok` without raising (a reload the project refused)."""
 
     id: str
     action: str
@@ -71,6 +72,7 @@ class Act:
     what: Mapping[str, Any]
     dry_run: bool
     result: Any = None
+    outcome: str | None = None
 
     def line(self, outcome: str) -> dict:
         return {"id": self.id, "time": now(), "user": who(), "host": socket.gethostname(), "action": self.action,
@@ -119,7 +121,7 @@ class AuditLog:
         except BaseException as exc:
             self._finish(act, f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}", exc)
             raise
-        self._finish(act, OK, None)
+        self._finish(act, act.outcome or OK, None)
 
     def record(self, action: str, what: Mapping[str, Any], outcome: str, *, route: str | None = None,
                dry_run: bool = False, result: Any = None) -> None:

@@ -104,9 +104,7 @@ class MetricsMiddleware(Middleware):
 
     def on_reload(self, result):
         RELOADS.labels(result.outcome).inc()
-        if result.outcome == "unchanged":
-            return
-        RELOAD_PROBLEMS.set(len(result.errors))
+        RELOAD_PROBLEMS.set(len(result.errors))  # 0 again once a refused change is fixed or undone
         if result.outcome in ("loaded", "reloaded"):
             if self._config_hash:  # set to 0, not removed: under --workers N the value lives in a file
                 CONFIG_INFO.labels(self._config_hash).set(0)

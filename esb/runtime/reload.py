@@ -142,9 +142,10 @@ class Reloader:
             files = snapshot(self.root)
             changed = changed_files(self.files, files)
             if not changed:
-                if forced:  # asked, nothing to do: say so, so that `esb reload` is answered
-                    return self._record(dataclasses.replace(self.last, outcome="unchanged", swapped=(),
-                                                            at=time.time()))
+                # asked, or a refused change was undone: say the files are what runs
+                if forced or self._refused is not None:
+                    self._refused = None
+                    return self._record(ReloadResult("unchanged", config_hash(self.files), at=time.time()))
                 return self.last
             if files == self._refused and not forced:
                 return self.last  # refused as it is: tried again when a file changes (or when asked)
@@ -159,7 +160,7 @@ class Reloader:
             errors = tuple(str(e) for e in exc.errors)
             for error in errors:
                 log.error("reload_refused", problem=error)
-            log.error("reload_kept_running_routes", problems=len(errors), config_hash=self.last.config_hash)
+            log.error("reload_kept_running_routes", problems=len(errors), config_hash=config_hash(self.files))
             return self._record(ReloadResult("refused", digest, errors=errors, at=time.time()))
         swapped = tuple(sorted(affected_routes(self.runtime.project, project, changed)))
         self.runtime.swap(project, swapped, changed)
@@ -168,8 +169,7 @@ class Reloader:
         return self._record(ReloadResult("reloaded", digest, swapped=swapped, at=time.time()))
 
     def _record(self, result: ReloadResult) -> ReloadResult:
-        if result.outcome != "unchanged":
-            self.last = result
+        self.last = result
         self.runtime.hooks.on_reload(result)
         self._write_status(result)
         return result
@@ -177,7 +177,8 @@ class Reloader:
     def _write_status(self, result: ReloadResult | None = None) -> None:
         """var/run/reload-<pid>.json: what `esb reload` waits for and `esb status` shows."""
         result = result or self.last
-        status = {"pid": os.getpid(), "outcome": result.outcome, "config_hash": self.last.config_hash,
+        # config_hash: what the routes run on (a refused change's files are not it)
+        status = {"pid": os.getpid(), "outcome": result.outcome, "config_hash": config_hash(self.files),
                   "swapped": list(result.swapped), "errors": list(result.errors), "at": result.at,
                   "routes": sorted(self.runtime.project.routes) if self.runtime.project else []}
         path = _status_path(self.root)

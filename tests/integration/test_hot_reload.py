@@ -71,9 +71,13 @@ def reload_status(root: Path) -> dict | None:
     return found[0] if found else None
 
 
-def esb_reload(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "esb.cli.main", "--root", str(root), "reload", "--wait", "30"],
+def esb_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "esb.cli.main", "--root", str(root), *args],
                           capture_output=True, text=True, timeout=60)
+
+
+def esb_reload(root: Path) -> subprocess.CompletedProcess:
+    return esb_cli(root, "reload", "--wait", "30")
 
 
 @pytest.fixture
@@ -131,6 +135,11 @@ def test_routes_change_under_load_with_nothing_lost_or_done_twice(tmp_path, uid,
         answer = esb_reload(root)
         assert answer.returncode == 1
         assert "refused; the running routes go on" in answer.stderr and "routes/broken.yaml:4:" in answer.stderr
+        shown = esb_cli(root, "status", "--broker", rabbit_url)
+        assert "was refused" in shown.stdout and "routes/broken.yaml:4:" in shown.stdout
+        audited = json.loads(esb_cli(root, "audit", "--json").stdout)
+        assert [(a["action"], a["outcome"]) for a in audited] == [("reload", "refused")]
+        assert "routes/broken.yaml:4:" in json.dumps(audited[0]["result"])
 
         # 4. its fix is taken
         write_project(root, {"routes/broken.yaml": ROUTE.format(name=f"third-{uid}", exchange=f"in3-{uid}",

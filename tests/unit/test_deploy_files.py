@@ -44,10 +44,10 @@ def test_every_setting_has_a_description_and_a_built_in_default():
 
 
 def test_a_setting_added_to_the_schema_without_docs_makes_the_deploy_files_fall_behind(monkeypatch):
-    monkeypatch.setitem(SCHEMA["properties"], "audit", {
+    monkeypatch.setitem(SCHEMA["properties"], "undocumented", {
         "type": "object", "properties": {"path": {"type": "string"}}})
     rows = {row.variable: row for row in settings_table.rows()}
-    assert (rows["ESB_AUDIT_PATH"].description, rows["ESB_AUDIT_PATH"].default) == ("", "?")
+    assert (rows["ESB_UNDOCUMENTED_PATH"].description, rows["ESB_UNDOCUMENTED_PATH"].default) == ("", "?")
     readme = (DEPLOY / "README.md").read_text()
     assert settings_table.generated(readme, settings_table.TABLE_MARKERS) != settings_table.render_table()
 

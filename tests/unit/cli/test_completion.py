@@ -43,7 +43,8 @@ def bash_complete(project: Path, words: str) -> list[str]:
 
 
 @pytest.mark.parametrize("words", ["routes show oa", "routes graph oa", "routes test oa", "send oa",
-                                   "declare --route oa"])
+                                   "declare --route oa", "run --route oa", "dlq list oa", "dlq replay oa",
+                                   "dlq purge oa"])
 def test_bash_completes_route_names_for_each_route_argument(project, words):
     assert bash_complete(project, words) == ["plain,oa-expense-to-voucher"]
 
