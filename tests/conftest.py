@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import structlog
 
 # Every `esb run` a test starts serves its metrics on a free port: the default 9464 would clash.
 os.environ.setdefault("ESB_METRICS_LISTEN", "127.0.0.1:0")
@@ -38,3 +39,12 @@ def http_stub():
     server.stop()
 # ---- end HTTP stub server --------------------------------------------------------------------
 
+
+
+@pytest.fixture(autouse=True)
+def _structlog_as_it_was():
+    """Every `esb` command configures structlog (level, stderr): a test that runs one in-process
+    (CliRunner) leaves it as it found it, or a later test's `capture_logs` would miss info lines."""
+    config = structlog.get_config()
+    yield
+    structlog.configure(**config)
