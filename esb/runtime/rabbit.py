@@ -290,7 +290,8 @@ class RabbitBroker:
             channel = self._consumer_channels.pop(queue, None)
             if channel is not None and channel.is_open:
                 channel.close()
-        if self._connection is None or not self._connection.is_open or queue in self._consumer_channels:
+        if (self._connection is None or not self._connection.is_open or queue in self._consumer_channels
+                or queue not in self._consumers):  # cancelled while a resubscribe was waiting
             return
         prefetch, on_delivery = self._consumers[queue]
         generation = self._generation
