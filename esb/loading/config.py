@@ -23,9 +23,16 @@ SCHEMA = {
     "type": "object", "additionalProperties": False,
     "properties": {
         "broker": {"type": "object", "additionalProperties": False,
-                   "properties": {"url": {"type": "string", "examples": ["amqp://guest:guest@127.0.0.1:5672/%2F",
-                                                                        "memory://"]},
-                                  "heartbeat": {"type": "integer", "minimum": 0}}},
+                   "properties": {"url": {"type": "string", "description": "the broker; a RabbitMQ cluster as its "
+                                          "nodes' amqp:// URLs joined by commas (esb connects to one node, and to "
+                                          "the next when it cannot or loses it)",
+                                          "examples": ["amqp://guest:guest@127.0.0.1:5672/%2F", "memory://",
+                                                       "amqp://esb:PW@rabbit1:5672/fin,amqp://esb:PW@rabbit2:5672/fin"]},
+                                  "heartbeat": {"type": "integer", "minimum": 0},
+                                  "queues": {"enum": ["auto", "quorum", "classic"], "description":
+                                             "the type of the routes' queues, retry tiers and dead-letter queues "
+                                             "(a route's source.quorum overrides it): auto = quorum when broker.url "
+                                             "lists several nodes, else classic"}}},
         "store": {"type": "object", "additionalProperties": False,
                   "properties": {"kind": {"enum": ["sqlite", "redis"]}, "path": {"type": "string"},
                                  "url": {"type": "string", "examples": ["redis://127.0.0.1:6379/0"]}}},
@@ -79,6 +86,7 @@ SCHEMA = {
 class Settings:
     broker_url: str = ""  # unset: commands that need a broker refuse (esb.cli.brokers)
     heartbeat: int = 30
+    broker_queues: str = "auto"  # quorum | classic | auto: quorum when broker_url lists several nodes
     store_kind: str = "sqlite"
     store_path: str = "var/idempotency.sqlite3"
     store_url: str = "redis://127.0.0.1:6379/0"
@@ -165,6 +173,7 @@ def _settings(data: dict) -> Settings:
     return Settings(
         max_body_bytes=base.max_body_bytes if max_body is None else size_bytes(max_body),
         broker_url=broker.get("url", base.broker_url), heartbeat=broker.get("heartbeat", base.heartbeat),
+        broker_queues=broker.get("queues", base.broker_queues),
         store_kind=store.get("kind", base.store_kind), store_path=store.get("path", base.store_path),
         store_url=store.get("url", base.store_url), log_level=logging.get("level", base.log_level),
         log_format=logging.get("format", base.log_format), workers=data.get("workers", base.workers),

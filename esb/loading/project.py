@@ -17,6 +17,7 @@ from esb.loading.startcheck import start_problems
 from esb.loading.yamlsource import Located, load_yaml
 from esb.routes.loader import build_route, secret_warnings
 from esb.routes.model import Route
+from esb.runtime.topology import with_queue_settings
 from esb.transform.assets import check_transformers, without_hint
 
 YAML = ("*.yaml", "*.yml")
@@ -53,6 +54,8 @@ def load_project(root: str | Path = ".", env: Mapping[str, str] | None = None) -
     errors += start_problems(root, settings) if settings is not None else []
     if errors:
         raise ConfigErrors(_one_per_cause(errors, asset_errors))
+    routes = {name: with_queue_settings(route, settings.broker_queues, settings.delivery_limit)
+              for name, route in routes.items()}
     return Project(root, settings, adapters, routes, tuple(sorted(warnings, key=ConfigError.sort_key)))
 
 

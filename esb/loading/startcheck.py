@@ -19,14 +19,24 @@ def start_problems(root: Path, settings: Settings) -> list[ConfigError]:
     # unset is no problem of the project: the commands that need a broker say so (esb.cli.brokers)
     problem = broker_url_problem(settings.broker_url) if settings.broker_url else None
     found = [] if problem is None else [_located(root).error(
-        ("broker", "url"), f"the broker url {problem}", "write amqp://USER:PASSWORD@HOST:5672/VHOST or memory:// "
-                                                        "(ESB_BROKER_URL)")]
+        ("broker", "url"), f"the broker url {problem}",
+        "write amqp://USER:PASSWORD@HOST:5672/VHOST, several joined by commas for a cluster, or memory:// "
+        "(ESB_BROKER_URL)")]
     return found + store_problems(root, settings)
 
 
 def broker_url_problem(url: str) -> str | None:
-    """Why `esb run` could not open a broker at `url` (None: it can try)."""
-    return _url_problem(url, _broker_schemes())
+    """Why `esb run` could not open a broker at `url`, a URL or a list of RabbitMQ nodes' URLs joined
+    by commas (None: it can try). A list names the URL at fault by its place and masked text."""
+    from esb.runtime.urls import mask_url, split_urls
+    urls = split_urls(url)
+    if len(urls) < 2:
+        return _url_problem(url, _broker_schemes())
+    for place, one in enumerate(urls, 1):
+        problem = _url_problem(one, ("amqp", "amqps"))
+        if problem is not None:
+            return f"number {place} of {len(urls)}, {mask_url(one)}, {problem} (a list of nodes is RabbitMQ's)"
+    return None
 
 
 def _broker_schemes() -> tuple[str, ...]:

@@ -142,7 +142,7 @@ def _source(data: dict) -> Source:
     source = data["source"]
     return Source(queue=source.get("queue", data["name"]), exchange=source.get("exchange"),
                   binding_key=source.get("binding_key", "#"), exchange_type=source.get("exchange_type", "topic"),
-                  quorum=source.get("quorum", False), format=source.get("format", "json"))
+                  quorum=source.get("quorum"), format=source.get("format", "json"))
 
 
 def _retry(retry: dict) -> RetryPolicy:

@@ -15,8 +15,9 @@ class Source:
     exchange: str | None = None
     binding_key: str = "#"
     exchange_type: str = "topic"
-    quorum: bool = False
+    quorum: bool | None = None  # None: as broker.queues says (esb.runtime.topology.with_queue_settings)
     format: str = "json"
+    delivery_limit: int | None = None  # the project's delivery.limit, set on its quorum queues
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,8 @@ ROUTE = {
                 "binding_key": {"type": "string", "examples": ["expense.approved"]},
                 "exchange_type": {"enum": ["topic", "direct", "fanout", "headers"]},
                 "queue": {**NAME, "description": "defaults to the route name"},
-                "quorum": {"type": "boolean", "description": "a quorum queue (replicated on a cluster)"},
+                "quorum": {"type": "boolean", "description": "quorum queues (replicated on a cluster) for this route, "
+                           "or classic ones (false); unset: as broker.queues in config/esb.yaml says"},
                 "format": {"enum": ["json", "xml", "text", "binary"],
                            "description": "how the body is read when the message says no content type"},
             },

@@ -47,10 +47,14 @@ class Delivery:
 
 @dataclasses.dataclass(frozen=True)
 class QueueSpec:
+    """A durable queue. A retry tier (`ttl_ms`) dead-letters what expires to `dead_letter_to`; a quorum
+    queue also dead-letters there what it delivered more than `delivery_limit` times."""
+
     name: str
-    quorum: bool = False
+    quorum: bool | None = False  # None: the broker's choice (RabbitBroker: quorum when it has several nodes)
     ttl_ms: int | None = None
     dead_letter_to: str | None = None  # a queue name: dead letters go back through the default exchange
+    delivery_limit: int | None = None  # quorum only; never on a dead-letter queue (see give_back_fetched)
 
 
 @dataclasses.dataclass(frozen=True)

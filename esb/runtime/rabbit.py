@@ -5,8 +5,11 @@ Every publish gets a Confirmation that completes when the broker acks it (pipeli
 in flight at once); a mandatory publish the broker returns fails it as Unroutable.
 When the connection drops, pending confirms fail (their sources stay unacked and come back),
 acks of deliveries from the old connection are dropped, and the broker reconnects and
-re-subscribes. Declarations use a short-lived blocking connection; the CLI's one-off operations
-(depth, get, give back, purge) one blocking connection held until `stop`, used under a lock.
+re-subscribes. A cluster is a list of nodes' URLs: esb connects to the first, and each later
+attempt goes to the next node in turn (after a lost connection, the node after the lost one; after a
+round of failed attempts, the reconnect delay). Declarations use a short-lived blocking connection;
+the CLI's one-off operations (depth, get, give back, purge) one blocking connection held until
+`stop`, used under a lock.
 A fetched message goes back to its place when its channel closes: RabbitMQ requeues what a
 closed channel held unacked (never a reject: see Broker.give_back_fetched).
 """
@@ -15,8 +18,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import dataclasses
 import itertools
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +33,7 @@ import pika.exceptions
 import structlog
 from pika.adapters.select_connection import IOLoop
 
-from esb.errors import NotConfirmed, TransientError, Unroutable, unroutable
+from esb.errors import ConfigError, NotConfirmed, TransientError, Unroutable, unroutable
 from esb.runtime.broker import (
     Confirmation,
     Delivery,
@@ -36,6 +42,7 @@ from esb.runtime.broker import (
     QueueSpec,
     Topology,
 )
+from esb.runtime.urls import mask_url, split_urls, without_password
 
 log = structlog.get_logger("esb.broker")
 RECONNECT_DELAY = 1.0
@@ -43,11 +50,15 @@ GIVE_BACK_WAIT = 5.0  # at most, for given-back messages to be ready again
 
 
 class RabbitBroker:
-    def __init__(self, url: str, *, heartbeat: int = 30, connect_timeout: float = 15.0):
-        self.url = url
-        self.params = pika.URLParameters(url)
-        self.params.heartbeat = heartbeat
-        self.params.blocked_connection_timeout = 60
+    def __init__(self, url: str, *, heartbeat: int = 30, connect_timeout: float = 15.0,
+                 connection_name: str | None = None):
+        self.url = url  # one node's URL, or several joined by commas (a cluster)
+        self._urls = split_urls(url)
+        # RabbitMQ shows the name in its connection list: an operator sees which machine and process it is
+        name = connection_name or f"esb {socket.gethostname()} pid {os.getpid()}"
+        self._nodes = [_parameters(one, heartbeat, name) for one in self._urls]
+        self._node = 0  # the node connected to, or tried next
+        self._failed_in_row = 0
         self.connect_timeout = connect_timeout
         self._ioloop = IOLoop()
         self._thread = threading.Thread(target=self._ioloop.start, name="esb-broker-io", daemon=True)
@@ -80,7 +91,8 @@ class RabbitBroker:
         self._ioloop.add_callback_threadsafe(self._connect)
         if not self._connected.wait(self.connect_timeout):
             self.stop()
-            raise TransientError(f"cannot connect to RabbitMQ at {self._where()}: {self._last_error or 'timed out'}")
+            raise TransientError(f"cannot connect to RabbitMQ at {mask_url(self.url)}: "
+                                 f"{self._last_error or 'timed out'}")
 
     def stop(self) -> None:
         self._closing = True
@@ -170,11 +182,12 @@ class RabbitBroker:
             self._ioloop.stop()
             return
         self._connection = pika.SelectConnection(
-            self.params, on_open_callback=self._on_open, on_open_error_callback=self._on_open_error,
+            self._nodes[self._node], on_open_callback=self._on_open, on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_closed, custom_ioloop=self._ioloop)
 
     def _on_open(self, connection) -> None:
         self._generation += 1
+        self._failed_in_row = 0
         connection.channel(on_open_callback=self._on_publisher_open)
 
     def _on_publisher_open(self, channel) -> None:
@@ -187,11 +200,16 @@ class RabbitBroker:
         for queue in list(self._consumers):
             self._subscribe(queue)
         self._connected.set()
-        log.info("broker_connected", broker=self._where(), generation=self._generation)
+        log.info("broker_connected", broker=self._where(), node=f"{self._node + 1}/{len(self._nodes)}",
+                 generation=self._generation)
 
     def _on_open_error(self, _connection, error) -> None:
-        self._last_error = str(error) or type(error).__name__
-        self._reconnect_later()
+        self._last_error = without_password(str(error) or type(error).__name__, self.url)
+        log.warning("broker_connect_failed", broker=self._where(), error=self._last_error)
+        self._failed_in_row += 1
+        self._node = (self._node + 1) % len(self._nodes)
+        # the next node at once; the reconnect delay only once every node has failed in a row
+        self._reconnect_later(0.0 if self._failed_in_row % len(self._nodes) else RECONNECT_DELAY)
 
     def _on_closed(self, _connection, reason) -> None:
         self._publisher = None
@@ -202,14 +220,15 @@ class RabbitBroker:
         if self._closing:
             self._ioloop.stop()
             return
-        log.warning("broker_connection_lost", broker=self._where(), reason=str(reason))
-        self._reconnect_later()
+        log.warning("broker_connection_lost", broker=self._where(), reason=without_password(str(reason), self.url))
+        self._node = (self._node + 1) % len(self._nodes)  # its node may be the one that went away
+        self._reconnect_later(RECONNECT_DELAY)
 
-    def _reconnect_later(self) -> None:
+    def _reconnect_later(self, delay: float) -> None:
         if self._closing:
             self._ioloop.stop()
         else:
-            self._ioloop.call_later(RECONNECT_DELAY, self._connect)
+            self._ioloop.call_later(delay, self._connect)
 
     def _on_publisher_closed(self, channel, reason) -> None:
         if self._publisher is channel:
@@ -271,7 +290,8 @@ class RabbitBroker:
             channel = self._consumer_channels.pop(queue, None)
             if channel is not None and channel.is_open:
                 channel.close()
-        if self._connection is None or not self._connection.is_open or queue in self._consumer_channels:
+        if (self._connection is None or not self._connection.is_open or queue in self._consumer_channels
+                or queue not in self._consumers):  # cancelled while a resubscribe was waiting
             return
         prefetch, on_delivery = self._consumers[queue]
         generation = self._generation
@@ -339,14 +359,18 @@ class RabbitBroker:
     # -- one-off operations on a blocking connection -----------------------------------------
 
     def _blocking(self, heartbeat: int | None = None):
-        params = pika.URLParameters(self.url)
-        params.connection_attempts, params.socket_timeout = 3, 10
-        if heartbeat is not None:
-            params.heartbeat = heartbeat
+        """A blocking connection to the first node that takes it, from the I/O connection's node on
+        (pika tries a list in turn, for the last one's connection_attempts rounds)."""
+        nodes = [copy.copy(p) for p in self._nodes[self._node:] + self._nodes[:self._node]]
+        for params in nodes:
+            params.connection_attempts, params.socket_timeout = 3, 10
+            if heartbeat is not None:
+                params.heartbeat = heartbeat
         try:
-            return pika.BlockingConnection(params)
+            return pika.BlockingConnection(nodes)
         except pika.exceptions.AMQPConnectionError as exc:
-            raise TransientError(f"cannot connect to RabbitMQ at {self._where()}: {exc!r}") from None
+            raise TransientError(f"cannot connect to RabbitMQ at {mask_url(self.url)}: "
+                                 f"{without_password(repr(exc), self.url)}") from None
 
     def _held(self) -> pika.BlockingConnection:
         """The one-off connection, (re)opened when needed. No heartbeat: nothing pumps it between
@@ -378,7 +402,13 @@ class RabbitBroker:
             for name, kind in topology.exchanges:
                 channel.exchange_declare(name, kind, durable=True)
             for queue in topology.queues:
-                channel.queue_declare(queue.name, durable=True, arguments=queue_arguments(queue))
+                quorum = is_quorum(queue, len(self._nodes))
+                try:
+                    channel.queue_declare(queue.name, durable=True, arguments=queue_arguments(queue, quorum))
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    if exc.reply_code != 406:
+                        raise
+                    raise inequivalent(queue.name, quorum, exc.reply_text) from None
             for binding in topology.bindings:
                 channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
 
@@ -430,7 +460,26 @@ class RabbitBroker:
 
 
     def _where(self) -> str:
-        return f"{self.params.host}:{self.params.port}"
+        """The node connected to (or tried next), password masked."""
+        return mask_url(self._urls[self._node])
+
+
+def _parameters(url: str, heartbeat: int, connection_name: str) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.heartbeat = heartbeat
+    params.blocked_connection_timeout = 60
+    params.client_properties = {"connection_name": connection_name}
+    return params
+
+
+def inequivalent(queue: str, quorum: bool, why: str) -> ConfigError:
+    """RabbitMQ keeps a queue's type and arguments for its life: a queue made classic (or quorum with
+    another delivery limit) refuses esb's declaration with PRECONDITION_FAILED."""
+    wanted = "a quorum queue" if quorum else "a classic queue"
+    return ConfigError(f"RabbitMQ will not declare the queue '{queue}' as {wanted}, since it exists with other "
+                       f"arguments ({why})",
+                       hint=f"once it is empty, delete it (rabbitmqctl delete_queue {queue}) and start esb again, "
+                            "or keep the old queue type with broker.queues (README: Moving to quorum queues)")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -441,15 +490,30 @@ class _Fetched:
     tag: int
 
 
-def queue_arguments(queue: QueueSpec) -> dict:
-    arguments = {}
-    if queue.quorum:
-        arguments["x-queue-type"] = "quorum"
+def is_quorum(queue: QueueSpec, nodes: int) -> bool:
+    """Whether to declare `queue` as a quorum queue: as its spec says, else (broker.queues: auto) when
+    esb was given several nodes. RabbitMQ does not tell an AMQP client how many nodes its cluster has
+    (the server properties name the cluster, not its size), so the URL list is the sign of a cluster."""
+    return nodes > 1 if queue.quorum is None else queue.quorum
+
+
+def queue_arguments(queue: QueueSpec, quorum: bool) -> dict:
+    """The x-arguments of a queue, classic or quorum. A classic queue keeps exactly what esb always
+    declared (RabbitMQ refuses a queue redeclared with other arguments)."""
+    arguments: dict = {"x-queue-type": "quorum"} if quorum else {}
     if queue.ttl_ms is not None:
         # A retry tier: messages wait out the TTL, then the broker dead-letters them back to
         # the route's queue through the default exchange. No timer of ours has to survive.
         arguments["x-message-ttl"] = queue.ttl_ms
+    if quorum and queue.delivery_limit is not None:
+        arguments["x-delivery-limit"] = queue.delivery_limit
+    if queue.dead_letter_to is not None and (quorum or queue.ttl_ms is not None):
         arguments["x-dead-letter-exchange"] = ""
         arguments["x-dead-letter-routing-key"] = queue.dead_letter_to
+        if quorum:
+            # at-most-once (the default) drops a dead letter its target's leader does not take; at-least-
+            # once (RabbitMQ 3.10+) keeps it until confirmed, and works only with reject-publish overflow
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"
     return arguments
 

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from esb.routes.model import Route
 from esb.runtime import names
 from esb.runtime.broker import Binding, QueueSpec, Topology
+
+QUEUE_TYPES = {"quorum": True, "classic": False, "auto": None}  # broker.queues -> Source.quorum
+
+
+def with_queue_settings(route: Route, queues: str, delivery_limit: int) -> Route:
+    """The route with the project's queue settings: its own `source.quorum`, else broker.queues
+    (auto: left to the broker, which knows how many nodes it was given), and delivery.limit."""
+    quorum = QUEUE_TYPES[queues] if route.source.quorum is None else route.source.quorum
+    source = dataclasses.replace(route.source, quorum=quorum, delivery_limit=delivery_limit)
+    return dataclasses.replace(route, source=source)
 
 
 def retry_delays_ms(route: Route) -> tuple[int, ...]:
@@ -15,13 +27,18 @@ def retry_delays_ms(route: Route) -> tuple[int, ...]:
 
 
 def route_topology(route: Route) -> Topology:
+    """The route's exchanges, bindings and queues. As quorum queues, the route's queue and its tiers
+    carry the delivery limit, and the route's queue dead-letters to the DLQ what the broker stops
+    delivering (esb dead-letters such a message itself first; see esb.runtime.resume). The DLQ has
+    no limit: browsing it counts as deliveries."""
     source = route.source
+    dlq = names.dead_letter_queue(route.name)
     exchanges = ((source.exchange, source.exchange_type),) if source.exchange else ()
     exchanges += tuple((s.exchange, "topic") for s in route.walk() if s.kind == "publish")
     tiers = tuple(QueueSpec(names.retry_queue(route.name, ms), quorum=source.quorum, ttl_ms=ms,
-                            dead_letter_to=source.queue)
+                            dead_letter_to=source.queue, delivery_limit=source.delivery_limit)
                   for ms in sorted(set(retry_delays_ms(route))))
-    queues = (QueueSpec(source.queue, quorum=source.quorum),
-              QueueSpec(names.dead_letter_queue(route.name), quorum=source.quorum)) + tiers
+    queues = (QueueSpec(source.queue, quorum=source.quorum, dead_letter_to=dlq, delivery_limit=source.delivery_limit),
+              QueueSpec(dlq, quorum=source.quorum)) + tiers
     bindings = (Binding(source.queue, source.exchange, source.binding_key),) if source.exchange else ()
     return Topology(tuple(dict.fromkeys(exchanges)), queues, bindings)

@@ -179,7 +179,28 @@ def test_a_redis_store_url_of_another_scheme_is_reported_at_store_url(tmp_path):
 def test_a_broker_url_esb_run_could_not_open_is_reported_at_broker_url(tmp_path):
     root = write(tmp_path, {"config/esb.yaml": "broker:\n  url: amqp//guest:guest@127.0.0.1:5672\n"})
     assert problems(root) == ["config/esb.yaml:2:8: the broker url must start with amqp://, amqps://, memory://, "
-                              "not nothing — write amqp://USER:PASSWORD@HOST:5672/VHOST or memory:// (ESB_BROKER_URL)"]
+                              "not nothing — write amqp://USER:PASSWORD@HOST:5672/VHOST, several joined by commas "
+                              "for a cluster, or memory:// (ESB_BROKER_URL)"]
+
+
+def test_a_broker_url_list_names_the_node_at_fault_by_its_place_with_its_password_masked(tmp_path):
+    urls = "amqp://esb:s3cret@rabbit1:5672/fin, amqp://esb:s3cret@rabbit2:56x2/fin, amqp://esb:s3cret@rabbit3/fin"
+    root = write(tmp_path, {"config/esb.yaml": f"broker:\n  url: {urls}\n"})
+    [found] = problems(root)
+    assert found.startswith("config/esb.yaml:2:8: the broker url number 2 of 3, amqp://esb:***@rabbit2:56x2/fin, "
+                            "cannot be read (check the host and the port)")
+    assert "s3cret" not in found
+
+
+def test_a_broker_url_list_takes_only_rabbitmq_nodes(tmp_path):
+    [found] = problems(tmp_path, {"ESB_BROKER_URL": "amqp://rabbit1:5672/fin,memory://"})
+    assert "the broker url number 2 of 2, memory://, must start with amqp://, amqps://, not memory (a list of " \
+           "nodes is RabbitMQ's)" in found
+
+
+def test_a_list_of_good_broker_urls_validates(tmp_path):
+    urls = "amqp://u:p,w@rabbit1:5672/fin , amqps://u:p@rabbit2:5671/fin"  # a comma of a password stays in it
+    assert load_project(tmp_path, {"ESB_BROKER_URL": urls}).settings.broker_url == urls
 
 
 def test_validating_creates_no_store_file(tmp_path):
