@@ -134,7 +134,7 @@ def test_list_json_gives_each_route_with_stable_keys(project):
         "name": "oa-expense-to-voucher",
         "description": "Approved expense claims from OA become vouchers in the ledger.",
         "source": {"queue": "oa-expense-to-voucher", "exchange": "oa.events", "binding_key": "expense.approved",
-                   "exchange_type": "topic", "quorum": False, "format": "json"},
+                   "exchange_type": "topic", "quorum": None, "format": "json", "delivery_limit": 3},
         "steps": 5, "adapters": ["ledger-rest"], "concurrency": 16}]}
 
 
