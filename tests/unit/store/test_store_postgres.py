@@ -188,3 +188,19 @@ def test_a_ledger_that_cannot_be_written_is_a_transient_error_naming_its_file(tm
     ledger = SqliteInboundLedger(tmp_path / "var" / "sftp-inbound.sqlite3", clock=FakeClock())
     with pytest.raises(StoreUnavailable, match="the SFTP inbound ledger .*sftp-inbound.sqlite3 failed"):
         ledger.seen("bank-sftp", "statements", STATEMENT)
+
+
+def test_threads_meeting_a_database_that_does_not_answer_fail_together_not_one_timeout_after_another():
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:  # takes connections, never answers
+        store = PostgresStore(f"postgresql://esb@127.0.0.1:{silent.getsockname()[1]}/esb", timeout=2)
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                jobs = [pool.submit(store.claim, "post-expense", f"EXP-{i}", MACHINE_A, LEASE) for i in range(8)]
+            assert all(isinstance(job.exception(), StoreUnavailable) for job in jobs)
+        finally:
+            store.close()
+    assert time.monotonic() - started < 6  # one connect timeout (2 s), not eight in a row
