@@ -137,12 +137,14 @@ def _io(args, results: dict, rows: list) -> None:
              f"(best of {args.repeat})")
     endpoint = iobench.Endpoint(0.02)
     try:
-        runs = {"baseline": [], "baseline_urllib3": [], "esb": [], "esb_nostore": [], "esb2": []}
+        runs = {"baseline": [], "baseline_urllib3": [], "esb": [], "esb_postgres": [], "esb_nostore": [], "esb2": []}
         for _ in range(args.repeat):
             runs["baseline"].append(_attempt(iobench.baseline_io, args.url, endpoint, args.io_n))
             runs["baseline_urllib3"].append(_attempt(iobench.baseline_io, args.url, endpoint, args.io_n,
                                                      client="urllib3"))
             runs["esb"].append(_attempt(iobench.esb_io, args.url, endpoint, args.io_n))
+            runs["esb_postgres"].append(_attempt(iobench.esb_io, args.url, endpoint, args.io_n,
+                                                 store_kind="postgres"))
             runs["esb_nostore"].append(_attempt(iobench.esb_io, args.url, endpoint, args.io_n, store=False))
             runs["esb2"].append(_attempt(iobench.esb_io, args.url, endpoint, args.io_n, workers=2))
         if args.profile and profiling.available():
@@ -156,6 +158,7 @@ def _io(args, results: dict, rows: list) -> None:
     results["runs"]["io"] = {k: [_as_dict(r) for r in v] for k, v in runs.items()}
     base, esb, bare = _best(runs["baseline"]), _best(runs["esb"]), _best(runs["esb_nostore"])
     rows.append(_throughput_row("I/O route (to + publish), esb 1 worker", esb, base, 1.0))
+    rows.append(_throughput_row("  same, PostgreSQL store (info)", _best(runs["esb_postgres"]), base, None))
     rows.append(_throughput_row("  same, idempotency store off (info)", bare, base, None))
     # esb's REST adapter uses urllib3: against a baseline on the same client, the ratio is esb's own cost
     rows.append(_throughput_row("  esb vs a baseline on urllib3 too (info)", esb, _best(runs["baseline_urllib3"]),
@@ -166,6 +169,9 @@ def _io(args, results: dict, rows: list) -> None:
     results["store_share_of_time"] = round(share, 3)
     print(f"  the SQLite idempotency store costs {share:.0%} of the esb route's time "
           f"({esb.rate:.0f} msg/s with it, {bare.rate:.0f} without)")
+    pg = _best(runs["esb_postgres"])
+    results["postgres_store_share_of_time"] = round(1 - pg.rate / bare.rate, 3)
+    print(f"  the PostgreSQL store costs {1 - pg.rate / bare.rate:.0%} of it ({pg.rate:.0f} msg/s with it)")
 
 
 # -- pieces -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ VAR = ROOT / "var"
 LOGS = VAR / "bench-logs" / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")  # this run's own folder
 PYTHON = sys.executable
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 # -- the message ------------------------------------------------------------------------------
@@ -83,6 +84,19 @@ def write_project(files: dict[str, str], prefix: str) -> Path:
     return root
 
 
+_SCHEMAS: list[str] = []  # PostgreSQL schemas of the bench's projects, dropped by remove_projects
+
+
+def postgres_store_url() -> str:
+    """A URL of the bench's PostgreSQL whose store tables go into a new schema of their own."""
+    import psycopg
+    schema = f"esb_bench_{uid()}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    _SCHEMAS.append(schema)
+    return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options=-csearch_path%3D{schema}"
+
+
 def create_store(root: Path) -> None:
     """Create the project's SQLite store before the workers start, as a deployed store already exists.
 
@@ -97,11 +111,18 @@ def create_store(root: Path) -> None:
 def remove_projects() -> None:
     while _PROJECTS:
         shutil.rmtree(_PROJECTS.pop(), ignore_errors=True)
+    if _SCHEMAS:
+        import psycopg
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+            while _SCHEMAS:
+                db.execute(f"DROP SCHEMA IF EXISTS {_SCHEMAS.pop()} CASCADE")
 
 
-def config_yaml(url: str) -> str:
+def config_yaml(url: str, store_url: str | None = None) -> str:
+    """store_url: a PostgreSQL store at that URL; None: the project's SQLite file."""
+    store = f"{{kind: postgres, url: '{store_url}'}}" if store_url else "{kind: sqlite, path: var/idempotency.sqlite3}"
     return (f"broker: {{url: '{url}'}}\n"
-            "store: {kind: sqlite, path: var/idempotency.sqlite3}\n"
+            f"store: {store}\n"
             "logging: {level: warning}\n")
 
 

@@ -1,6 +1,7 @@
 """Scenario 3: an I/O-bound route. Each message is POSTed to a local endpoint that answers 201
 after 20 ms, and the answer is published. esb: a `to` (REST adapter) + `publish` route at
-concurrency 64 (so it uses the SQLite idempotency store of its temp project); baseline:
+concurrency 64 (so it uses the idempotency store of its temp project: SQLite, or a schema of its
+own in the PostgreSQL of BENCH_POSTGRES_URL); baseline:
 bench/iorelay.py (pika + ThreadPoolExecutor(64) + one httpx client)."""
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ class Endpoint:
 
 
 def _prepare(admin: common.Admin, url: str, endpoint: Endpoint, count: int, tag: str,
-             concurrency: int = CONCURRENCY):
+             concurrency: int = CONCURRENCY, store_kind: str = "sqlite"):
     name = f"bench-{tag}-{common.uid()}"
+    store_url = common.postgres_store_url() if store_kind == "postgres" else None
     root = common.write_project({"routes/io.yaml": ROUTE.format(name=name, concurrency=concurrency),
                                  "adapters/ledger.yaml": ADAPTER.format(url=endpoint.url),
-                                 "config/esb.yaml": common.config_yaml(url)}, tag)
-    common.create_store(root)
+                                 "config/esb.yaml": common.config_yaml(url, store_url)}, tag)
+    if store_url is None:
+        common.create_store(root)
     admin.declare_topology(project_topology(load_project(root, {}), [name]))
     sink = f"{name}.sink"
     admin.queue(sink, bind_to=f"{name}.out")
@@ -98,13 +101,14 @@ def _measure(admin, endpoint: Endpoint, proc: common.Proc, name: str, sink: str,
 
 
 def esb_io(url: str, endpoint: Endpoint, count: int, store: bool = True, profile: str | None = None,
-           workers: int = 1) -> Run:
+           workers: int = 1, store_kind: str = "sqlite") -> Run:
     """store=True: the real `esb run --workers N`, each worker at concurrency 64/N (so 64 calls are in
-    flight, as in the baseline); False: one worker (bench/esbworker.py) with store=None."""
+    flight, as in the baseline), on the store `store_kind` (sqlite, postgres); False: one worker
+    (bench/esbworker.py) with store=None."""
     admin = common.Admin(url)
     concurrency = CONCURRENCY // workers
     try:
-        root, name, sink, preload = _prepare(admin, url, endpoint, count, "bio", concurrency)
+        root, name, sink, preload = _prepare(admin, url, endpoint, count, "bio", concurrency, store_kind)
         if store:
             proc = common.esb_run(root, url, workers, f"esb-io-w{workers}")
         else:
@@ -112,9 +116,9 @@ def esb_io(url: str, endpoint: Endpoint, count: int, store: bool = True, profile
                                                   "--broker", url, "--no-store"])
         seconds, details = _measure(admin, endpoint, proc, name, sink, count, profile)
         details.update(concurrency=concurrency, prefetch=concurrency, processes=workers,
-                       store="sqlite" if store else "none",
+                       store=store_kind if store else "none",
                        log_lines=proc.log_lines(), log=str(proc.log_path.relative_to(common.ROOT)))
-        what = f"esb {workers} worker{'s' if workers > 1 else ''}" + ("" if store else " (store=None)")
+        what = f"esb {workers} worker{'s' if workers > 1 else ''}" + (f" ({store_kind})" if store else " (store=None)")
         return Run(what, count, seconds, preload, details)
     finally:
         admin.cleanup()

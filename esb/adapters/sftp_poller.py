@@ -22,8 +22,8 @@ the next round finds the file in the ledger and only archives it. Without `archi
 files stay in place and the ledger alone (path, size and mtime) keeps them from being published
 again. A failing server or broker ends the round; the files stay for the next one.
 
-The ledger is a SQLite file: the lock and the ledger coordinate the workers of one machine; run
-the pollers of an inbound on one machine only.
+The ledger (esb.store.inbound) is the PostgreSQL store's table when the store is postgres, else a
+SQLite file of this machine; the lock coordinates the workers of one machine.
 """
 
 from __future__ import annotations
@@ -34,10 +34,8 @@ import fcntl
 import fnmatch
 import hashlib
 import posixpath
-import sqlite3
 import stat
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +48,8 @@ from esb.adapters.sftp import SftpConnection
 from esb.adapters.spec import AdapterSpec, positive_seconds
 from esb.errors import ConfigError, NotConfirmed, PermanentError, ProcessingError, Unroutable
 from esb.message import BINARY, HEADER_PREFIX, JSON, TEXT, XML
+from esb.store.inbound import InboundLedger, SqliteInboundLedger
+from esb.store.records import StoreUnavailable
 
 # publish(exchange, routing_key, body, content_type, headers, message_id): returns once the broker
 # confirmed the message; raises Unroutable, NotConfirmed (or another Transient/PermanentError).
@@ -57,7 +57,6 @@ Publish = Callable[[str, str, bytes, str, Mapping[str, Any], str], None]
 
 DEFAULT_EVERY = 60.0
 DEFAULT_MAX_BYTES = 50_000_000
-LEDGER_BUSY_TIMEOUT = 10.0
 
 FILE_NAME = HEADER_PREFIX + "file-name"      # the remote file's name, without its directory
 FILE_SIZE = HEADER_PREFIX + "file-size"      # bytes
@@ -68,22 +67,6 @@ _CONTENT_TYPES = {".xml": XML, ".json": JSON, ".txt": TEXT, ".csv": "text/csv"}
 _GLOB_CHARS = set("*?[")
 
 log = structlog.get_logger("esb.adapters.sftp_poller")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sftp_inbound (
-    adapter      TEXT NOT NULL,
-    inbound      TEXT NOT NULL,
-    path         TEXT NOT NULL,       -- the remote path the file was found at
-    size         INTEGER NOT NULL,
-    mtime        INTEGER NOT NULL,    -- epoch seconds, as the server reports it
-    sha256       TEXT NOT NULL,
-    message_id   TEXT NOT NULL,
-    published_at REAL NOT NULL,       -- when the broker confirmed it
-    finished_at  REAL,                -- when it was archived or deleted
-    PRIMARY KEY (adapter, inbound, path, size, mtime, sha256)
-) WITHOUT ROWID
-"""
-
 
 @dataclasses.dataclass(frozen=True)
 class RemoteFile:
@@ -97,7 +80,8 @@ class SftpPoller:
     """Polls one `inbound` entry of an sftp adapter; `run(stop_event)` repeats `poll_once` every `every`."""
 
     def __init__(self, spec: AdapterSpec, inbound_name: str, root: Path, publish: Publish,
-                 ledger_path: str | Path, lock: str | Path | None = None, on_round=None):
+                 ledger_path: str | Path, lock: str | Path | None = None, on_round=None,
+                 ledger: InboundLedger | None = None):
         if inbound_name not in spec.inbound:
             raise ConfigError(f"the adapter '{spec.name}' has no inbound '{inbound_name}'", path=spec.path)
         config = spec.inbound[inbound_name]
@@ -110,6 +94,7 @@ class SftpPoller:
         self.exchange = config["publish_to"]["exchange"]
         self.routing_key = config["publish_to"]["routing_key"]
         self.ledger_path = Path(root) / ledger_path
+        self.ledger = ledger or SqliteInboundLedger(self.ledger_path)  # the store's (PostgreSQL), else this file
         self.lock_path = Path(root) / lock if lock else self.ledger_path.with_name(
             f"sftp-{spec.name}-{inbound_name}.lock")
         self._publish_confirmed = publish
@@ -144,26 +129,25 @@ class SftpPoller:
         ok = False
         try:
             files = self._connection.run(self._listing, f"poll {self.inbound}: list {self.directory}")
-            with _ledger(self.ledger_path) as ledger:
-                for file in files:
-                    self._take(file, ledger, published)
+            for file in files:
+                self._take(file, self.ledger, published)
             ok = True
+        except StoreUnavailable as exc:
+            self._log.error("sftp_poll_failed", error_class="ledger", error=exc.message)
         except ProcessingError as exc:  # the server or the broker fails: the rest waits for the next round
             self._log.error("sftp_poll_failed", error_class=exc.error_class, error=exc.message)
-        except sqlite3.Error as exc:
-            self._log.error("sftp_poll_failed", error_class="ledger", error=f"{self.ledger_path}: {exc}")
         finally:
             if self._on_round is not None:
                 self._on_round(self.adapter, self.inbound, len(published), ok)
         return published
 
-    def _take(self, file: RemoteFile, ledger: sqlite3.Connection, published: list[str]) -> None:
+    def _take(self, file: RemoteFile, ledger: InboundLedger, published: list[str]) -> None:
         """Publish one file unless the ledger has it, then archive or delete it."""
         if file.size > self.max_bytes:
             self._log.error("sftp_file_too_large", file=file.path, size=file.size, max_bytes=self.max_bytes)
             return
         moves = self.archive is not None or self.delete
-        if not moves and _seen(ledger, self.adapter, self.inbound, file):
+        if not moves and ledger.seen(self.adapter, self.inbound, file):
             return
         try:
             data = self._connection.run(lambda sftp: _download(sftp, file, self.max_bytes), f"download {file.path}")
@@ -174,15 +158,15 @@ class SftpPoller:
             self._log.info("sftp_file_changing", file=file.path)
             return
         sha256 = hashlib.sha256(data).hexdigest()
-        if not _published(ledger, self.adapter, self.inbound, file, sha256):
+        if not ledger.published(self.adapter, self.inbound, file, sha256):
             self._publish(file, data, sha256)
-            _record(ledger, self.adapter, self.inbound, file, sha256)  # before archiving: see the docstring
+            ledger.record(self.adapter, self.inbound, file, sha256)  # before archiving: see the docstring
             published.append(file.path)
             self._log.info("sftp_file_published", file=file.path, size=file.size, message_id=sha256,
                            exchange=self.exchange, routing_key=self.routing_key)
         if moves:
             self._finish(file, sha256)
-            _finished(ledger, self.adapter, self.inbound, file, sha256)
+            ledger.finished(self.adapter, self.inbound, file, sha256)
 
     def _listing(self, sftp: paramiko.SFTPClient) -> list[RemoteFile]:
         found = [RemoteFile(posixpath.join(self.directory, a.filename), a.filename, int(a.st_size or 0),
@@ -262,43 +246,7 @@ def _make_dirs(sftp: paramiko.SFTPClient, path: str) -> None:
             sftp.mkdir(prefix)
 
 
-# -- the ledger and the lock -------------------------------------------------------------------
-@contextlib.contextmanager
-def _ledger(path: Path) -> Iterator[sqlite3.Connection]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=LEDGER_BUSY_TIMEOUT, isolation_level=None)  # autocommit
-    try:
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute(_SCHEMA)
-        yield db
-    finally:
-        db.close()
-
-
-_KEY = "adapter = ? AND inbound = ? AND path = ? AND size = ? AND mtime = ?"
-
-
-def _seen(db: sqlite3.Connection, adapter: str, inbound: str, file: RemoteFile) -> bool:
-    query = f"SELECT 1 FROM sftp_inbound WHERE {_KEY}"
-    return db.execute(query, (adapter, inbound, file.path, file.size, file.mtime)).fetchone() is not None
-
-
-def _published(db: sqlite3.Connection, adapter: str, inbound: str, file: RemoteFile, sha256: str) -> bool:
-    query = f"SELECT 1 FROM sftp_inbound WHERE {_KEY} AND sha256 = ?"
-    return db.execute(query, (adapter, inbound, file.path, file.size, file.mtime, sha256)).fetchone() is not None
-
-
-def _record(db: sqlite3.Connection, adapter: str, inbound: str, file: RemoteFile, sha256: str) -> None:
-    db.execute("INSERT OR IGNORE INTO sftp_inbound (adapter, inbound, path, size, mtime, sha256, message_id, "
-               "published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-               (adapter, inbound, file.path, file.size, file.mtime, sha256, sha256, time.time()))
-
-
-def _finished(db: sqlite3.Connection, adapter: str, inbound: str, file: RemoteFile, sha256: str) -> None:
-    db.execute(f"UPDATE sftp_inbound SET finished_at = ? WHERE {_KEY} AND sha256 = ?",
-               (time.time(), adapter, inbound, file.path, file.size, file.mtime, sha256))
-
-
+# -- the lock ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[bool]:
     """Hold an exclusive flock on `path` if no one else does; yields whether it is held."""

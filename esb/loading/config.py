@@ -34,8 +34,9 @@ SCHEMA = {
                                              "(a route's source.quorum overrides it): auto = quorum when broker.url "
                                              "lists several nodes, else classic"}}},
         "store": {"type": "object", "additionalProperties": False,
-                  "properties": {"kind": {"enum": ["sqlite", "redis"]}, "path": {"type": "string"},
-                                 "url": {"type": "string", "examples": ["redis://127.0.0.1:6379/0"]}}},
+                  "properties": {"kind": {"enum": ["sqlite", "redis", "postgres"]}, "path": {"type": "string"},
+                                 "url": {"type": "string", "examples": ["redis://127.0.0.1:6379/0",
+                                                                       "postgresql://esb@db.internal:5432/esb"]}}},
         "logging": {"type": "object", "additionalProperties": False,
                     "properties": {"level": {"enum": ["debug", "info", "warning", "error"]},
                                    "format": {"enum": ["console", "json"]}}},

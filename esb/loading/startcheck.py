@@ -12,6 +12,7 @@ from esb.loading.config import CONFIG_FILE, Settings
 from esb.loading.yamlsource import load_yaml, parse_yaml
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 def start_problems(root: Path, settings: Settings) -> list[ConfigError]:
@@ -46,12 +47,16 @@ def _broker_schemes() -> tuple[str, ...]:
 
 
 def store_problems(root: Path, settings: Settings) -> list[ConfigError]:
-    """What would stop the store opening: an SQLite path esb cannot create, a Redis URL it cannot parse."""
+    """What would stop the store opening: an SQLite path esb cannot create, a Redis or
+    PostgreSQL URL it cannot parse."""
     if settings.store_kind == "sqlite":
         problem = _sqlite_problem(root / settings.store_path)
         key, hint = "path", "give a file in a folder esb may write to (ESB_STORE_PATH)"
+    elif settings.store_kind == "postgres":
+        problem = _store_url_problem(settings.store_url, POSTGRES_SCHEMES)
+        key, hint = "url", "write postgresql://USER@HOST:5432/DATABASE (ESB_STORE_URL)"
     else:
-        problem = _redis_problem(settings.store_url)
+        problem = _store_url_problem(settings.store_url, REDIS_SCHEMES)
         key, hint = "url", "write redis://HOST:6379/0 (ESB_STORE_URL)"
     if problem is None:
         return []
@@ -72,8 +77,8 @@ def _sqlite_problem(path: Path) -> str | None:
     return None
 
 
-def _redis_problem(url: str) -> str | None:
-    problem = _url_problem(url, REDIS_SCHEMES)
+def _store_url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    problem = _url_problem(url, schemes)
     return None if problem is None else f"url {problem}"
 
 

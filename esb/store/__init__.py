@@ -21,7 +21,9 @@ test gives another).
 
     records.py  StepRecord, Claim, Record, the errors and the IdempotencyStore protocol
     owners.py   owner ids and whether an owner's process is gone
-    sqlite.py   SqliteStore (one machine)        redis.py  RedisStore (several machines)
+    sqlite.py   SqliteStore (one machine)        redis.py  RedisStore (several machines, in memory)
+    postgres.py PostgresStore (several machines, durable: the one for money)
+    inbound.py  the SFTP inbound ledger: a SQLite file per machine, or the PostgreSQL store's table
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ import time
 from collections.abc import Callable
 
 from esb.errors import ConfigError
+from esb.store.inbound import InboundLedger, SqliteInboundLedger, inbound_ledger
 from esb.store.owners import _HOST, _owner_alive, owner_id
+from esb.store.postgres import PostgresStore
 from esb.store.records import (
     BUSY,
     CLAIMED,
@@ -50,17 +54,22 @@ from esb.store.records import (
 from esb.store.redis import RedisStore
 from esb.store.sqlite import SqliteStore
 
-__all__ = ["BUSY", "CLAIMED", "DEAD", "DEFAULT_DONE_TTL", "DONE", "IN_PROGRESS", "REDELIVERY_TTL", "_HOST",
-           "Claim", "IdempotencyStore", "LeaseLost", "Record", "RedisStore", "SqliteStore", "StepRecord",
-           "StoreUnavailable", "_owner_alive", "open_store", "owner_id"]
+KINDS = ("sqlite", "redis", "postgres")
+
+__all__ = ["BUSY", "CLAIMED", "DEAD", "DEFAULT_DONE_TTL", "DONE", "IN_PROGRESS", "KINDS", "REDELIVERY_TTL", "_HOST",
+           "Claim", "IdempotencyStore", "InboundLedger", "LeaseLost", "PostgresStore", "Record", "RedisStore",
+           "SqliteInboundLedger", "SqliteStore", "StepRecord", "StoreUnavailable", "_owner_alive", "inbound_ledger",
+           "open_store", "owner_id"]
 
 
 def open_store(kind: str, path: str, url: str, *, clock: Callable[[], float] = time.time) -> IdempotencyStore:
-    """The store the settings name: `sqlite` (one machine, at `path`) or `redis` (at `url`)."""
+    """The store the settings name: `sqlite` (one machine, at `path`), `redis` or `postgres` (at `url`)."""
     if kind == "sqlite":
         return SqliteStore(path, clock=clock)
     if kind == "redis":
         return RedisStore(url, clock=clock)
-    near = difflib.get_close_matches(kind, ["sqlite", "redis"], n=1)
+    if kind == "postgres":
+        return PostgresStore(url, clock=clock)
+    near = difflib.get_close_matches(kind, KINDS, n=1)
     raise ConfigError(f"no such idempotency store: {kind!r}",
-                      hint=f"did you mean {near[0]!r}?" if near else "use 'sqlite' or 'redis'")
+                      hint=f"did you mean {near[0]!r}?" if near else "use 'sqlite', 'redis' or 'postgres'")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -103,3 +104,14 @@ def generations_of(text: str | None) -> dict[str, int]:
 def lease_lost(route: str, key: str, owner: str, action: str, record: Record | None) -> LeaseLost:
     now = f"{record.state} (owner {record.owner})" if record else "absent"
     return LeaseLost(f"{owner} cannot {action} for {route}/{key}: the record is now {now}")
+
+
+def redacted(url: str) -> str:
+    """A store's URL (or libpq key=value string) without its password: errors end up in logs and
+    dead-letter headers."""
+    if "://" not in url:
+        return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    shown = f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}" if at else url
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", shown)

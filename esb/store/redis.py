@@ -26,6 +26,7 @@ from esb.store.records import (
     lease_lost,
     outcome_of,
     progress_of,
+    redacted,
     step_line,
 )
 from esb.transform import jsoncodec
@@ -214,17 +215,10 @@ class RedisStore:
         try:
             yield
         except self._errors as exc:
-            raise StoreUnavailable(f"the idempotency store at {_redacted(self._url)} failed: {exc}") from exc
+            raise StoreUnavailable(f"the idempotency store at {redacted(self._url)} failed: {exc}") from exc
 
 
 def _route(route: str) -> str:
     if ":" in route:
         raise ValueError(f"a route name cannot contain ':' (got {route!r})")
     return route
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password: errors end up in logs and dead-letter headers."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}" if at else url

@@ -176,6 +176,17 @@ def test_a_redis_store_url_of_another_scheme_is_reported_at_store_url(tmp_path):
                               "unix://, not http — write redis://HOST:6379/0 (ESB_STORE_URL)"]
 
 
+def test_a_postgres_store_left_with_the_redis_url_is_reported_at_store_url(tmp_path):
+    root = write(tmp_path, {"config/esb.yaml": "store:\n  kind: postgres\n  url: redis://127.0.0.1:6379/0\n"})
+    assert problems(root) == ["config/esb.yaml:3:8: the idempotency store url must start with postgresql://, "
+                              "postgres://, not redis — write postgresql://USER@HOST:5432/DATABASE (ESB_STORE_URL)"]
+
+
+def test_a_postgres_store_url_passes_the_start_check_without_connecting(tmp_path):
+    root = write(tmp_path, {"config/esb.yaml": "store:\n  kind: postgres\n  url: postgresql://esb@db.invalid/esb\n"})
+    assert load_project(root, {}).settings.store_kind == "postgres"
+
+
 def test_a_broker_url_esb_run_could_not_open_is_reported_at_broker_url(tmp_path):
     root = write(tmp_path, {"config/esb.yaml": "broker:\n  url: amqp//guest:guest@127.0.0.1:5672\n"})
     assert problems(root) == ["config/esb.yaml:2:8: the broker url must start with amqp://, amqps://, memory://, "

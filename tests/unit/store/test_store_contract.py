@@ -1,4 +1,5 @@
-"""The dedup store contract, run against SQLite and against the real Redis on 127.0.0.1:6379.
+"""The dedup store contract, run against SQLite, the real Redis on 127.0.0.1:6379 and the real
+PostgreSQL on 127.0.0.1:5432.
 
 Leases run out on the fake clock (conftest.FakeClock), never by sleeping; only the tests with
 several processes use the real clock."""
@@ -52,9 +53,9 @@ class Backend:
         return open_store(self.kind, self.path, self.url, clock=clock)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def backend(request, tmp_path) -> Backend:
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    url = request.getfixturevalue(f"{request.param}_url") if request.param != "sqlite" else ""
     return Backend(request.param, str(tmp_path / "var" / "idempotency.sqlite3"), url)
 
 
