@@ -144,11 +144,11 @@ class Admin:
 
     def declare_topology(self, topology) -> None:
         """An esb Topology, declared exactly as RabbitBroker.declare does (same queue arguments)."""
-        from esb.runtime.rabbit import queue_arguments
+        from esb.runtime.rabbit import is_quorum, queue_arguments
         for name, kind in topology.exchanges:
             self.exchange(name, kind)
-        for queue in topology.queues:
-            self.queue(queue.name, queue_arguments(queue))
+        for queue in topology.queues:  # one node: quorum only where the route asks for it
+            self.queue(queue.name, queue_arguments(queue, is_quorum(queue, nodes=1)))
         for binding in topology.bindings:
             self.channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
 
