@@ -71,3 +71,11 @@ def test_the_rules_see_an_import_hidden_in_a_function_and_a_relative_one(tmp_pat
         "esb/steps/sneaky.py:2 imports esb.runtime",
         "esb/steps/sneaky.py:2 imports esb.runtime.names",
     ]
+
+
+def test_no_two_test_files_share_a_name():
+    """The test folders are not packages: pytest cannot collect two test modules of one name."""
+    from collections import Counter
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(path.name for path in tests.rglob("test_*.py"))
+    assert [name for name, count in names.items() if count > 1] == []
