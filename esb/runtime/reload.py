@@ -39,7 +39,7 @@ def snapshot(root: Path) -> dict[str, str]:
     """{relative path: SHA-1 of the content} of every file a project is loaded from."""
     paths = [p for pattern in ("*.yaml", "*.yml") for p in (root / "routes").glob(pattern)]
     for folder in WATCHED:
-        paths += [p for p in (root / folder).rglob("*") if p.is_file()]
+        paths += [p for p in (root / folder).rglob("*") if p.is_file() and not _scratch(p.relative_to(root))]
     found = {}
     for path in paths:
         try:
@@ -47,6 +47,13 @@ def snapshot(root: Path) -> dict[str, str]:
         except OSError:
             continue  # removed while we looked: the next look sees it gone
     return found
+
+
+def _scratch(path: Path) -> bool:
+    """Files no project is loaded from: Python's bytecode cache (loading a function file writes
+    one), editors' swap and backup files, hidden files."""
+    return "__pycache__" in path.parts or any(part.startswith(".") for part in path.parts) \
+        or path.name.endswith(("~", ".pyc", ".swp"))
 
 
 def config_hash(files: dict[str, str]) -> str:
