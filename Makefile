@@ -36,7 +36,7 @@ test: setup services demo-key  ## install, start what must run, run every test a
 	$(BIN)/esb $(DEMO) routes test
 	$(BIN)/python -m pytest -q
 
-unit: setup services  ## unit tests only (need Redis for the store contract)
+unit: setup services  ## unit tests only (need Redis and PostgreSQL for the store contract)
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: setup  ## ruff
