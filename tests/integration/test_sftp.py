@@ -562,7 +562,9 @@ def test_when_the_leader_dies_the_other_machine_takes_over_within_the_lease_and_
     ttl = machines.pollers[survivor].leadership.ttl
     assert [d.body for d in got] == [b"<before/>", b"<after/>"]
     assert machines.published == {dead: ["before.xml"], survivor: ["after.xml"]}
-    assert took <= ttl + EVERY + 0.3, f"took over after {took:.2f} s (lease {ttl} s, every {EVERY} s)"
+    # the bound: the dead leader's lease, one interval of the survivor, then one round and the delivery
+    # (measured here: 0.81-1.06 s with a lease of 0.6 s and rounds every 0.2 s)
+    assert took <= ttl + EVERY + 0.5, f"took over after {took:.2f} s (lease {ttl} s, every {EVERY} s)"
     [leader] = [e for e in logs if e["event"] == "sftp_poller_leader"]
     assert leader["owner"] == survivor and leader["token"] == first_token + 1
 
