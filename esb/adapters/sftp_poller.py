@@ -1,9 +1,12 @@
 """Inbound SFTP: poll a remote directory, publish each file, and only once it is confirmed archive or delete it.
 
 One round (`poll_once`), for an adapter's `inbound.NAME`:
-    1. take the poll lock (fcntl.flock, non-blocking, on a file next to the ledger): a worker
-       process that does not get it skips the round, so one poller per inbound runs at a time
-       however many workers there are;
+    1. lead: take or renew the lease `sftp:<adapter>:<inbound>` in the store (esb.store.leases),
+       held for LEASE_ROUNDS poll intervals; a poller that does not hold it skips the round. So
+       one poller per inbound polls at a time across every worker of every machine sharing the
+       store, and when the leader dies another takes over once its lease runs out (at once when
+       it was a process of the same host). Without a store (a poller built alone), a file lock
+       (fcntl.flock, next to the ledger) does this for the workers of one machine;
     2. list the directory of `poll` and keep the regular files matching its glob, oldest mtime first;
     3. for each file:
        - larger than `max_bytes` (default 50 MB): an error is logged and the file left where it is;
@@ -22,8 +25,13 @@ the next round finds the file in the ledger and only archives it. Without `archi
 files stay in place and the ledger alone (path, size and mtime) keeps them from being published
 again. A failing server or broker ends the round; the files stay for the next one.
 
+Fencing: before publishing a file and before archiving it, the leader renews its lease with
+the token it holds; a leader that was paused past its lease (and replaced) finds that out there
+and ends the round instead of acting beside the new one. What is left is the moment between that
+check and the act: at worst the same file is published twice, under the same message id.
+
 The ledger (esb.store.inbound) is the PostgreSQL store's table when the store is postgres, else a
-SQLite file of this machine; the lock coordinates the workers of one machine.
+SQLite file of this machine.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ from esb.adapters.spec import AdapterSpec, positive_seconds
 from esb.errors import ConfigError, NotConfirmed, PermanentError, ProcessingError, Unroutable
 from esb.message import BINARY, HEADER_PREFIX, JSON, TEXT, XML
 from esb.store.inbound import InboundLedger, SqliteInboundLedger
+from esb.store.leases import Leadership, Leases
+from esb.store.owners import owner_id
 from esb.store.records import StoreUnavailable
 
 # publish(exchange, routing_key, body, content_type, headers, message_id): returns once the broker
@@ -57,6 +67,9 @@ Publish = Callable[[str, str, bytes, str, Mapping[str, Any], str], None]
 
 DEFAULT_EVERY = 60.0
 DEFAULT_MAX_BYTES = 50_000_000
+# The lease lasts this many poll intervals: a leader may miss a round or two (a slow listing, a
+# store hiccup) without losing it, and a dead one is replaced within LEASE_ROUNDS + 1 intervals.
+LEASE_ROUNDS = 3
 
 FILE_NAME = HEADER_PREFIX + "file-name"      # the remote file's name, without its directory
 FILE_SIZE = HEADER_PREFIX + "file-size"      # bytes
@@ -76,12 +89,17 @@ class RemoteFile:
     mtime: int
 
 
+class _NotLeader(Exception):
+    """The lease passed to another poller during the round (Leadership logged it)."""
+
+
 class SftpPoller:
-    """Polls one `inbound` entry of an sftp adapter; `run(stop_event)` repeats `poll_once` every `every`."""
+    """Polls one `inbound` entry of an sftp adapter; `run(stop_event)` repeats `poll_once` every
+    `every`. With `leases` (the store's), it polls only while it holds the inbound's lease as `owner`."""
 
     def __init__(self, spec: AdapterSpec, inbound_name: str, root: Path, publish: Publish,
                  ledger_path: str | Path, lock: str | Path | None = None, on_round=None,
-                 ledger: InboundLedger | None = None):
+                 ledger: InboundLedger | None = None, leases: Leases | None = None, owner: str | None = None):
         if inbound_name not in spec.inbound:
             raise ConfigError(f"the adapter '{spec.name}' has no inbound '{inbound_name}'", path=spec.path)
         config = spec.inbound[inbound_name]
@@ -102,14 +120,32 @@ class SftpPoller:
         self._archive_ready = False
         self._log = log.bind(adapter=spec.name, inbound=inbound_name)
         self._on_round = on_round  # (adapter, inbound, files published, ok): what metrics count
+        self.leadership = None if leases is None else Leadership(
+            leases, f"sftp:{spec.name}:{inbound_name}", owner or owner_id(), round(LEASE_ROUNDS * self.every, 3),
+            self._log, "sftp_poller")
 
     def poll_once(self) -> list[str]:
         """One round; returns the remote paths of the files published in it."""
+        if self.leadership is not None:
+            return self._round() if self._lead() else []
         with _exclusive(self.lock_path) as held:
             if not held:
                 self._log.info("sftp_poll_skipped", reason="another poller holds the lock")
                 return []
             return self._round()
+
+    def _lead(self) -> bool:
+        assert self.leadership is not None
+        try:
+            return self.leadership.lead()
+        except StoreUnavailable as exc:  # not knowing whether it leads, it does not
+            self._log.error("sftp_poll_failed", error_class="lease", error=exc.message)
+            return False
+
+    def _fence(self) -> None:
+        """Before an act another leader must not repeat: still the leader, with the same token?"""
+        if self.leadership is not None and not self.leadership.still_leading():
+            raise _NotLeader
 
     def run(self, stop_event: threading.Event) -> None:
         """Poll until `stop_event` is set; a failing round is logged and the next one comes."""
@@ -121,7 +157,14 @@ class SftpPoller:
             stop_event.wait(self.every)
 
     def close(self) -> None:
-        self._connection.close()
+        """Stop: release the lease (another machine's poller may take over at once) and disconnect."""
+        try:
+            if self.leadership is not None:
+                self.leadership.step_down()
+        except StoreUnavailable as exc:  # it runs out by itself
+            self._log.error("sftp_lease_release_failed", error=exc.message)
+        finally:
+            self._connection.close()
 
     # -- one round -----------------------------------------------------------------------------
     def _round(self) -> list[str]:
@@ -132,8 +175,10 @@ class SftpPoller:
             for file in files:
                 self._take(file, self.ledger, published)
             ok = True
+        except _NotLeader:
+            pass
         except StoreUnavailable as exc:
-            self._log.error("sftp_poll_failed", error_class="ledger", error=exc.message)
+            self._log.error("sftp_poll_failed", error_class="store", error=exc.message)  # the ledger or the lease
         except ProcessingError as exc:  # the server or the broker fails: the rest waits for the next round
             self._log.error("sftp_poll_failed", error_class=exc.error_class, error=exc.message)
         finally:
@@ -159,12 +204,14 @@ class SftpPoller:
             return
         sha256 = hashlib.sha256(data).hexdigest()
         if not ledger.published(self.adapter, self.inbound, file, sha256):
+            self._fence()
             self._publish(file, data, sha256)
             ledger.record(self.adapter, self.inbound, file, sha256)  # before archiving: see the docstring
             published.append(file.path)
             self._log.info("sftp_file_published", file=file.path, size=file.size, message_id=sha256,
                            exchange=self.exchange, routing_key=self.routing_key)
         if moves:
+            self._fence()
             self._finish(file, sha256)
             ledger.finished(self.adapter, self.inbound, file, sha256)
 

@@ -95,7 +95,7 @@ class Runtime:
         if not self.poll_mode:
             return []
         feeding = None if self.poll_mode == "all" or self.selected is None else self.route_names
-        return _inbound_pollers(project, self.broker, feeding, self.hooks.on_poll, store=self.store)
+        return _inbound_pollers(project, self.broker, feeding, self.hooks.on_poll, store=self.store, owner=self.owner)
 
     def start(self) -> None:
         self.broker.start()
@@ -182,16 +182,20 @@ def _inbound_changed(old: Project, new: Project, changed: set[str]) -> bool:
         or any(path.startswith("config/") for path in changed)
 
 
-def _inbound_pollers(project: Project, broker: Broker, routes: list[str] | None, on_round=None, store=None) -> list:
+def _inbound_pollers(project: Project, broker: Broker, routes: list[str] | None, on_round=None, store=None,
+                     owner: str | None = None) -> list:
     """One poller per `inbound` entry of each SFTP adapter that feeds one of `routes` (None: every
-    one); a file lock keeps one per machine polling. A poller gets a confirmed-publish function, not
+    one); a lease in the store, held as `owner`, keeps one polling across workers and machines (a
+    file lock, one per machine, without a store). A poller gets a confirmed-publish function, not
     the broker: adapters never see the runtime. The ledger is the store's (PostgreSQL) or a file."""
     from esb.adapters.sftp_poller import SftpPoller
     from esb.store import inbound_ledger
     publish = confirmed_publish(broker)
     sources = None if routes is None else [project.routes[name].source for name in routes]
     ledger = inbound_ledger(store, project.root / "var/sftp-inbound.sqlite3")
-    return [SftpPoller(spec, name, project.root, publish, "var/sftp-inbound.sqlite3", on_round=on_round, ledger=ledger)
+    leases = store.leases() if hasattr(store, "leases") else None
+    return [SftpPoller(spec, name, project.root, publish, "var/sftp-inbound.sqlite3", on_round=on_round, ledger=ledger,
+                       leases=leases, owner=owner)
             for spec in project.adapters.values() if spec.kind == "sftp" for name in spec.inbound
             if sources is None or _feeds(spec.inbound[name]["publish_to"], sources)]
 

@@ -24,6 +24,7 @@ test gives another).
     sqlite.py   SqliteStore (one machine)        redis.py  RedisStore (several machines, in memory)
     postgres.py PostgresStore (several machines, durable: the one for money)
     inbound.py  the SFTP inbound ledger: a SQLite file per machine, or the PostgreSQL store's table
+    leases.py   named leases with a fencing token (`store.leases()`): one SFTP poller per inbound
 """
 
 from __future__ import annotations

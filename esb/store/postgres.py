@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from esb.store import leases
 from esb.store.inbound import InboundFile
 from esb.store.owners import takes_over
 from esb.store.records import (
@@ -69,6 +70,13 @@ CREATE TABLE IF NOT EXISTS esb_sftp_inbound (
     published_at  double precision NOT NULL,              -- when the broker confirmed it
     finished_at   double precision,                       -- when it was archived or deleted
     PRIMARY KEY (adapter, inbound, path, size, mtime, sha256)
+);
+CREATE TABLE IF NOT EXISTS esb_leases (
+    name          text PRIMARY KEY,                       -- e.g. sftp:<adapter>:<inbound>
+    owner         text NOT NULL,                          -- the holder, or the last one once released
+    token         bigint NOT NULL,                        -- the fencing token: +1 each time it changes hands
+    lease_until   double precision NOT NULL,              -- epoch seconds; 0 once released
+    updated_at    double precision NOT NULL
 );
 """
 # CREATE TABLE IF NOT EXISTS is not safe against itself: two sessions creating one table at once
@@ -270,6 +278,10 @@ class PostgresStore:
         """The SFTP inbound ledger in this database, shared by the pollers of every machine."""
         return PostgresInboundLedger(self)
 
+    def leases(self) -> PostgresLeases:
+        """Named leases in this database, shared by every machine (one SFTP poller per inbound)."""
+        return PostgresLeases(self)
+
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
@@ -368,3 +380,35 @@ class PostgresInboundLedger:
         with self._store._connection() as conn:
             return conn.execute(sql, params).fetchone() is not None
 
+
+
+class PostgresLeases:
+    """esb.store.leases.Leases in the store's database: `esb_leases`, each change one statement."""
+
+    _ACQUIRE = leases.sql(leases.ACQUIRE_SQL, "esb_leases", "%s")
+    _RENEW = leases.sql(leases.RENEW_SQL, "esb_leases", "%s")
+    _RELEASE = leases.sql(leases.RELEASE_SQL, "esb_leases", "%s")
+    _HOLDER = leases.sql(leases.HOLDER_SQL, "esb_leases", "%s")
+
+    def __init__(self, store: PostgresStore):
+        self._store = store
+
+    def acquire(self, name: str, owner: str, ttl: float) -> int | None:
+        def attempt(dead: str) -> int | None:
+            now = self._store._clock()
+            with self._store._connection() as conn:
+                row = conn.execute(self._ACQUIRE, (name, owner, now + ttl, now, now, now, dead)).fetchone()
+            return row[0] if row else None
+        return leases.acquire(attempt, lambda: self.holder(name))
+
+    def renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
+        now = self._store._clock()
+        return self._store._write(self._RENEW, (now + ttl, now, name, owner, token))
+
+    def release(self, name: str, owner: str, token: int) -> None:
+        self._store._write(self._RELEASE, (self._store._clock(), name, owner, token))
+
+    def holder(self, name: str) -> leases.Lease | None:
+        with self._store._connection() as conn:
+            row = conn.execute(self._HOLDER, (name, self._store._clock())).fetchone()
+        return leases.Lease(*row) if row else None

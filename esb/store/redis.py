@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from esb.store import leases
 from esb.store.owners import _owner_alive
 from esb.store.records import (
     BUSY,
@@ -96,6 +97,28 @@ return 1
 """
 
 
+# A lease is a hash esb:lease:<name> {owner, token, until (ms)} that never expires: the token
+# must count on across holders. ARGV: owner, ttl ms, a holder found to be a dead process ('' if
+# none), now. Returns the token, or false when another owner holds the lease.
+_ACQUIRE_LUA = """
+local now = tonumber(ARGV[4])
+local r = redis.call('HMGET', KEYS[1], 'owner', 'token', 'until')
+local holder, token, expiry = r[1], tonumber(r[2] or '0'), tonumber(r[3] or '0')
+if holder and holder ~= ARGV[1] and holder ~= ARGV[3] and expiry > now then return false end
+if not (holder == ARGV[1] and expiry > now) then token = token + 1 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', token, 'until', now + tonumber(ARGV[2]))
+return token
+"""
+
+# ARGV: owner, token, new until (ms; 0 releases). Returns 1, or 0 when the lease changed hands.
+_RENEW_LUA = """
+local r = redis.call('HMGET', KEYS[1], 'owner', 'token')
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'until', ARGV[3])
+return 1
+"""
+
+
 class RedisStore:
     """The shared store for workers on several machines: one hash per record, each change one Lua script.
 
@@ -122,6 +145,7 @@ class RedisStore:
         self._record_step = self._redis.register_script(_RECORD_STEP_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._settle = self._redis.register_script(_SETTLE_LUA)
+        self._lease_prefix = "esb:lease"
 
     def key(self, route: str, key: str) -> str:
         return f"{self._prefix}:{_route(route)}:{key}"
@@ -197,6 +221,10 @@ class RedisStore:
                       outcome_of(fields.get("outcome")), int(fields["updated_at"]) / 1000,
                       generations_of(fields.get("generations")))
 
+    def leases(self) -> RedisLeases:
+        """Named leases in this Redis, shared by every machine (one SFTP poller per inbound)."""
+        return RedisLeases(self)
+
     def close(self) -> None:
         self._redis.close()
 
@@ -216,6 +244,44 @@ class RedisStore:
             yield
         except self._errors as exc:
             raise StoreUnavailable(f"the idempotency store at {redacted(self._url)} failed: {exc}") from exc
+
+
+class RedisLeases:
+    """esb.store.leases.Leases in the store's Redis: one hash per lease, each change one Lua script."""
+
+    def __init__(self, store: RedisStore):
+        self._store = store
+        self._acquire = store._redis.register_script(_ACQUIRE_LUA)
+        self._renew = store._redis.register_script(_RENEW_LUA)
+
+    def acquire(self, name: str, owner: str, ttl: float) -> int | None:
+        def attempt(dead: str) -> int | None:
+            with self._store._translated():
+                token = self._acquire(keys=[self._key(name)], args=[owner, int(ttl * 1000), dead,
+                                                                     self._store._now_ms()])
+            return int(token) if token else None
+        return leases.acquire(attempt, lambda: self.holder(name))
+
+    def renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
+        return self._set_until(name, owner, token, self._store._now_ms() + int(ttl * 1000))
+
+    def release(self, name: str, owner: str, token: int) -> None:
+        self._set_until(name, owner, token, 0)
+
+    def holder(self, name: str) -> leases.Lease | None:
+        with self._store._translated():
+            fields = self._store._redis.hgetall(self._key(name))
+        until = int(fields.get("until") or 0)
+        if not fields or until <= self._store._now_ms():
+            return None
+        return leases.Lease(name, fields["owner"], int(fields["token"]), until / 1000)
+
+    def _set_until(self, name: str, owner: str, token: int, until_ms: int) -> bool:
+        with self._store._translated():
+            return bool(self._renew(keys=[self._key(name)], args=[owner, str(token), until_ms]))
+
+    def _key(self, name: str) -> str:
+        return f"{self._store._lease_prefix}:{name}"
 
 
 def _route(route: str) -> str:

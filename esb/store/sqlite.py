@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from esb.store import leases
 from esb.store.owners import takes_over
 from esb.store.records import (
     BUSY,
@@ -52,6 +53,13 @@ CREATE TABLE IF NOT EXISTS redeliveries (
     count         INTEGER NOT NULL,
     updated_at    REAL NOT NULL,               -- epoch seconds of the last count
     PRIMARY KEY (route, message_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    name          TEXT PRIMARY KEY,            -- e.g. sftp:<adapter>:<inbound>
+    owner         TEXT NOT NULL,               -- the holder, or the last one once released
+    token         INTEGER NOT NULL,            -- the fencing token: +1 each time it changes hands
+    lease_until   REAL NOT NULL,               -- epoch seconds; 0 once released
+    updated_at    REAL NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -236,6 +244,10 @@ class SqliteStore:
         return Record(state, owner, lease_until if state == IN_PROGRESS and owner else None,
                       progress_of(progress), outcome_of(outcome), updated_at, generations_of(generations))
 
+    def leases(self) -> SqliteLeases:
+        """Named leases in this file: one holder among the processes of this host."""
+        return SqliteLeases(self)
+
     def close(self) -> None:
         with self._opened_lock:
             opened, self._opened = self._opened, []
@@ -322,3 +334,34 @@ class SqliteStore:
         with self._opened_lock:
             self._opened.append((os.getpid(), conn))
         return conn
+
+
+class SqliteLeases:
+    """esb.store.leases.Leases in the store's file: table `leases`, each change one statement."""
+
+    _ACQUIRE = leases.sql(leases.ACQUIRE_SQL, "leases")
+    _RENEW = leases.sql(leases.RENEW_SQL, "leases")
+    _RELEASE = leases.sql(leases.RELEASE_SQL, "leases")
+    _HOLDER = leases.sql(leases.HOLDER_SQL, "leases")
+
+    def __init__(self, store: SqliteStore):
+        self._store = store
+
+    def acquire(self, name: str, owner: str, ttl: float) -> int | None:
+        def attempt(dead: str) -> int | None:
+            now = self._store._clock()
+            rows = self._store._fetch(self._ACQUIRE, (name, owner, now + ttl, now, now, now, dead))
+            return rows[0][0] if rows else None
+        return leases.acquire(attempt, lambda: self.holder(name))
+
+    def renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
+        now = self._store._clock()
+        return self._store._write(self._RENEW, (now + ttl, now, name, owner, token))
+
+    def release(self, name: str, owner: str, token: int) -> None:
+        self._store._write(self._RELEASE, (self._store._clock(), name, owner, token))
+
+    def holder(self, name: str) -> leases.Lease | None:
+        with self._store._db() as db:
+            row = db.execute(self._HOLDER, (name, self._store._clock())).fetchone()
+        return leases.Lease(*row) if row else None
