@@ -12,9 +12,7 @@ from typing import Any
 
 from esb.store import leases
 from esb.store.inbound import InboundFile
-from esb.store.owners import takes_over
 from esb.store.records import (
-    BUSY,
     CLAIMED,
     DEAD,
     DONE,
@@ -25,6 +23,7 @@ from esb.store.records import (
     Record,
     StepRecord,
     StoreUnavailable,
+    claim_existing,
     generations_of,
     generations_text,
     lease_lost,
@@ -206,17 +205,12 @@ class PostgresStore:
             if conn.execute(_CLAIM_NEW, fresh).rowcount:
                 return Claim(CLAIMED)
             with conn.transaction():  # the key is done, dead or in progress: read it, decide, maybe take over
-                row = conn.execute(_GET_FOR_UPDATE, (route, key)).fetchone()
-                if row is None or row[0] == DEAD:
+                action, claim = claim_existing(conn.execute(_GET_FOR_UPDATE, (route, key)).fetchone(), owner, now)
+                if action == "fresh":
                     conn.execute(_CLAIM_FRESH, fresh)
-                    return Claim(CLAIMED, generations=generations_of(row[6] if row else None))
-                state, holder, lease_until, progress, outcome, _, generations = row
-                if state == DONE:
-                    return Claim(DONE, outcome=outcome_of(outcome))
-                if not takes_over(holder, lease_until, owner, now):
-                    return Claim(BUSY, lease_until=lease_until)
-                conn.execute(_RESUME, (owner, now + lease_seconds, lease_seconds, now, route, key))
-        return Claim(CLAIMED, progress_of(progress), generations=generations_of(generations))
+                elif action == "resume":
+                    conn.execute(_RESUME, (owner, now + lease_seconds, lease_seconds, now, route, key))
+        return claim
 
     def record_step(self, route: str, key: str, owner: str, record: StepRecord) -> None:
         now = self._clock()

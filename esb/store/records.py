@@ -101,6 +101,22 @@ def generations_of(text: str | None) -> dict[str, int]:
     return jsoncodec.loads(text) if text else {}
 
 
+def claim_existing(row: tuple | None, owner: str, now: float) -> tuple[str | None, Claim]:
+    """What a claim of a key that already has a record does, from that record's row (state, owner,
+    lease_until, progress, outcome, _, generations), read under the store's lock or transaction:
+    ("fresh", claim) to claim it anew (dead, or gone meanwhile), ("resume", claim) to take the lease
+    over (released, expired, or its owner's process is gone), (None, claim) to answer without writing."""
+    from esb.store.owners import takes_over
+    if row is None or row[0] == DEAD:
+        return "fresh", Claim(CLAIMED, generations=generations_of(row[6] if row else None))
+    state, holder, lease_until, progress, outcome, _, generations = row
+    if state == DONE:
+        return None, Claim(DONE, outcome=outcome_of(outcome))
+    if not takes_over(holder, lease_until, owner, now):
+        return None, Claim(BUSY, lease_until=lease_until)
+    return "resume", Claim(CLAIMED, progress_of(progress), generations=generations_of(generations))
+
+
 def lease_lost(route: str, key: str, owner: str, action: str, record: Record | None) -> LeaseLost:
     now = f"{record.state} (owner {record.owner})" if record else "absent"
     return LeaseLost(f"{owner} cannot {action} for {route}/{key}: the record is now {now}")

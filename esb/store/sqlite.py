@@ -11,9 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from esb.store import leases
-from esb.store.owners import takes_over
 from esb.store.records import (
-    BUSY,
     CLAIMED,
     DEAD,
     DONE,
@@ -24,6 +22,7 @@ from esb.store.records import (
     Record,
     StepRecord,
     StoreUnavailable,
+    claim_existing,
     generations_of,
     generations_text,
     lease_lost,
@@ -177,17 +176,12 @@ class SqliteStore:
         if self._write(_CLAIM_NEW, (route, key, owner, now + lease_seconds, lease_seconds, now)):
             return Claim(CLAIMED)
         with self._transaction() as db:  # the key is done, dead or in progress: read it, decide, maybe take over
-            row = db.execute(_GET, (route, key)).fetchone()
-            if row is None or row[0] == DEAD:
+            action, claim = claim_existing(db.execute(_GET, (route, key)).fetchone(), owner, now)
+            if action == "fresh":
                 db.execute(_CLAIM_FRESH, (route, key, owner, now + lease_seconds, lease_seconds, now))
-                return Claim(CLAIMED, generations=generations_of(row[6] if row else None))
-            state, holder, lease_until, progress, outcome, _, generations = row
-            if state == DONE:
-                return Claim(DONE, outcome=outcome_of(outcome))
-            if not takes_over(holder, lease_until, owner, now):
-                return Claim(BUSY, lease_until=lease_until)
-            db.execute(_RESUME, (owner, now + lease_seconds, lease_seconds, now, route, key))
-        return Claim(CLAIMED, progress_of(progress), generations=generations_of(generations))
+            elif action == "resume":
+                db.execute(_RESUME, (owner, now + lease_seconds, lease_seconds, now, route, key))
+        return claim
 
     def record_step(self, route: str, key: str, owner: str, record: StepRecord) -> None:
         now = self._clock()
