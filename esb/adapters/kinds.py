@@ -24,6 +24,57 @@ def _adapter(kind: str, description: str, properties: dict, required: list[str])
     }
 
 
+_URL = {"type": "string", "pattern": "^https?://", "description": "the token endpoint; tokens never go elsewhere"}
+_REFRESH = {"anyOf": [DURATION, {"type": "string", "pattern": r"^\d{1,2}(\.\d+)?%$"}],
+            "description": "fetch a new token this long (or this share of its lifetime) before it expires",
+            "examples": ["60s", "10%"]}
+_TEMPLATES = {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}
+AUTH = {
+    "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+    "description": "one of bearer, basic, hmac, oauth2, token, signature (README: REST auth)",
+    "properties": {
+        "bearer": {"type": "object", "additionalProperties": False, "required": ["token"],
+                   "properties": {"token": SECRET}},
+        "basic": {"type": "object", "additionalProperties": False, "required": ["username", "password"],
+                  "properties": {"username": _TEXT, "password": SECRET}},
+        "hmac": {"type": "object", "additionalProperties": False, "required": ["key_id", "secret"],
+                 "properties": {"key_id": _TEXT, "secret": SECRET, "header": _TEXT,
+                                "algorithm": {"enum": ["sha256", "sha512"]}}},
+        "oauth2": {"type": "object", "additionalProperties": False, "required": ["url", "client_id", "client_secret"],
+                   "description": "OAuth2 client credentials (RFC 6749 4.4); the token goes in Authorization: Bearer",
+                   "properties": {"url": _URL, "client_id": _TEXT, "client_secret": SECRET,
+                                  "scopes": {"type": "array", "items": _TEXT},
+                                  "client_auth": {"enum": ["basic", "body"],
+                                                  "description": "HTTP Basic (default) or in the form"},
+                                  "lifetime": {**DURATION, "description": "when the answer has no expires_in"},
+                                  "refresh_before": _REFRESH}},
+        "token": {"type": "object", "additionalProperties": False, "required": ["url", "value", "headers"],
+                  "description": "a vendor's login endpoint: POST body, read the token, send it in headers",
+                  "properties": {"url": _URL,
+                                 "body": {"type": "object", "description": "sent as JSON (or a form: form: true)"},
+                                 "form": {"type": "boolean"},
+                                 "value": {"type": "string", "description": "JMESPath to the token in the answer",
+                                           "examples": ["data.access_token"]},
+                                 "expires_in": {"type": "string",
+                                                "description": "JMESPath to its lifetime in seconds"},
+                                 "lifetime": {**DURATION, "description": "when expires_in is absent (default 1h)"},
+                                 "headers": {**_TEMPLATES, "examples": [{"X-Token": "{token}"}]},
+                                 "refresh_before": _REFRESH}},
+        "signature": {"type": "object", "additionalProperties": False, "required": ["secret"],
+                      "oneOf": [{"required": ["parts"]}, {"required": ["template"]}],
+                      "description": "a signature computed for every request",
+                      "properties": {"secret": SECRET, "app_key": _TEXT,
+                                     "parts": {"type": "array", "minItems": 1, "items": {"enum": [
+                                         "method", "path", "query", "target", "body", "body_sha256", "body_md5",
+                                         "timestamp", "nonce", "app_key", "secret"]}},
+                                     "join": {"type": "string", "description": "between parts; default a newline"},
+                                     "template": {"type": "string", "examples": ["{app_key}{timestamp}{nonce}"]},
+                                     "algorithm": {"enum": ["hmac-sha256", "hmac-sha1", "hmac-sha512", "hmac-md5",
+                                                            "sha256", "md5"]},
+                                     "encoding": {"enum": ["hex", "hex-upper", "base64"]},
+                                     "timestamp": {"enum": ["s", "ms"]},
+                                     "headers": {**_TEMPLATES, "examples": [{"X-Signature": "{signature}"}]}}}}}
+
 REST = _adapter("rest", "An HTTP/JSON endpoint such as a ledger API.", {
     "base_url": {"type": "string", "pattern": "^https?://", "description": "scheme, host and port; fixed",
                  "examples": ["https://ledger.example.com/api"]},
@@ -34,16 +85,7 @@ REST = _adapter("rest", "An HTTP/JSON endpoint such as a ledger API.", {
     "headers": {"type": "object", "additionalProperties": {"type": "string"}},
     "idempotency_header": {"anyOf": [{"type": "string"}, {"const": False}],
                            "description": "header carrying message id + step; false to turn off"},
-    "auth": {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
-             "description": "one of bearer, basic, hmac",
-             "properties": {
-                 "bearer": {"type": "object", "additionalProperties": False, "required": ["token"],
-                            "properties": {"token": SECRET}},
-                 "basic": {"type": "object", "additionalProperties": False, "required": ["username", "password"],
-                           "properties": {"username": _TEXT, "password": SECRET}},
-                 "hmac": {"type": "object", "additionalProperties": False, "required": ["key_id", "secret"],
-                          "properties": {"key_id": _TEXT, "secret": SECRET, "header": _TEXT,
-                                         "algorithm": {"enum": ["sha256", "sha512"]}}}}},
+    "auth": AUTH,
     "operations": _operations({
         "required": ["method", "path"],
         "properties": {"method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
