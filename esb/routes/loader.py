@@ -15,7 +15,7 @@ from esb.loading.secrets import is_secret_name
 from esb.loading.sizes import size_bytes
 from esb.loading.yamlsource import Located
 from esb.routes.lint import comparison_warnings
-from esb.routes.model import Backoff, Idempotency, RetryPolicy, Route, Source
+from esb.routes.model import Backoff, Idempotency, Ordering, RetryPolicy, Route, Source
 from esb.routes.schema import LABEL, ROUTE, STEP_META_KEYS
 from esb.steps import STEP_KINDS
 from esb.steps.base import BuildContext, Step
@@ -38,11 +38,12 @@ def build_route(located: Located, root: Path, adapters: Mapping[str, Any], env: 
     if errors:
         return None, errors
     idempotency = _idempotency(data.get("idempotency"), located, errors)
+    ordering = _ordering(data, located, errors)
     route = Route(
         name=data["name"], source=_source(data), steps=steps, description=data.get("description", ""),
         concurrency=data.get("concurrency", 8), idempotency=idempotency, retry=_retry(data.get("retry", {})),
         path=located.path, line=located.where(())[0] or 1,
-        max_body_bytes=size_bytes(data["max_body"]) if "max_body" in data else None)
+        max_body_bytes=size_bytes(data["max_body"]) if "max_body" in data else None, ordering=ordering)
     return (None if errors else route), errors
 
 
@@ -166,3 +167,26 @@ def _idempotency(config: dict | None, located: Located, errors: list[ConfigError
             errors.append(located.error(("idempotency", "key"), str(exc), "write a JMESPath expression like claim_id"))
     return Idempotency(key=config.get("key"), header=config.get("header"))
 
+
+
+def _ordering(data: dict, located: Located, errors: list[ConfigError]) -> Ordering | None:
+    """`ordering`, refused where it cannot keep order: a key that is no JMESPath, a body that is not
+    JSON, or more concurrency than partitions (each partition runs one message at a time)."""
+    config = data.get("ordering")
+    if not config:
+        return None
+    ordering = Ordering(key=config["key"], partitions=config.get("partitions", Ordering.partitions))
+    try:
+        compile_expression(ordering.key)
+    except ValueError as exc:
+        errors.append(located.error(("ordering", "key"), str(exc), "write a JMESPath expression like account"))
+    source_format = data["source"].get("format", "json")
+    if source_format != "json":
+        errors.append(located.error(("source", "format"), f"an ordered route reads its key from a JSON body, but "
+                                    f"this route reads {source_format} bodies",
+                                    "order a route whose source sends JSON, or drop `ordering`"))
+    if data.get("concurrency", 0) > ordering.partitions:
+        errors.append(located.error(("concurrency",), f"concurrency {data['concurrency']} is more than the "
+                                    f"{ordering.partitions} partitions of this ordered route: each partition runs "
+                                    "one message at a time", "raise ordering.partitions or lower concurrency"))
+    return ordering

@@ -49,6 +49,15 @@ class Idempotency:
 
 
 @dataclasses.dataclass(frozen=True)
+class Ordering:
+    """Messages with the same key (JMESPath into the body) run one at a time, in the order published;
+    keys are spread over `partitions` queues, each consumed by one worker at a time."""
+
+    key: str
+    partitions: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
 class Route:
     name: str
     source: Source
@@ -60,6 +69,7 @@ class Route:
     path: str = ""
     line: int = 1
     max_body_bytes: int | None = None  # None: the project's limits.max_body (Settings.max_body_bytes)
+    ordering: Ordering | None = None
 
     def body_limit(self, default: int) -> int:
         """The largest body this route takes: its own max_body, else the project's `default`."""

@@ -41,6 +41,19 @@ ROUTE = {
             "description": "what makes two messages the same: `key` (JMESPath into the body) or `header`",
             "properties": {"key": {"type": "string", "examples": ["claim_id"]}, "header": {"type": "string"}},
         },
+        "ordering": {
+            "type": "object", "additionalProperties": False, "required": ["key"],
+            "description": "messages with the same key (e.g. a bank account) run one at a time, in the order they "
+                           "were published, across workers and machines; different keys run in parallel. A failed "
+                           "message is retried in place, holding back the later messages of its key",
+            "properties": {
+                "key": {"type": "string", "examples": ["account"],
+                        "description": "JMESPath into the JSON body (header('name') reads a header)"},
+                "partitions": {"type": "integer", "minimum": 1, "maximum": 256,
+                               "description": "queues the keys are spread over (default 8): at most this many "
+                                              "keys run at once"},
+            },
+        },
         "retry": {
             "type": "object", "additionalProperties": False,
             "properties": {

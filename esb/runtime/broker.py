@@ -55,6 +55,7 @@ class QueueSpec:
     ttl_ms: int | None = None
     dead_letter_to: str | None = None  # a queue name: dead letters go back through the default exchange
     delivery_limit: int | None = None  # quorum only; never on a dead-letter queue (see give_back_fetched)
+    single_active_consumer: bool = False  # one consumer at a time, across every connection (RabbitMQ 3.8+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,11 @@ def retry_queue(route: str, delay_ms: int) -> str:
     return f"{route}.retry.{delay_ms}ms"
 
 
+def partition_queue(route: str, index: int) -> str:
+    """One partition of an ordered route: the messages of the keys that hash to `index`, in order."""
+    return f"{route}.p{index}"
+
+
 # Headers esb sets on the wire. The first group travels with a message between delivery
 # attempts (the retry state); the second is added to a dead letter to say why it died.
 ATTEMPT = HEADER_PREFIX + "attempt"              # deliveries so far, 1-based

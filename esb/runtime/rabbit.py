@@ -501,6 +501,10 @@ def queue_arguments(queue: QueueSpec, quorum: bool) -> dict:
     """The x-arguments of a queue, classic or quorum. A classic queue keeps exactly what esb always
     declared (RabbitMQ refuses a queue redeclared with other arguments)."""
     arguments: dict = {"x-queue-type": "quorum"} if quorum else {}
+    if queue.single_active_consumer:
+        # An ordered route's queues: the broker hands them to one consumer at a time and another takes
+        # over when it goes, so messages of a key run in order across workers and machines.
+        arguments["x-single-active-consumer"] = True
     if queue.ttl_ms is not None:
         # A retry tier: messages wait out the TTL, then the broker dead-letters them back to
         # the route's queue through the default exchange. No timer of ours has to survive.

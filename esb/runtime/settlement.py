@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from esb.errors import ProcessingError, TransientError
 from esb.runtime.attempt import Attempt
-from esb.runtime.broker import Broker, Confirmation, Outgoing, wait_all
+from esb.runtime.broker import Broker, Confirmation, Delivery, Outgoing, wait_all
 from esb.runtime.lanes import Timer
 from esb.runtime.middleware import Hooks
 
@@ -30,9 +30,10 @@ class SettledTwice(RuntimeError):
 
 class Settler:
     def __init__(self, route: str, broker: Broker, hooks: Hooks, store, timer: Timer,
-                 on_settled: Callable[[], None]):
+                 on_settled: Callable[[], None], again: Callable[[Delivery], None] | None = None):
         self.route, self.broker, self.hooks, self.store, self.timer = route, broker, hooks, store, timer
         self._on_settled = on_settled
+        self._again = again  # instead of a requeue after the pause: run the delivery again in this process
         self._given_back: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._lock = threading.Lock()
 
@@ -87,7 +88,9 @@ class Settler:
         self._release(attempt)
         pause = self._pause(attempt.message_id)
         self.hooks.on_give_back(attempt, error=error, pause=pause)
-        self.timer.after(pause, lambda: self.broker.reject(attempt.delivery, requeue=True))
+        delivery = attempt.delivery
+        self.timer.after(pause, (lambda: self._again(delivery)) if self._again is not None
+                         else (lambda: self.broker.reject(delivery, requeue=True)))
         self._end(attempt, "given_back")
 
     def was_given_back(self, message_id: str) -> bool:

@@ -35,10 +35,27 @@ def route_topology(route: Route) -> Topology:
     dlq = names.dead_letter_queue(route.name)
     exchanges = ((source.exchange, source.exchange_type),) if source.exchange else ()
     exchanges += tuple((s.exchange, "topic") for s in route.walk() if s.kind == "publish")
-    tiers = tuple(QueueSpec(names.retry_queue(route.name, ms), quorum=source.quorum, ttl_ms=ms,
-                            dead_letter_to=source.queue, delivery_limit=source.delivery_limit)
-                  for ms in sorted(set(retry_delays_ms(route))))
-    queues = (QueueSpec(source.queue, quorum=source.quorum, dead_letter_to=dlq, delivery_limit=source.delivery_limit),
-              QueueSpec(dlq, quorum=source.quorum)) + tiers
+    ordered = route.ordering is not None
+    # An ordered route has no delay tiers (a message waiting there would be overtaken by later ones
+    # of its key): it retries in place. Its queue is read by one partitioner at a time, which moves
+    # each message to the partition of its key (esb.runtime.ordering).
+    tiers = () if ordered else tuple(
+        QueueSpec(names.retry_queue(route.name, ms), quorum=source.quorum, ttl_ms=ms,
+                  dead_letter_to=source.queue, delivery_limit=source.delivery_limit)
+        for ms in sorted(set(retry_delays_ms(route))))
+    queues = (QueueSpec(source.queue, quorum=source.quorum, dead_letter_to=dlq, delivery_limit=source.delivery_limit,
+                        single_active_consumer=ordered),
+              QueueSpec(dlq, quorum=source.quorum)) + tiers + partition_queues(route)
     bindings = (Binding(source.queue, source.exchange, source.binding_key),) if source.exchange else ()
     return Topology(tuple(dict.fromkeys(exchanges)), queues, bindings)
+
+
+def partition_queues(route: Route) -> tuple[QueueSpec, ...]:
+    """An ordered route's partitions: each consumed by one worker at a time (single active consumer)."""
+    if route.ordering is None:
+        return ()
+    source = route.source
+    return tuple(QueueSpec(names.partition_queue(route.name, i), quorum=source.quorum,
+                           dead_letter_to=names.dead_letter_queue(route.name), delivery_limit=source.delivery_limit,
+                           single_active_consumer=True)
+                 for i in range(route.ordering.partitions))

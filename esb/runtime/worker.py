@@ -19,6 +19,7 @@ Finisher, which records many messages done at once), so confirms are pipelined a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import threading
@@ -40,6 +41,7 @@ from esb.runtime.finisher import Finisher
 from esb.runtime.keys import store_key
 from esb.runtime.lanes import Lanes, Timer
 from esb.runtime.middleware import Hooks, LogMiddleware
+from esb.runtime.ordering import Partitioner, order_key, partition_names
 from esb.runtime.resume import DEFAULT_DELIVERY_LIMIT, DeliveryCounter, resume_point
 from esb.runtime.settlement import Settler, confirm
 from esb.runtime.state import Seal, carries_state, read_state
@@ -99,9 +101,18 @@ class RouteRunner:
             if route.idempotency and route.idempotency.key else None
         self._own_timer = timer is None
         self.timer = timer or Timer(f"esb-{route.name}-timer")
-        self.settler = Settler(route.name, broker, self.hooks, self.store, self.timer, self._settled)
+        ordering = route.ordering
+        # An ordered route never requeues a delivery it gives back: it runs it again itself, so that
+        # it keeps its place in its partition whatever the queue type does with a requeued message.
+        self.settler = Settler(route.name, broker, self.hooks, self.store, self.timer, self._settled,
+                               again=self._again if ordering else None)
         self.deliveries = DeliveryCounter(store)
-        self.lanes = Lanes(route.name, PURE_LANES if self.inline else route.concurrency)
+        lanes = PURE_LANES if self.inline else route.concurrency
+        self.lanes = Lanes(route.name, min(lanes, ordering.partitions) if ordering else lanes)
+        self.order_expression = compile_expression(ordering.key) if ordering else None
+        self.partitioner = Partitioner(route, broker, self.timer, self.max_body_bytes) if ordering else None
+        # Queues consumed: an ordered route's partitions, one message at a time each; else its queue.
+        self.queues = {q: 1 for q in partition_names(route)} if ordering else {route.source.queue: route.concurrency}
         self._inflight = 0
         self._attempt_ids = itertools.count(1)
         self._idle = threading.Condition()
@@ -114,14 +125,20 @@ class RouteRunner:
         if self._finisher is not None:
             self._finisher.start()
         self.lanes.start()
-        self.broker.consume(self.route.source.queue, self.route.concurrency, self._on_delivery)
+        for queue, prefetch in self.queues.items():
+            self.broker.consume(queue, prefetch, self._on_delivery)
+        if self.partitioner is not None:
+            self.partitioner.start()
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Stop consuming and wait until in-flight messages are settled (Ctrl-C, SIGTERM); False if
         some were not within `timeout` (they stay unacked: the broker redelivers them)."""
         deadline = time.monotonic() + timeout
+        if self.partitioner is not None:
+            self.partitioner.stop(timeout)
         if hasattr(self.broker, "cancel"):
-            self.broker.cancel(self.route.source.queue)
+            for queue in self.queues:
+                self.broker.cancel(queue)
         with self._idle:
             drained = self._idle.wait_for(lambda: self._inflight == 0, timeout)
         self.lanes.stop(max(0.0, deadline - time.monotonic()))
@@ -133,8 +150,8 @@ class RouteRunner:
 
     def idle(self) -> bool:
         """Nothing waiting in the route's queue and nothing in flight (retry tiers not counted)."""
-        depth = self.broker.queue_depth(self.route.source.queue)
-        return self._inflight == 0 and (depth is None or depth[0] == 0)
+        depths = [self.broker.queue_depth(q) for q in (self.route.source.queue, *self.queues)]
+        return self._inflight == 0 and all(depth is None or depth[0] == 0 for depth in depths)
 
     def _on_delivery(self, delivery: Delivery) -> None:
         """On the broker's thread: run a small delivery of a pure route here, hand the rest to a lane."""
@@ -179,17 +196,25 @@ class RouteRunner:
         try:
             message = to_message(delivery, self.route.source.format)
             attempt.key = attempt.state.key or self._key(message)
+            if self.order_expression is not None and order_key(self.order_expression, message) is None:
+                raise PermanentError(f"the ordering key {self.route.ordering.key} is missing from the message",
+                                     step="ordering", error_class="no_order_key")
         except ProcessingError as exc:
             return self._later(inline, attempt, lambda exc=exc: self._dead_letter(
                 attempt, exc, "receive", attempt.state.resume_step, None))
-        start = attempt.state.resume_step
         attempt.compensations = list(attempt.state.compensations)
+        self._claim_and_run(attempt, message, attempt.state.resume_step, inline)
+
+    def _claim_and_run(self, attempt: Attempt, message: Message, start: int, inline: bool = False,
+                       again: bool = False) -> None:
+        """Claim the message's key (if the route keeps records), then run its steps from `start`.
+        `again`: an ordered route's message that waited in place for its key (counted once already)."""
         if self.store is not None:
             resumed = self._claim(attempt, message, start)
             if resumed is None:
                 return
             start, message = resumed
-        if delivery.redelivered and self._over_delivery_limit(attempt, message, start):
+        if attempt.delivery.redelivered and not again and self._over_delivery_limit(attempt, message, start):
             return
         self._run(attempt, message, start, inline)
 
@@ -361,6 +386,8 @@ class RouteRunner:
             pass  # the failure being handled is the one to report
         if isinstance(error, TransientError) and attempt.state.attempt < self.route.retry.attempts:
             delay = retry.tier_for(self.tiers, attempt.state.attempt + 1, error.retry_after)
+            if self.route.ordering is not None:
+                return self._retry_in_place(attempt, failed.message, failed.index, delay)
             return self._retry(attempt, failed.message, failed.index, attempt.state.attempt + 1, delay, "transient")
         if isinstance(error, TransientError):
             error = PermanentError(f"retries exhausted after {attempt.state.attempt} attempts: {error}",
@@ -376,6 +403,11 @@ class RouteRunner:
             return self._dead_letter(attempt, error, error.step, start, message)
         lease_left = lease_until - time.time() if lease_until else None
         delay = retry.busy_tier(self.tiers, busy - 1, lease_left)
+        if self.route.ordering is not None:  # wait holding the partition: later messages of the key stay behind
+            attempt.state = dataclasses.replace(attempt.state, busy=busy)
+            self.hooks.on_retry(attempt, reason="busy", delay_ms=delay, next_attempt=attempt.state.attempt,
+                                resume_step=start)
+            return self._hold(attempt, delay, lambda: self._claim_and_run(attempt, message, start, again=True))
         self._retry(attempt, message, start, attempt.state.attempt, delay, "busy", busy=busy)
 
     def _retry(self, attempt: Attempt, message: Message, index: int, next_attempt: int, delay: int, reason: str,
@@ -383,6 +415,27 @@ class RouteRunner:
         state = retry.state_message(attempt, message, index, next_attempt, self.seal, busy)
         self.settler.retry(attempt, names.retry_queue(self.route.name, delay), state, reason=reason, delay_ms=delay,
                            next_attempt=next_attempt, resume_step=index)
+
+    def _retry_in_place(self, attempt: Attempt, message: Message, index: int, delay: int) -> None:
+        """An ordered route's transient failure: the delivery stays unacked and runs again from the
+        failed step after `delay` ms, holding its partition; a delay tier would let later messages
+        of its key overtake it. The claim stays held; the attempt count lives in this process (a
+        worker that dies gives the message to another, which counts afresh)."""
+        next_attempt = attempt.state.attempt + 1
+        attempt.state = dataclasses.replace(attempt.state, attempt=next_attempt, resume_step=index,
+                                            first_failure=attempt.state.first_failure or retry.now_iso())
+        self.hooks.on_retry(attempt, reason="transient", delay_ms=delay, next_attempt=next_attempt, resume_step=index)
+        self._hold(attempt, delay, lambda: self._run(attempt, message, index, False))
+
+    def _hold(self, attempt: Attempt, delay_ms: int, work: Callable[[], None]) -> None:
+        """Run `work` on a lane after `delay_ms`, the delivery still unsettled (no thread sleeps)."""
+        self.timer.after(delay_ms / 1000, lambda: self.lanes.put(lambda: self._settling(attempt, work)))
+
+    def _again(self, delivery: Delivery) -> None:
+        """An ordered route's given-back delivery runs again here, keeping its place in its partition."""
+        with self._idle:
+            self._inflight += 1
+        self.lanes.put(functools.partial(self.handle, delivery))
 
     def _dead_letter(self, attempt: Attempt, error: ProcessingError, step: str | None, index: int,
                      message: Message | None) -> None:
