@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := --env-file config/demo.env
 DEMO_KEY := var/sftp/client_key
 
-.PHONY: help demo demo-key test unit lint bench soak setup services deploy-docs clean
+.PHONY: help demo demo-key test unit lint bench soak cluster-test setup services deploy-docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench: setup services  ## throughput and latency: esb against a hand-written raw
 
 soak: setup services  ## long fault and soak runs (not part of make test)
 	$(BIN)/python -m pytest -q -m soak
+
+cluster-test: setup services  ## 3 RabbitMQ nodes, 2 esb machines, PostgreSQL; kills a node and a machine (root, ~3 min; not in make test)
+	$(BIN)/python tests/cluster/run.py
 
 deploy-docs: setup  ## rewrite the ESB_* settings table (deploy/README.md) and deploy/esb.env from the config schema
 	$(BIN)/python -m esb.loading.settings_table --write deploy/README.md deploy/esb.env
