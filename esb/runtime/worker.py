@@ -395,13 +395,15 @@ class RouteRunner:
         self._dead_letter(attempt, error, error.step, failed.index, failed.message)
 
     def _wait_busy(self, attempt: Attempt, message: Message, start: int, lease_until: float | None) -> None:
-        """Another worker holds this key: wait in a tier, longer each time, at most MAX_BUSY times."""
+        """Another worker holds this key: wait in a tier, longer each time, as long as its lease runs
+        (bounded by MAX_BUSY_IN_LEASE), then at most MAX_BUSY times."""
         busy = attempt.state.busy + 1
-        if busy > retry.MAX_BUSY:
-            error = PermanentError(f"the key stayed in progress on another worker through {retry.MAX_BUSY} waits",
+        lease_left = lease_until - time.time() if lease_until else None
+        leased = lease_left is not None and lease_left > 0
+        if (busy > retry.MAX_BUSY and not leased) or busy > retry.MAX_BUSY_IN_LEASE:
+            error = PermanentError(f"the key stayed in progress on another worker through {busy - 1} waits",
                                    step=self._label(start), error_class="busy")
             return self._dead_letter(attempt, error, error.step, start, message)
-        lease_left = lease_until - time.time() if lease_until else None
         delay = retry.busy_tier(self.tiers, busy - 1, lease_left)
         if self.route.ordering is not None:  # wait holding the partition: later messages of the key stay behind
             attempt.state = dataclasses.replace(attempt.state, busy=busy)
