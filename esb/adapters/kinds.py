@@ -14,7 +14,24 @@ def _operations(operation: dict) -> dict:
             "additionalProperties": {"type": "object", "additionalProperties": False, **operation}}
 
 
+_COUNT = {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?$"}]}
+RATE_LIMIT = {"type": "object", "additionalProperties": False, "required": ["per_second"],
+              "description": "calls per second, shared by the process's threads (README: endpoints that fail)",
+              "properties": {"per_second": _COUNT,
+                             "burst": {**_COUNT, "description": "calls saved up (default: per_second)"},
+                             "max_wait": {**DURATION, "description": "longest wait for a turn (default 5s)"}},
+              "examples": [{"per_second": 20, "burst": 40}]}
+CIRCUIT_BREAKER = {"type": "object", "additionalProperties": False,
+                   "description": "open after `failures` transient failures within `within`; while open, "
+                                  "routes calling the adapter stop taking messages; a trial after `open_for`",
+                   "properties": {"failures": {**_COUNT, "description": "default 5"},
+                                  "within": {**DURATION, "description": "default 30s"},
+                                  "open_for": {**DURATION, "description": "default 10s"}},
+                   "examples": [{"failures": 5, "within": "30s", "open_for": "10s"}]}
+
+
 def _adapter(kind: str, description: str, properties: dict, required: list[str]) -> dict:
+    properties = {**properties, "rate_limit": RATE_LIMIT, "circuit_breaker": CIRCUIT_BREAKER}
     return {
         "description": description, "type": "object", "additionalProperties": False,
         "required": ["name", "kind", *required],

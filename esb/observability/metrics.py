@@ -50,6 +50,12 @@ RELOAD_PROBLEMS = Gauge("esb_config_reload_problems", "Problems of the last relo
                         multiprocess_mode="livemax")
 CONFIG_INFO = Gauge("esb_config_info", "1 for the hash of the configuration the routes run on", ["config_hash"],
                     multiprocess_mode="livemax")
+CIRCUIT_STATE = Gauge("esb_adapter_circuit_state", "An adapter's circuit breaker: 0 closed, 1 open, 2 half-open",
+                      ["adapter"], multiprocess_mode="livemax")
+RATE_LIMIT_WAITS = Counter("esb_adapter_rate_limit_waits_total", "Calls that waited for their adapter's rate limit",
+                           ["adapter"])
+RATE_LIMIT_WAITED = Counter("esb_adapter_rate_limit_wait_seconds_total", "Time calls waited for their adapter's "
+                            "rate limit", ["adapter"])
 COMPENSATIONS = Counter("esb_compensations_total", "Completed steps undone", ["route", "step", "outcome"])
 
 
@@ -126,6 +132,14 @@ class MetricsMiddleware(Middleware):
                 CONFIG_INFO.labels(self._config_hash).set(0)
             CONFIG_INFO.labels(result.config_hash).set(1)
             self._config_hash = result.config_hash
+
+    def on_circuit(self, adapter, state):
+        from esb.adapters.resilience import STATE_VALUES
+        CIRCUIT_STATE.labels(adapter).set(STATE_VALUES[state])
+
+    def on_rate_limit_wait(self, adapter, seconds):
+        RATE_LIMIT_WAITS.labels(adapter).inc()
+        RATE_LIMIT_WAITED.labels(adapter).inc(seconds)
 
     def wrap_adapter(self, name, kind, adapter):
         return TimedAdapter(name, kind, adapter)

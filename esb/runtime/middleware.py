@@ -20,7 +20,9 @@ Hooks (`attempt` is the delivery being processed: route, message_id, state, key)
     on_give_back(attempt, error, pause)            esb could not settle it: requeued after `pause` s
     after_message(attempt, outcome)                outcome: acked, skipped, retried, dead_lettered, given_back
 
-and three that are not about a message: `on_reload(result)` (a hot reload was done, refused, or
+and five that are not about a message: `on_circuit(adapter, state)` (an adapter's circuit breaker
+changed: closed, open, half_open), `on_rate_limit_wait(adapter, seconds)` (a call waited for its
+adapter's rate limit), `on_reload(result)` (a hot reload was done, refused, or
 found nothing to do: esb.runtime.reload.ReloadResult), `on_poll(adapter, inbound, taken, ok)` (an
 SFTP inbound poller's round: files published, whether it reached the end), and
 `wrap_adapter(name, kind, adapter)`, which returns the adapter (or a wrapper of it with the same
@@ -36,7 +38,7 @@ import structlog
 
 HOOKS = ("before_message", "after_step", "on_step_failed", "on_forged_state", "on_resumed", "on_compensated",
          "on_ack", "on_skip", "on_retry", "on_dead_letter", "on_give_back", "after_message", "on_reload",
-         "on_poll")
+         "on_poll", "on_circuit", "on_rate_limit_wait")
 _REVERSED = {"on_ack", "on_skip", "on_retry", "on_dead_letter", "on_give_back", "after_message"}
 
 
@@ -134,8 +136,17 @@ class LogMiddleware(Middleware):
                                   reason=reason)
 
     def on_give_back(self, attempt, error, pause):
+        if getattr(error, "error_class", None) == "circuit_open":  # not a fault of esb: it waits
+            return self._of(attempt).info("waiting_for_circuit", error=short(str(error)), requeue_in_s=pause)
         self._of(attempt).error("delivery_not_settled", error=f"{type(error).__name__}: {short(str(error))}",
                                 requeue_in_s=pause)
+
+
+    def on_circuit(self, adapter, state):
+        if state == "closed":
+            self.log.info("circuit_closed", adapter=adapter)
+        else:
+            self.log.warning(f"circuit_{state}", adapter=adapter)
 
 
 MAX_REASON = 1024

@@ -31,13 +31,28 @@ def project_topology(project: Project, routes: Iterable[str]) -> Topology:
 
 
 class AdapterPool:
-    """Adapters opened on first use and shared by every route of the process."""
+    """Adapters opened on first use and shared by every route of the process, each behind its
+    rate limit and circuit breaker (esb/adapters/resilience.py)."""
 
-    def __init__(self, project: Project, wrap=None):
+    def __init__(self, project: Project, wrap=None, hooks: Hooks | None = None):
         self.project = project
         self.wrap = wrap  # (adapter name, kind, adapter) -> adapter: middleware that times the calls
+        self.hooks = hooks  # told of breaker changes (on_circuit) and rate-limit waits (on_rate_limit_wait)
         self._open: dict = {}
-        self._lock = threading.Lock()
+        self._breakers: dict = {}
+        self._lock, self._breakers_lock = threading.Lock(), threading.Lock()
+
+    def circuit(self, name: str):
+        """The circuit breaker of the adapter `name`, or None; made without opening the adapter."""
+        with self._breakers_lock:
+            if name not in self._breakers:
+                from esb.adapters.resilience import breaker_for
+                spec = self.project.adapters.get(name)
+                breaker = breaker_for(spec) if spec is not None else None
+                if breaker is not None and self.hooks is not None:
+                    breaker.subscribe(self.hooks.on_circuit)
+                self._breakers[name] = breaker
+            return self._breakers[name]
 
     def __call__(self, name: str):
         adapter = self._open.get(name)
@@ -46,8 +61,13 @@ class AdapterPool:
                 adapter = self._open.get(name)
                 if adapter is None:
                     from esb.adapters.base import open_adapter
+                    from esb.adapters.resilience import ResilientAdapter, bucket_for
                     spec = self.project.adapters[name]
                     adapter = open_adapter(spec, self.project.root)
+                    breaker, bucket = self.circuit(name), bucket_for(spec)
+                    if breaker is not None or bucket is not None:
+                        adapter = ResilientAdapter(adapter, breaker, bucket,
+                                                   self.hooks.on_rate_limit_wait if self.hooks else None)
                     if self.wrap is not None:
                         adapter = self.wrap(name, spec.kind, adapter)
                     self._open[name] = adapter
@@ -74,7 +94,7 @@ class Runtime:
         self.store = store
         self.hooks = Hooks([LogMiddleware()] if middleware is None else list(middleware))
         self._given_adapters = adapters
-        self.adapters = adapters or AdapterPool(project, self.hooks.wrap_adapter)
+        self.adapters = adapters or AdapterPool(project, self.hooks.wrap_adapter, self.hooks)
         self._pools = [self.adapters]
         self.timer = Timer()
         self.owner = owner or owner_id()
@@ -129,7 +149,7 @@ class Runtime:
         names = list(names)
         running = {runner.route.name: runner for runner in self.runners}
         starting = [n for n in names if n in project.routes and (self.selected is None or n in self.selected)]
-        pool = self._given_adapters or AdapterPool(project, self.hooks.wrap_adapter)
+        pool = self._given_adapters or AdapterPool(project, self.hooks.wrap_adapter, self.hooks)
         if starting:
             self.broker.declare(project_topology(project, starting))
         for name in names:

@@ -79,14 +79,23 @@ class Settler:
                                   reason=reason)
         self._end(attempt, "dead_lettered")
 
-    def give_back(self, attempt: Attempt, error: Exception) -> None:
+    def give_back(self, attempt: Attempt, error: Exception, pause: float | None = None,
+                  counted: bool = True) -> None:
         """esb could not settle it (a confirm that never came, the store down): release what it
-        holds and requeue it after a pause. Call it off the broker's thread (the store is written)."""
+        holds and requeue it after a pause. Call it off the broker's thread (the store is written).
+        `counted=False` (an adapter's circuit breaker is open): it waits `pause`, its give-backs in
+        a row are not counted towards a dead letter, and its redelivery not against the limit."""
         if attempt.settled:
             return  # e.g. a failure after the ack was already sent: nothing left to give back
         self._mark_settled(attempt)
         self._release(attempt)
-        pause = self._pause(attempt.message_id)
+        if counted:
+            pause = self._pause(attempt.message_id)
+        else:
+            with self._lock:
+                self._given_back.setdefault(attempt.message_id, 0)
+                if len(self._given_back) > _REMEMBERED:
+                    self._given_back.popitem(last=False)
         self.hooks.on_give_back(attempt, error=error, pause=pause)
         delivery = attempt.delivery
         self.timer.after(pause, (lambda: self._again(delivery)) if self._again is not None
@@ -94,7 +103,8 @@ class Settler:
         self._end(attempt, "given_back")
 
     def was_given_back(self, message_id: str) -> bool:
-        return self.times_given_back(message_id) > 0
+        with self._lock:
+            return message_id in self._given_back
 
     def times_given_back(self, message_id: str) -> int:
         """How often this process gave the message back since it was last settled otherwise."""

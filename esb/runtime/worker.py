@@ -29,6 +29,7 @@ from typing import Any
 
 import tenacity
 
+from esb.adapters.resilience import OPEN, CircuitOpen
 from esb.errors import PermanentError, ProcessingError, TransientError
 from esb.loading.config import DEFAULT_MAX_BODY
 from esb.message import Message
@@ -56,6 +57,7 @@ INLINE_MAX_BYTES = 64 * 1024   # larger bodies of a pure route are converted on 
 PURE_LANES = 2                 # lanes of a route that cannot block: one slow message leaves the other free
 MAX_GIVE_BACKS = 10           # give-backs of one message in a row before it is dead-lettered (if it can be)
 IN_PROCESS_RETRY_AFTER_CAP = 2.0  # a longer Retry-After goes to a delay tier instead of blocking a lane
+CIRCUIT_PAUSE = 0.5           # a delivery that met an open breaker is requeued after this (its consumer is off)
 
 
 class RuntimeIO:
@@ -96,7 +98,8 @@ class RouteRunner:
         # Built once: it is thread-safe, and one per call cost more than the call's own bookkeeping.
         self.retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(route.retry.in_process + 1) | tenacity.stop_any(_long_retry_after),
-            wait=_wait, retry=tenacity.retry_if_exception_type(TransientError), reraise=True)
+            wait=_wait, reraise=True,  # an open breaker is not retried here: the delivery waits (_failed)
+            retry=tenacity.retry_if_exception_type(TransientError) & tenacity.retry_if_not_exception_type(CircuitOpen))
         self.key_expression = compile_expression(route.idempotency.key) \
             if route.idempotency and route.idempotency.key else None
         self._own_timer = timer is None
@@ -118,6 +121,9 @@ class RouteRunner:
         self._idle = threading.Condition()
         self._finisher = Finisher(route.name, self.store, self._finished, self._not_finished) \
             if self.store is not None else None
+        self._circuits: list = []     # breakers of the adapters the route calls
+        self._paused = False          # consumers cancelled while one of them is open
+        self._pause_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -127,6 +133,12 @@ class RouteRunner:
         self.lanes.start()
         for queue, prefetch in self.queues.items():
             self.broker.consume(queue, prefetch, self._on_delivery)
+        circuit = getattr(self.adapters, "circuit", None)
+        # An ordered route is not paused: its partitions hold their head message in place anyway.
+        if circuit is not None and self.route.ordering is None and hasattr(self.broker, "cancel"):
+            self._circuits = [b for b in map(circuit, self.route.adapters) if b is not None]
+            for breaker in self._circuits:
+                breaker.subscribe(self._on_circuit)
         if self.partitioner is not None:
             self.partitioner.start()
 
@@ -136,7 +148,11 @@ class RouteRunner:
         deadline = time.monotonic() + timeout
         if self.partitioner is not None:
             self.partitioner.stop(timeout)
-        if hasattr(self.broker, "cancel"):
+        with self._pause_lock:
+            for breaker in self._circuits:
+                breaker.unsubscribe(self._on_circuit)
+            self._circuits, paused = [], self._paused
+        if hasattr(self.broker, "cancel") and not paused:
             for queue in self.queues:
                 self.broker.cancel(queue)
         with self._idle:
@@ -147,6 +163,20 @@ class RouteRunner:
         if self._own_timer:
             self.timer.stop()
         return drained
+
+    def _on_circuit(self, _adapter: str, _state: str) -> None:
+        """A breaker of the route's adapters changed: stop taking messages while one is open,
+        take them again when none is (half-open: the next call is the trial)."""
+        with self._pause_lock:
+            paused = any(breaker.state == OPEN for breaker in self._circuits)
+            if paused == self._paused or not self._circuits:
+                return
+            self._paused = paused
+            for queue, prefetch in self.queues.items():
+                if paused:
+                    self.broker.cancel(queue)
+                else:
+                    self.broker.consume(queue, prefetch, self._on_delivery)
 
     def idle(self) -> bool:
         """Nothing waiting in the route's queue and nothing in flight (retry tiers not counted)."""
@@ -384,6 +414,9 @@ class RouteRunner:
             raise RuntimeError(f"an output was not confirmed: {exc}") from exc
         except PermanentError:
             pass  # the failure being handled is the one to report
+        if isinstance(error, CircuitOpen):  # nothing was sent: wait for the breaker, no attempt counted
+            pause = error.retry_after if self.route.ordering is not None else CIRCUIT_PAUSE
+            return self.settler.give_back(attempt, error, pause=max(pause, 0.1), counted=False)
         if isinstance(error, TransientError) and attempt.state.attempt < self.route.retry.attempts:
             delay = retry.tier_for(self.tiers, attempt.state.attempt + 1, error.retry_after)
             if self.route.ordering is not None:
