@@ -302,6 +302,11 @@ class RabbitBroker:
                                  queue, method.redelivered, (channel, generation, method.delivery_tag)))
 
         def on_open(channel):
+            if queue not in self._consumers:  # cancelled while its channel was opening: consume nothing
+                if queue in self._consumer_channels and self._consumer_channels[queue] is None:
+                    del self._consumer_channels[queue]
+                channel.close()
+                return
             self._consumer_channels[queue] = channel
             channel.add_on_close_callback(lambda ch, reason: self._on_consumer_closed(queue, ch, reason))
             channel.basic_qos(prefetch_count=prefetch,
