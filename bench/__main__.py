@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from bench import common, cpumeter, iobench, latency, profiling, relaybench
+from bench import common, cpumeter, iobench, latency, profiling, relaybench, webhookbench
 
 # = the esb route's `concurrency` (messages in flight), so both pipeline alike;
 BASELINE_PREFETCH = 500  # `--tune` here: 100 → 3.7k, 300 → 4.2k, 500 → 4.3k, 1000 → 4.7k msg/s (brief: 100-500)
@@ -47,7 +47,8 @@ class ScenarioFailed(Exception):
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 / 500 messages, a 3 s latency run")
-    parser.add_argument("--only", default="relay,latency,io", help="scenarios: relay, latency, io")
+    parser.add_argument("--only", default="relay,latency,io,webhook",
+                        help="scenarios: relay, latency, io, webhook")
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs of each throughput measurement, interleaved; the best counts (default 2, 1 quick)")
     parser.add_argument("--url", default=os.environ.get("ESB_BENCH_URL", common.DEFAULT_URL))
@@ -74,7 +75,7 @@ def _main(args: argparse.Namespace) -> int:
         return _tune(args.url, args.relay_n)
 
     rows = results["rows"]
-    for name, scenario in (("relay", _relay), ("latency", _latency), ("io", _io)):
+    for name, scenario in (("relay", _relay), ("latency", _latency), ("io", _io), ("webhook", _webhook)):
         if name not in only:
             continue
         try:
@@ -130,6 +131,18 @@ def _latency(args, results: dict, rows: list) -> None:
                  "baseline": f"p99 {ref['p99_ms']:.1f} ms", "ratio": None, "target": "p99 ≤ 5 ms",
                  "pass": lat["p99_ms"] <= 5.0, "noisy": lat["cpu"]["others"] > NOISY,
                  "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"]})
+
+
+def _webhook(args, results: dict, rows: list) -> None:
+    count = 1_000 if args.quick else 10_000
+    _section(f"4. webhooks in: {count:,} signed POSTs, {webhookbench.CLIENTS} clients, 202 after the broker's confirm")
+    esb = max(_retrying(webhookbench.esb_rate, args.url, count) for _ in range(args.repeat))
+    base = max(_retrying(webhookbench.baseline_rate, args.url, count) for _ in range(args.repeat))
+    print(f"  esb {esb:,.0f} req/s, baseline (cheroot + pika confirms) {base:,.0f} req/s")
+    results["runs"]["webhook"] = {"esb_rps": esb, "baseline_rps": base}
+    rows.append({"what": "confirmed webhooks/s, esb vs cheroot+pika", "esb": f"{esb:,.0f}/s",
+                 "baseline": f"{base:,.0f}/s", "ratio": esb / base, "target": "reported", "pass": None,
+                 "noisy": False})
 
 
 def _io(args, results: dict, rows: list) -> None:

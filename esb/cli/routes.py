@@ -22,7 +22,7 @@ from esb.cli.output import console, echo_json, json_option
 from esb.errors import ConfigError, ConfigErrors
 from esb.loading.project import Project, load_project
 from esb.loading.registry import did_you_mean
-from esb.loading.secrets import mask_secrets, redact
+from esb.loading.secrets import MASK, mask_secrets, redact
 from esb.routes import graph
 from esb.routes.model import Route
 from esb.routes.testing import TESTS_FOLDER, CaseResult, load_route_tests, run_route_tests
@@ -77,13 +77,24 @@ def list_routes(root: Path, as_json: bool) -> None:
 
 def _route_summary(route: Route) -> dict:
     """One route of `routes list --json`."""
-    return {"name": route.name, "description": route.description, "source": dataclasses.asdict(route.source),
+    return {"name": route.name, "description": route.description, "source": _source_summary(route.source),
             "steps": len(list(route.walk())), "adapters": list(route.adapters), "concurrency": route.concurrency}
+
+
+def _source_summary(source) -> dict:
+    """The source as data; a webhook's (source.http) secret is never shown."""
+    summary = dataclasses.asdict(source)
+    if summary["http"] is None:
+        del summary["http"]
+    else:
+        summary["http"]["auth"]["secret"] = MASK if summary["http"]["auth"]["secret"] else None
+    return summary
 
 
 def _source(route: Route) -> str:
     source = route.source
     bound = f"{source.exchange}/{source.binding_key} → " if source.exchange else ""
+    bound += f"POST {source.http.path} → " if source.http else ""
     return f"{bound}{source.queue}"
 
 

@@ -60,14 +60,16 @@ def run(ctx: click.Context, workers: int | None, broker_url: str | None, routes:
         ctx.with_resource(_pid_file(root))  # `esb reload` signals the process it names
     if count == 1:
         try:
-            run_worker(root, broker_url, list(routes) or None, drain_timeout, listen, pollers)
+            run_worker(root, broker_url, list(routes) or None, drain_timeout, listen, pollers,
+                       webhooks=not supervised)
         except ConfigError as exc:
             _report(ctx, [exc], "esb run: not started")
             ctx.exit(CANNOT_START)
     else:
         log_level = ctx.find_root().params.get("log_level") or "info"
         command = worker_command(root, log_level, broker_url, routes, drain_timeout, pollers)
-        with _served_for_workers(ctx, listen, count) as on_death:
+        with _served_for_workers(ctx, listen, count) as on_death, \
+                _webhooks_for_workers(ctx, project, broker_url, routes):
             code = supervise(command, count, drain_timeout, on_death=on_death)
         ctx.exit(code)
 
@@ -104,6 +106,30 @@ def _served_for_workers(ctx: click.Context, listen: str, count: int):
             _report(ctx, [exc], "esb run: not started")
             raise SystemExit(2) from None  # CANNOT_START: restarting cannot help
         yield multiprocess.mark_process_dead
+
+
+@contextlib.contextmanager
+def _webhooks_for_workers(ctx: click.Context, project, broker_url: str | None, routes: tuple[str, ...]):
+    """With N workers only one process can listen on http.listen: the supervisor serves the webhook
+    routes (source.http) itself, on a broker connection of its own, and the workers consume them."""
+    if not any(project.routes[n].source.http for n in routes or project.routes):
+        yield
+        return
+    from esb.inbound.http import serve_webhooks
+    from esb.runtime.connect import make_broker
+    broker = make_broker(broker_url or project.settings.broker_url, project.settings.heartbeat)
+    broker.start()
+    try:
+        server = serve_webhooks(project, broker, list(routes) or None)
+    except ConfigError as exc:
+        broker.stop()
+        _report(ctx, [exc], "esb run: not started")
+        raise SystemExit(2) from None  # CANNOT_START
+    try:
+        yield
+    finally:
+        server.stop()
+        broker.stop()
 
 
 def _report(ctx: click.Context, problems: list[ConfigError], verdict: str | None = None) -> None:

@@ -52,6 +52,20 @@ SCHEMA = {
                                               "description": "host:port where `esb run` serves /metrics, /healthz "
                                                              "and /readyz (port 0: any free port), or off",
                                               "examples": ["127.0.0.1:9464", "0.0.0.0:9464", "off"]}}},
+        "http": {"type": "object", "additionalProperties": False,
+                 "dependentRequired": {"tls_cert": ["tls_key"], "tls_key": ["tls_cert"]},
+                 "description": "where `esb run` serves the routes with `source: {http: ...}` "
+                                "(webhooks); with --workers N the supervisor serves them",
+                 "properties": {"listen": {"type": "string", "pattern": r"^[^\s:]*:\d{1,5}$",
+                                           "description": "host:port of the webhook server (port 0: any free port)",
+                                           "examples": ["127.0.0.1:8080", "0.0.0.0:8443"]},
+                                "tls_cert": {"type": "string", "default": "unset",
+                                             "description": "a PEM certificate (chain): serve HTTPS; relative to "
+                                                            "the project", "examples": ["config/tls/esb.pem"]},
+                                "tls_key": {"type": "string", "default": "unset",
+                                            "description": "the certificate's PEM private key"},
+                                "threads": {"type": "integer", "minimum": 1, "maximum": 1024, "description":
+                                            "requests handled at once (each waits for its broker confirm)"}}},
         "reload": {"type": "object", "additionalProperties": False,
                    "properties": {"watch": {"type": "boolean", "default": True,
                                             "description": "reload when a file of routes/, "
@@ -104,6 +118,10 @@ class Settings:
     tracing_service_name: str = "esb"
     audit_path: str = "var/audit.jsonl"
     replay_ledger: str = "var/dlq-replays.sqlite3"
+    http_listen: str = "127.0.0.1:8080"  # webhooks (esb.inbound)
+    http_tls_cert: str = ""  # both set: HTTPS
+    http_tls_key: str = ""
+    http_threads: int = 32
 
 
 def load_settings(root: Path, env: Mapping[str, str]) -> Settings:
@@ -184,7 +202,8 @@ def _settings(data: dict) -> Settings:
         reload_every=_reload_every(data.get("reload", {}), base.reload_every),
         **{f"tracing_{k}": v for k, v in data.get("tracing", {}).items()},
         audit_path=data.get("audit", {}).get("path", base.audit_path),
-        replay_ledger=data.get("dlq", {}).get("ledger", base.replay_ledger))
+        replay_ledger=data.get("dlq", {}).get("ledger", base.replay_ledger),
+        **{f"http_{k}": v for k, v in data.get("http", {}).items()})
 
 
 def _reload_every(reload: dict, default: float) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from esb.errors import ConfigError
+from esb.inbound.spec import http_source
 from esb.loading.durations import seconds
 from esb.loading.interpolate import hidden_variables, interpolate, unrepeated
 from esb.loading.registry import did_you_mean
@@ -40,7 +41,7 @@ def build_route(located: Located, root: Path, adapters: Mapping[str, Any], env: 
     idempotency = _idempotency(data.get("idempotency"), located, errors)
     ordering = _ordering(data, located, errors)
     route = Route(
-        name=data["name"], source=_source(data), steps=steps, description=data.get("description", ""),
+        name=data["name"], source=_source(data, env), steps=steps, description=data.get("description", ""),
         concurrency=data.get("concurrency", 8), idempotency=idempotency, retry=_retry(data.get("retry", {})),
         path=located.path, line=located.where(())[0] or 1,
         max_body_bytes=size_bytes(data["max_body"]) if "max_body" in data else None, ordering=ordering)
@@ -139,11 +140,12 @@ def _stray_setting(keys: list[str]) -> tuple[str, str] | None:
     return (kinds[0], others[0]) if others[0] in settings else None
 
 
-def _source(data: dict) -> Source:
+def _source(data: dict, env: Mapping[str, str]) -> Source:
     source = data["source"]
     return Source(queue=source.get("queue", data["name"]), exchange=source.get("exchange"),
                   binding_key=source.get("binding_key", "#"), exchange_type=source.get("exchange_type", "topic"),
-                  quorum=source.get("quorum"), format=source.get("format", "json"))
+                  quorum=source.get("quorum"), format=source.get("format", "json"),
+                  http=http_source(source.get("http"), env))
 
 
 def _retry(retry: dict) -> RetryPolicy:

@@ -8,6 +8,31 @@ from esb.steps.base import Step
 
 
 @dataclasses.dataclass(frozen=True)
+class HttpAuth:
+    """How a webhook's sender proves itself: `hmac` (a signature over timestamp and body), `api_key`
+    (a header) or `bearer` (Authorization: Bearer). `secret` is read from the variable `secret_env`."""
+
+    kind: str
+    secret_env: str
+    secret: str | None = dataclasses.field(default=None, repr=False)  # None: the variable is not set
+    header: str = ""  # hmac: the signature's header; api_key: the key's header
+    timestamp_header: str = "X-Timestamp"  # hmac only
+    window: float = 300.0  # hmac only: seconds a signed request stays valid either side of now
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpSource:
+    """A webhook: `esb run` serves `path`, and a request it accepts becomes a message on the route's queue."""
+
+    path: str
+    auth: HttpAuth
+    idempotency_header: str = "Idempotency-Key"  # its value becomes the message id
+    headers: tuple[str, ...] = ()  # request headers kept on the message besides the idempotency header
+    rate: float | None = None  # requests per second per client; None: no limit
+    burst: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Source:
     """Where a route's messages come from: its queue, bound to an exchange with a key."""
 
@@ -18,6 +43,7 @@ class Source:
     quorum: bool | None = None  # None: as broker.queues says (esb.runtime.topology.with_queue_settings)
     format: str = "json"
     delivery_limit: int | None = None  # the project's delivery.limit, set on its quorum queues
+    http: HttpSource | None = None  # fed by webhooks (esb.inbound), published to `queue` by the default exchange
 
 
 @dataclasses.dataclass(frozen=True)

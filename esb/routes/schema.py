@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from esb.adapters.kinds import DURATION
+from esb.inbound.spec import HTTP_SOURCE
 from esb.loading.sizes import SIZE
 
 NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 200}
@@ -27,6 +28,7 @@ ROUTE = {
                            "or classic ones (false); unset: as broker.queues in config/esb.yaml says"},
                 "format": {"enum": ["json", "xml", "text", "binary"],
                            "description": "how the body is read when the message says no content type"},
+                "http": HTTP_SOURCE,
             },
         },
         "concurrency": {"type": "integer", "minimum": 1, "maximum": 1024,

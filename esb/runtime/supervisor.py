@@ -46,7 +46,7 @@ def stop_signals() -> threading.Event:
 
 
 def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, drain_timeout: float = 30.0,
-               metrics_listen: str = "off", pollers: bool | None = None) -> None:
+               metrics_listen: str = "off", pollers: bool | None = None, webhooks: bool = True) -> None:
     """Run the routes in this process until SIGTERM/SIGINT, then drain in-flight messages for at
     most `drain_timeout` seconds: whatever a step is doing, the process ends by then (what was not
     settled stays unacked, and the broker redelivers it). Pollers: those feeding the routes that run
@@ -69,6 +69,7 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
     runtime = Runtime(project, make_broker(url, project.settings.heartbeat), routes, store=open_store_for(project),
                       pollers={None: True, True: "all", False: False}[pollers], middleware=middleware)
     runtime.start()
+    served = _serve_webhooks(project, runtime, routes) if webhooks else None  # esb.inbound
     reloader = Reloader(runtime, every=project.settings.reload_every)
     reloader.start()
     signal.signal(signal.SIGHUP, lambda *_: reloader.request())
@@ -81,6 +82,8 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
     log.info("worker_ready", pid=os.getpid(), broker=mask_url(url))
     stop.wait()
     log.info("worker_draining", pid=os.getpid(), timeout_s=drain_timeout)
+    if served is not None:  # no new requests while the routes drain
+        served.stop()
     reloader.stop()
     if probe is not None:
         probe.stop()
@@ -89,6 +92,17 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
     faulthandler.dump_traceback_later(drain_timeout + HARD_EXIT_MARGIN, exit=True)
     runtime.stop(drain_timeout)
     log.info("worker_stopped", pid=os.getpid())
+
+
+def _serve_webhooks(project, runtime: Runtime, routes: list[str] | None):
+    """The webhook server of the routes with source.http, on the runtime's broker; a server that cannot
+    start (its port in use, a secret unset) stops the runtime and is raised (ConfigError: exit 2)."""
+    from esb.inbound.http import serve_webhooks
+    try:
+        return serve_webhooks(project, runtime.broker, routes)
+    except Exception:
+        runtime.stop(0)
+        raise
 
 
 def _tune_gc() -> None:

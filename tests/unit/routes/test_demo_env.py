@@ -77,4 +77,4 @@ def test_esb_env_file_in_the_environment_loads_the_file(bare_environ, tmp_path):
     result = CliRunner().invoke(esb, ["--root", str(ROOT), "routes", "validate"],
                                 env={"ESB_ENV_FILE": str(ROOT / "config" / "demo.env"),
                                      "BANK_SFTP_KEY_FILE": str(key)})
-    assert (result.exit_code, result.stdout) == (0, "OK: 6 routes, 3 adapters\n")
+    assert (result.exit_code, result.stdout) == (0, "OK: 7 routes, 3 adapters\n")

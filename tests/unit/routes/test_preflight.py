@@ -92,7 +92,7 @@ def test_the_shipped_project_with_a_missing_key_file_fails_validate_at_the_key_l
 
 def test_the_shipped_project_validates_with_the_demo_env_and_a_key(tmp_path, saved_environ):
     result = shipped("routes", "validate", key=write_key(tmp_path / "client_key"))
-    assert (result.exit_code, result.stdout) == (0, "OK: 6 routes, 3 adapters\n")
+    assert (result.exit_code, result.stdout) == (0, "OK: 7 routes, 3 adapters\n")
 
 
 def test_esb_run_with_workers_refuses_to_start_with_exit_2_before_forking(tmp_path, saved_environ, monkeypatch):
