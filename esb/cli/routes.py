@@ -84,6 +84,8 @@ def _route_summary(route: Route) -> dict:
 def _source_summary(source) -> dict:
     """The source as data; a webhook's (source.http) secret is never shown."""
     summary = dataclasses.asdict(source)
+    if summary["schedule"] is None:
+        del summary["schedule"]
     if summary["http"] is None:
         del summary["http"]
     else:
@@ -93,6 +95,10 @@ def _source_summary(source) -> dict:
 
 def _source(route: Route) -> str:
     source = route.source
+    if source.schedule is not None:
+        sc = source.schedule
+        return (f"schedule '{sc.cron}' {sc.timezone}, calendar {sc.calendar}"
+                f"{', catch_up' if sc.catch_up else ''} → {source.queue}")
     bound = f"{source.exchange}/{source.binding_key} → " if source.exchange else ""
     bound += f"POST {source.http.path} → " if source.http else ""
     return f"{bound}{source.queue}"
@@ -126,6 +132,8 @@ def _route_detail(project: Project, route: Route, secrets: frozenset[str]) -> di
     return {**_route_summary(route), "path": route.path, "line": route.line,
             "max_body_bytes": route.max_body_bytes, "retry": dataclasses.asdict(route.retry),
             "idempotency": None if route.idempotency is None else dataclasses.asdict(route.idempotency),
+            **({} if route.source.schedule is None else
+               {"next_fire_times": [at.isoformat() for at in _next_fire_times(route)]}),
             "steps": [_step_detail(step, secrets) for step in route.steps],
             "adapters": [_adapter_detail(project.adapters[name]) for name in route.adapters]}
 
@@ -149,6 +157,9 @@ def _route_lines(route: Route) -> Iterator[str]:
     if route.description:
         yield f"description: {route.description}"
     yield f"source: {_source(route)}  (format {route.source.format})"
+    if route.source.schedule is not None:
+        yield "next fire times:"
+        yield from (f"{INDENT}{at.isoformat()}" for at in _next_fire_times(route))
     yield f"concurrency: {route.concurrency}"
     retry = route.retry
     yield (f"retry: {retry.attempts} attempts ({retry.in_process} in process), backoff {retry.backoff.initial:g}s "
@@ -156,6 +167,14 @@ def _route_lines(route: Route) -> Iterator[str]:
     if route.idempotency is not None:
         key = route.idempotency.key or route.idempotency.header
         yield f"idempotency: {'key' if route.idempotency.key else 'header'} {key}"
+
+
+def _next_fire_times(route: Route, count: int = 5) -> list:
+    from datetime import UTC, datetime
+
+    from esb.runtime.schedule import next_fire_times
+    assert route.source.schedule is not None
+    return next_fire_times(route.source.schedule, datetime.now(UTC), count)
 
 
 def _step_lines(steps: tuple[Step, ...], depth: int, secrets: frozenset[str] = frozenset()) -> Iterator[str]:

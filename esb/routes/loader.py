@@ -16,7 +16,7 @@ from esb.loading.secrets import is_secret_name
 from esb.loading.sizes import size_bytes
 from esb.loading.yamlsource import Located
 from esb.routes.lint import comparison_warnings
-from esb.routes.model import Backoff, Idempotency, Ordering, RetryPolicy, Route, Source
+from esb.routes.model import Backoff, Idempotency, Ordering, RetryPolicy, Route, Schedule, Source
 from esb.routes.schema import LABEL, ROUTE, STEP_META_KEYS
 from esb.steps import STEP_KINDS
 from esb.steps.base import BuildContext, Step
@@ -41,7 +41,8 @@ def build_route(located: Located, root: Path, adapters: Mapping[str, Any], env: 
     idempotency = _idempotency(data.get("idempotency"), located, errors)
     ordering = _ordering(data, located, errors)
     route = Route(
-        name=data["name"], source=_source(data, env), steps=steps, description=data.get("description", ""),
+        name=data["name"], source=_source(data, env, located, errors), steps=steps,
+        description=data.get("description", ""),
         concurrency=data.get("concurrency", 8), idempotency=idempotency, retry=_retry(data.get("retry", {})),
         path=located.path, line=located.where(())[0] or 1,
         max_body_bytes=size_bytes(data["max_body"]) if "max_body" in data else None, ordering=ordering)
@@ -140,12 +141,31 @@ def _stray_setting(keys: list[str]) -> tuple[str, str] | None:
     return (kinds[0], others[0]) if others[0] in settings else None
 
 
-def _source(data: dict, env: Mapping[str, str]) -> Source:
+def _source(data: dict, env: Mapping[str, str], located: Located, errors: list[ConfigError]) -> Source:
     source = data["source"]
     return Source(queue=source.get("queue", data["name"]), exchange=source.get("exchange"),
                   binding_key=source.get("binding_key", "#"), exchange_type=source.get("exchange_type", "topic"),
                   quorum=source.get("quorum"), format=source.get("format", "json"),
-                  http=http_source(source.get("http"), env))
+                  http=http_source(source.get("http"), env),
+                  schedule=_schedule(source, located, errors))
+
+
+def _schedule(source: dict, located: Located, errors: list[ConfigError]) -> Schedule | None:
+    """`source.schedule`, refused with the field at fault: a cron or zone that does not parse, or an exchange too."""
+    from esb.runtime.schedule import schedule_problem
+    config = source.get("schedule")
+    if config is None:
+        return None
+    schedule = Schedule(cron=config["cron"], timezone=config.get("timezone", "UTC"),
+                        calendar=config.get("calendar", "none"), catch_up=bool(config.get("catch_up", False)))
+    problem = schedule_problem(schedule)
+    if problem is not None:
+        errors.append(located.error(("source", "schedule", problem[0]), problem[1], problem[2]))
+    if "exchange" in source:
+        errors.append(located.error(("source", "exchange"), "a scheduled route takes no exchange: the scheduler "
+                                    "publishes its trigger messages to the route's queue",
+                                    "drop `exchange` (or `schedule`)", key=True))
+    return schedule
 
 
 def _retry(retry: dict) -> RetryPolicy:

@@ -33,8 +33,20 @@ class HttpSource:
 
 
 @dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A timetable that feeds a route (esb.runtime.schedule): a cron expression read in `timezone`,
+    fired only on the days of `calendar` (none | weekdays | cn_workdays)."""
+
+    cron: str
+    timezone: str = "UTC"
+    calendar: str = "none"
+    catch_up: bool = False  # fire times missed while esb was down are emitted late (the last few)
+
+
+@dataclasses.dataclass(frozen=True)
 class Source:
-    """Where a route's messages come from: its queue, bound to an exchange with a key."""
+    """Where a route's messages come from: its queue, bound to an exchange with a key (or fed by
+    a schedule: no exchange, the scheduler publishes to the queue)."""
 
     queue: str
     exchange: str | None = None
@@ -44,6 +56,7 @@ class Source:
     format: str = "json"
     delivery_limit: int | None = None  # the project's delivery.limit, set on its quorum queues
     http: HttpSource | None = None  # fed by webhooks (esb.inbound), published to `queue` by the default exchange
+    schedule: Schedule | None = None
 
 
 @dataclasses.dataclass(frozen=True)

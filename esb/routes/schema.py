@@ -8,6 +8,21 @@ from esb.loading.sizes import SIZE
 
 NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 200}
 
+SCHEDULE = {
+    "type": "object", "additionalProperties": False, "required": ["cron"],
+    "description": "fire the route on a timetable: one trigger message per fire time (instead of an exchange)",
+    "properties": {
+        "cron": {"type": "string", "examples": ["0 8 * * 1-5"],
+                 "description": "minute hour day-of-month month day-of-week, read in `timezone`"},
+        "timezone": {"type": "string", "examples": ["Asia/Shanghai"], "description": "an IANA zone (default UTC)"},
+        "calendar": {"enum": ["none", "weekdays", "cn_workdays"],
+                     "description": "days it may fire on: every day (none), Monday to Friday, or China's statutory "
+                                    "working days (holidays off, make-up Saturdays and Sundays on)"},
+        "catch_up": {"type": "boolean", "description": "emit fire times missed while esb was down, late (at most "
+                                                       "the last 10); default: skip them and log schedule_missed"},
+    },
+}
+
 ROUTE = {
     "type": "object",
     "additionalProperties": False,
@@ -29,6 +44,7 @@ ROUTE = {
                 "format": {"enum": ["json", "xml", "text", "binary"],
                            "description": "how the body is read when the message says no content type"},
                 "http": HTTP_SOURCE,
+                "schedule": SCHEDULE,
             },
         },
         "concurrency": {"type": "integer", "minimum": 1, "maximum": 1024,

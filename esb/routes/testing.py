@@ -77,6 +77,8 @@ SCHEMA = {
                 "input": {"type": "object", "additionalProperties": False, "properties": {
                     "body": {"description": "a JSON body"}, "xml": {**_TEXT, "description": "an XML body"},
                     "file": {**_TEXT, "description": "a file relative to the project root (.xml, .json, else text)"},
+                    "fire_time": {**_TEXT, "examples": ["2026-12-07T08:00:00+08:00"],
+                                  "description": "a scheduled route: the trigger message of this fire time"},
                     "headers": {"type": "object"}}},
                 "mocks": {"type": "object", "description": "canned answers of `to` steps, by label",
                           "additionalProperties": {"type": "object", "additionalProperties": False, "properties": {
@@ -306,17 +308,41 @@ class _CaseLoader:
         return Case(self.route.name, config["name"], message, mocks, expect, f"{self.located.path}:{line}")
 
     def input(self, config: dict, at: tuple) -> Message | None:
-        given = [k for k in ("body", "xml", "file") if k in config]
+        given = [k for k in ("body", "xml", "file", "fire_time") if k in config]
         if len(given) != 1:
-            self.error(at, "the input needs exactly one of `body`, `xml` or `file`",
+            self.error(at, "the input needs exactly one of `body`, `xml`, `file` or `fire_time`",
                        f"found: {', '.join(given) or 'none'}", key=True)
             return None
         headers = config.get("headers", {})
+        if "fire_time" in config:
+            return self.fire_time_input(str(config["fire_time"]), headers, at + ("fire_time",))
         if "body" in config:
             return Message(config["body"], JSON, headers)
         if "xml" in config:
             return Message(config["xml"], XML, headers)
         return self.file_input(config["file"], headers, at + ("file",))
+
+    def fire_time_input(self, text: str, headers: dict, at: tuple) -> Message | None:
+        """The trigger message the scheduler publishes for this fire time (esb.runtime.schedule)."""
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        from esb.runtime.schedule import message_id, trigger_body
+        schedule = self.route.source.schedule
+        if schedule is None:
+            self.error(at, f"the route '{self.route.name}' has no schedule, so a fire time cannot feed it",
+                       "give `body`, `xml` or `file` instead", key=True)
+            return None
+        try:
+            fire_time = datetime.fromisoformat(text)
+            fire_time = fire_time.astimezone(ZoneInfo(schedule.timezone)) if fire_time.tzinfo else fire_time
+        except ValueError:
+            fire_time = None
+        if fire_time is None or fire_time.tzinfo is None:
+            self.error(at, f"'{text}' is not a fire time with its offset", "write e.g. 2026-12-07T08:00:00+08:00")
+            return None
+        return Message(trigger_body(self.route.name, schedule, fire_time), JSON, headers,
+                       message_id=message_id(self.route.name, fire_time))
 
     def file_input(self, name: str, headers: dict, at: tuple) -> Message | None:
         path = self.file(name, at)

@@ -115,7 +115,10 @@ class Runtime:
         if not self.poll_mode:
             return []
         feeding = None if self.poll_mode == "all" or self.selected is None else self.route_names
-        return _inbound_pollers(project, self.broker, feeding, self.hooks.on_poll, store=self.store, owner=self.owner)
+        from esb.runtime.schedule import schedulers  # scheduled routes fire beside the pollers, on the same thread plan
+        scheduled = [project.routes[n] for n in (project.routes if feeding is None else feeding)]
+        return _inbound_pollers(project, self.broker, feeding, self.hooks.on_poll, store=self.store, owner=self.owner) \
+            + schedulers(scheduled, confirmed_publish(self.broker), self.store, self.owner)
 
     def start(self) -> None:
         self.broker.start()
@@ -194,10 +197,12 @@ class Runtime:
 
 
 def _inbound_changed(old: Project, new: Project, changed: set[str]) -> bool:
-    """Whether an SFTP adapter with inbound pollers was changed, added or removed."""
+    """Whether an SFTP adapter with inbound pollers, or a route's schedule, was changed, added or removed."""
     def inbound(project: Project) -> dict:
         return {name: spec.path for name, spec in project.adapters.items() if spec.kind == "sftp" and spec.inbound}
     before, after = inbound(old), inbound(new)
+    if {n: r.source.schedule for n, r in old.routes.items()} != {n: r.source.schedule for n, r in new.routes.items()}:
+        return True  # a schedule added, removed or changed: its Scheduler is made afresh
     return before.keys() != after.keys() or any(path in changed for path in (*before.values(), *after.values())) \
         or any(path.startswith("config/") for path in changed)
 
