@@ -17,7 +17,7 @@ from esb.loading.envfile import read_env_file, with_env_file
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_VARIABLES = ["BANK_SFTP_HOST", "BANK_SFTP_PORT", "BANK_SFTP_USER", "BANK_SFTP_KEY_FILE",
                      "BANK_SFTP_KNOWN_HOSTS", "LEDGER_URL", "LEDGER_TOKEN", "OA_SOAP_URL", "OA_SOAP_USER",
-                     "OA_SOAP_PASSWORD"]
+                     "OA_SOAP_PASSWORD", "BANK_API_URL", "BANK_API_TOKEN"]
 
 
 @pytest.fixture
@@ -77,4 +77,4 @@ def test_esb_env_file_in_the_environment_loads_the_file(bare_environ, tmp_path):
     result = CliRunner().invoke(esb, ["--root", str(ROOT), "routes", "validate"],
                                 env={"ESB_ENV_FILE": str(ROOT / "config" / "demo.env"),
                                      "BANK_SFTP_KEY_FILE": str(key)})
-    assert (result.exit_code, result.stdout) == (0, "OK: 7 routes, 3 adapters\n")
+    assert (result.exit_code, result.stdout) == (0, "OK: 8 routes, 4 adapters\n")
