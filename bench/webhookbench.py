@@ -31,7 +31,12 @@ def _load(url: str, bodies: list[bytes], headers: list[dict], clients: int, out)
     def client():
         session = requests.Session()
         for i in work:
-            status = session.post(url, data=bodies[i], headers=headers[i], timeout=30).status_code
+            for _ in range(3):  # a sender re-sends on a reset connection (same Idempotency-Key: one message)
+                try:
+                    status = session.post(url, data=bodies[i], headers=headers[i], timeout=30).status_code
+                    break
+                except requests.ConnectionError:
+                    status, session = -1, requests.Session()  # -1: no answer at all
             with lock:
                 statuses.append(status)
     threads = [threading.Thread(target=client) for _ in range(clients)]
