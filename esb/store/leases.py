@@ -47,6 +47,34 @@ def sql(template: str, table: str, placeholder: str = "?") -> str:
     return template.format(table=table).replace("?", placeholder)
 
 
+class SqlLeases:
+    """Leases in a table of an SQL store (SQLite's `leases`, PostgreSQL's `esb_leases`), each change
+    one statement, run by the store's `_one` and `_write` (esb.store.sqlstore)."""
+
+    def __init__(self, store: Any, table: str, placeholder: str = "?"):
+        self._store = store
+        self._acquire, self._renew, self._release, self._holder = (
+            sql(template, table, placeholder) for template in (ACQUIRE_SQL, RENEW_SQL, RELEASE_SQL, HOLDER_SQL))
+
+    def acquire(self, name: str, owner: str, ttl: float) -> int | None:
+        def attempt(dead: str) -> int | None:
+            now = self._store._clock()
+            row = self._store._one(self._acquire, (name, owner, now + ttl, now, now, now, dead))
+            return row[0] if row else None
+        return acquire(attempt, lambda: self.holder(name))
+
+    def renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
+        now = self._store._clock()
+        return self._store._write(self._renew, (now + ttl, now, name, owner, token))
+
+    def release(self, name: str, owner: str, token: int) -> None:
+        self._store._write(self._release, (self._store._clock(), name, owner, token))
+
+    def holder(self, name: str) -> Lease | None:
+        row = self._store._one(self._holder, (name, self._store._clock()))
+        return Lease(*row) if row else None
+
+
 def acquire(attempt: Callable[[str], int | None], holder: Callable[[], Lease | None]) -> int | None:
     """`attempt(dead_holder)` with none; once more, naming the holder, when it is a process of
     this host that is gone (a worker killed on this machine does not hold its lease to the end)."""

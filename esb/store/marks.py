@@ -2,8 +2,8 @@
 route dealt with (`schedule:<route>`), so a restarted or newly leading machine knows what it missed.
 
 Only a lease holder writes a mark (esb.store.leases), so a plain upsert is enough. `marks_for(store)`
-gives the store's: a table in the SQLite file or the PostgreSQL database, a key in Redis, or (no
-store) a dict of this process.
+gives the store's (`store.marks()`): a table in the SQLite file or the PostgreSQL database, a key in
+Redis, or (no store) a dict of this process.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
-    name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)"""
-_SET = ("INSERT INTO {table} (name, value, updated_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
-_GET = "SELECT value FROM {table} WHERE name = ?"
+SET_SQL = ("INSERT INTO {table} (name, value, updated_at) VALUES (?, ?, ?) "
+           "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
+GET_SQL = "SELECT value FROM {table} WHERE name = ?"
 
 
 class Marks(Protocol):
@@ -40,39 +38,19 @@ class MemoryMarks:
 
 
 class SqlMarks:
-    """In the SQLite file (table `marks`) or the PostgreSQL database (`esb_marks`); made on first use."""
+    """In a table of the SQLite file (`marks`) or the PostgreSQL database (`esb_marks`), made with
+    the store's other tables."""
 
-    def __init__(self, store: Any, table: str, placeholder: str):
-        self._store, self._table, self._p = store, table, placeholder
-        self._ready = False
+    def __init__(self, store: Any, table: str, placeholder: str = "?"):
+        self._store = store
+        self._set, self._get = (sql.format(table=table).replace("?", placeholder) for sql in (SET_SQL, GET_SQL))
 
     def get(self, name: str) -> str | None:
-        row = self._run(_GET, (name,), fetch=True)
+        row = self._store._one(self._get, (name,))
         return row[0] if row else None
 
     def set(self, name: str, value: str) -> None:
-        self._run(_SET, (name, value, self._store._clock()))
-
-    def _run(self, sql: str, params: tuple, fetch: bool = False):
-        if not self._ready:
-            self._statement(_TABLE, ())
-            self._ready = True
-        return self._statement(sql, params, fetch)
-
-    def _statement(self, sql: str, params: tuple, fetch: bool = False):
-        sql = sql.format(table=self._table).replace("?", self._p)
-        if self._p == "?":
-            with self._store._db() as db:
-                cursor = db.execute(sql, params)
-                return cursor.fetchone() if fetch else None
-        with self._store._connection() as conn:
-            if sql.startswith("CREATE"):  # two sessions creating one table at once can fail: see postgres.py
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtext('esb_store_schema'))")
-                    conn.execute(sql)
-                return None
-            cursor = conn.execute(sql, params)
-            return cursor.fetchone() if fetch else None
+        self._store._write(self._set, (name, value, self._store._clock()))
 
 
 class RedisMarks:
@@ -90,13 +68,5 @@ class RedisMarks:
 
 
 def marks_for(store: Any) -> Marks:
-    from esb.store.postgres import PostgresStore
-    from esb.store.redis import RedisStore
-    from esb.store.sqlite import SqliteStore
-    if isinstance(store, SqliteStore):
-        return SqlMarks(store, "marks", "?")
-    if isinstance(store, PostgresStore):
-        return SqlMarks(store, "esb_marks", "%s")
-    if isinstance(store, RedisStore):
-        return RedisMarks(store)
-    return MemoryMarks()
+    """The store's marks (each store offers `marks()`, as it offers `leases()`); without a store, this process's."""
+    return MemoryMarks() if store is None else store.marks()

@@ -6,32 +6,22 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from esb.store import leases
 from esb.store.inbound import InboundFile
+from esb.store.marks import SqlMarks
 from esb.store.records import (
     CLAIMED,
-    DEAD,
-    DONE,
-    IN_PROGRESS,
-    REDELIVERY_TTL,
     Claim,
     LeaseLost,
-    Record,
-    StepRecord,
     StoreUnavailable,
     claim_existing,
-    generations_of,
-    generations_text,
-    lease_lost,
-    outcome_of,
-    progress_of,
     redacted,
-    step_line,
 )
+from esb.store.sqlstore import SqlStore, Statements
 from esb.transform import jsoncodec
 
 # The tables go into the first schema of the connection's search_path: a URL ending in
@@ -69,6 +59,11 @@ CREATE TABLE IF NOT EXISTS esb_sftp_inbound (
     published_at  double precision NOT NULL,              -- when the broker confirmed it
     finished_at   double precision,                       -- when it was archived or deleted
     PRIMARY KEY (adapter, inbound, path, size, mtime, sha256)
+);
+CREATE TABLE IF NOT EXISTS esb_marks (
+    name          text PRIMARY KEY,                       -- e.g. schedule:<route>
+    value         text NOT NULL,                          -- e.g. the last fire time dealt with
+    updated_at    double precision NOT NULL
 );
 CREATE TABLE IF NOT EXISTS esb_leases (
     name          text PRIMARY KEY,                       -- e.g. sftp:<adapter>:<inbound>
@@ -146,7 +141,6 @@ RETURNING count
 
 _PURGE_REDELIVERIES = "DELETE FROM esb_redeliveries WHERE updated_at < %s"
 _FORGET_REDELIVERIES = "DELETE FROM esb_redeliveries WHERE route = %s AND message_id = %s"
-_PURGE_EVERY = 3600.0  # seconds of the clock between two purges by one store
 # A connection idle in the pool longer than this is checked (an empty query) before it is lent.
 # Checking every one cost ~20% of claim+finish a second (16 threads: 1.8k against 2.2k).
 _CHECK_IDLE_AFTER = 1.0
@@ -164,7 +158,7 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 _FINISHED_FILE = f"UPDATE esb_sftp_inbound SET finished_at = %s WHERE {_FILE} AND sha256 = %s"
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """The durable store for several machines: one row per record, each change one statement or
     one short transaction, on a pool of connections (psycopg 3, psycopg_pool).
 
@@ -184,6 +178,9 @@ class PostgresStore:
     The pool is opened on first use in each process: a store made before a fork is usable in the
     child. Redelivery counts are purged as in SqliteStore (a week untouched, checked hourly).
     """
+
+    SQL = Statements(_RECORD_STEP, _RELEASE, _FINISH, _MARK_DEAD, _GET, _COUNT_REDELIVERY, _PURGE_REDELIVERIES,
+                     _FORGET_REDELIVERIES)
 
     def __init__(self, url: str, *, max_connections: int = 16, timeout: float = 10.0,
                  clock: Callable[[], float] = time.time):
@@ -212,19 +209,6 @@ class PostgresStore:
                     conn.execute(_RESUME, (owner, now + lease_seconds, lease_seconds, now, route, key))
         return claim
 
-    def record_step(self, route: str, key: str, owner: str, record: StepRecord) -> None:
-        now = self._clock()
-        if not self._write(_RECORD_STEP, (step_line(record), now, now, route, key, owner)):
-            raise lease_lost(route, key, owner, "record a step", self.get(route, key))
-
-    def release(self, route: str, key: str, owner: str) -> None:
-        """Drop the lease, keep the progress. A no-op when `owner` no longer holds the record."""
-        self._write(_RELEASE, (self._clock(), route, key, owner))
-
-    def finish(self, route: str, key: str, owner: str, outcome: dict) -> None:
-        if not self._write(_FINISH, (route, key, owner, jsoncodec.dumps(outcome), self._clock())):
-            self._unless_already(DONE, route, key, owner, "finish")
-
     def finish_many(self, route: str, finished: list[tuple[str, str, dict]]) -> list[LeaseLost | None]:
         """`finish` for each (key, owner, outcome), in one round trip (a pipeline) and one commit.
         Returns, for each, None or the LeaseLost that `finish` would have raised."""
@@ -239,42 +223,17 @@ class PostgresStore:
                     break
         return [None if key in done else self._finish_error(route, key, owner) for key, owner, _ in finished]
 
-    def mark_dead(self, route: str, key: str, owner: str, generations: Mapping[str, int] | None = None) -> None:
-        """Dead-letter the record; `generations` replace its generations (None keeps them). An
-        absent key stays absent: it never ran a recorded step, so there is nothing to keep."""
-        params = (generations_text(generations), self._clock(), route, key, owner)
-        if not self._write(_MARK_DEAD, params):
-            self._unless_already(DEAD, route, key, owner, "mark it dead")
-
-    def count_redelivery(self, route: str, message_id: str) -> int:
-        """One more redelivery of this message seen: how many so far (1 the first time)."""
-        now = self._clock()
-        if now >= self._next_purge:
-            self._next_purge = now + _PURGE_EVERY
-            self._write(_PURGE_REDELIVERIES, (now - REDELIVERY_TTL,))
-        with self._connection() as conn:
-            return conn.execute(_COUNT_REDELIVERY, (route, message_id, now)).fetchone()[0]
-
-    def forget_redeliveries(self, route: str, message_id: str) -> None:
-        """The message was dead-lettered for its redeliveries: a replay starts counting afresh."""
-        self._write(_FORGET_REDELIVERIES, (route, message_id))
-
-    def get(self, route: str, key: str) -> Record | None:
-        with self._connection() as conn:
-            row = conn.execute(_GET, (route, key)).fetchone()
-        if row is None:
-            return None
-        state, owner, lease_until, progress, outcome, updated_at, generations = row
-        return Record(state, owner, lease_until if state == IN_PROGRESS and owner else None,
-                      progress_of(progress), outcome_of(outcome), updated_at, generations_of(generations))
-
     def inbound_ledger(self) -> PostgresInboundLedger:
         """The SFTP inbound ledger in this database, shared by the pollers of every machine."""
         return PostgresInboundLedger(self)
 
-    def leases(self) -> PostgresLeases:
+    def marks(self) -> SqlMarks:
+        """Named marks in this database, shared by every machine (esb.store.marks)."""
+        return SqlMarks(self, "esb_marks", "%s")
+
+    def leases(self) -> leases.SqlLeases:
         """Named leases in this database, shared by every machine (one SFTP poller per inbound)."""
-        return PostgresLeases(self)
+        return leases.SqlLeases(self, "esb_leases", "%s")
 
     def close(self) -> None:
         with self._lock:
@@ -282,23 +241,13 @@ class PostgresStore:
         if pool is not None and self._pid == os.getpid():  # a pool inherited over fork is the parent's
             pool.close()
 
-    def _finish_error(self, route: str, key: str, owner: str) -> LeaseLost | None:
-        try:
-            self._unless_already(DONE, route, key, owner, "finish")
-        except LeaseLost as lost:
-            return lost
-        return None
-
-    def _unless_already(self, state: str, route: str, key: str, owner: str, action: str) -> None:
-        """A repeat of the same finish or mark_dead, or a dead-letter of an absent key, is fine."""
-        record = self.get(route, key)
-        if not (record is None and state == DEAD) and not (record and record.state == state
-                                                           and record.owner == owner):
-            raise lease_lost(route, key, owner, action, record)
-
     def _write(self, sql: str, params: tuple) -> bool:
         with self._connection() as conn:
             return conn.execute(sql, params).rowcount > 0
+
+    def _one(self, sql: str, params: tuple) -> tuple | None:
+        with self._connection() as conn:
+            return conn.execute(sql, params).fetchone()
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -371,38 +320,6 @@ class PostgresInboundLedger:
         self._store._write(_FINISHED_FILE, (now, adapter, inbound, file.path, file.size, file.mtime, sha256))
 
     def _found(self, sql: str, params: tuple) -> bool:
-        with self._store._connection() as conn:
-            return conn.execute(sql, params).fetchone() is not None
+        return self._store._one(sql, params) is not None
 
 
-
-class PostgresLeases:
-    """esb.store.leases.Leases in the store's database: `esb_leases`, each change one statement."""
-
-    _ACQUIRE = leases.sql(leases.ACQUIRE_SQL, "esb_leases", "%s")
-    _RENEW = leases.sql(leases.RENEW_SQL, "esb_leases", "%s")
-    _RELEASE = leases.sql(leases.RELEASE_SQL, "esb_leases", "%s")
-    _HOLDER = leases.sql(leases.HOLDER_SQL, "esb_leases", "%s")
-
-    def __init__(self, store: PostgresStore):
-        self._store = store
-
-    def acquire(self, name: str, owner: str, ttl: float) -> int | None:
-        def attempt(dead: str) -> int | None:
-            now = self._store._clock()
-            with self._store._connection() as conn:
-                row = conn.execute(self._ACQUIRE, (name, owner, now + ttl, now, now, now, dead)).fetchone()
-            return row[0] if row else None
-        return leases.acquire(attempt, lambda: self.holder(name))
-
-    def renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
-        now = self._store._clock()
-        return self._store._write(self._RENEW, (now + ttl, now, name, owner, token))
-
-    def release(self, name: str, owner: str, token: int) -> None:
-        self._store._write(self._RELEASE, (self._store._clock(), name, owner, token))
-
-    def holder(self, name: str) -> leases.Lease | None:
-        with self._store._connection() as conn:
-            row = conn.execute(self._HOLDER, (name, self._store._clock())).fetchone()
-        return leases.Lease(*row) if row else None

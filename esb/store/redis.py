@@ -221,6 +221,11 @@ class RedisStore:
                       outcome_of(fields.get("outcome")), int(fields["updated_at"]) / 1000,
                       generations_of(fields.get("generations")))
 
+    def marks(self):
+        """Named marks as keys esb:mark:<name> (esb.store.marks)."""
+        from esb.store.marks import RedisMarks
+        return RedisMarks(self)
+
     def leases(self) -> RedisLeases:
         """Named leases in this Redis, shared by every machine (one SFTP poller per inbound)."""
         return RedisLeases(self)

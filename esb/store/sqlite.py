@@ -6,30 +6,20 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from esb.store import leases
+from esb.store.marks import SqlMarks
 from esb.store.records import (
     CLAIMED,
-    DEAD,
-    DONE,
-    IN_PROGRESS,
-    REDELIVERY_TTL,
     Claim,
     LeaseLost,
-    Record,
-    StepRecord,
     StoreUnavailable,
     claim_existing,
-    generations_of,
-    generations_text,
-    lease_lost,
-    outcome_of,
-    progress_of,
-    step_line,
 )
+from esb.store.sqlstore import SqlStore, Statements
 from esb.transform import jsoncodec
 
 _SCHEMA = """
@@ -52,6 +42,11 @@ CREATE TABLE IF NOT EXISTS redeliveries (
     count         INTEGER NOT NULL,
     updated_at    REAL NOT NULL,               -- epoch seconds of the last count
     PRIMARY KEY (route, message_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marks (
+    name          TEXT PRIMARY KEY,            -- e.g. schedule:<route>
+    value         TEXT NOT NULL,               -- e.g. the last fire time dealt with
+    updated_at    REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
     name          TEXT PRIMARY KEY,            -- e.g. sftp:<adapter>:<inbound>
@@ -135,10 +130,9 @@ RETURNING count
 
 _PURGE_REDELIVERIES = "DELETE FROM redeliveries WHERE updated_at < ?"
 _FORGET_REDELIVERIES = "DELETE FROM redeliveries WHERE route = ? AND message_id = ?"
-_PURGE_EVERY = 3600.0  # seconds of the clock between two purges by one store
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """The embedded store: one SQLite file in WAL mode, shared by the threads and processes of a host.
 
     One connection per thread: measured on 2 cores, it matched one connection behind a lock for a
@@ -156,6 +150,9 @@ class SqliteStore:
     week (REDELIVERY_TTL) on the first count_redelivery after opening and then once an hour of its
     clock, so the table holds about a week of redelivered messages and no timer is needed.
     """
+
+    SQL = Statements(_RECORD_STEP, _RELEASE, _FINISH, _MARK_DEAD, _GET, _COUNT_REDELIVERY, _PURGE_REDELIVERIES,
+                     _FORGET_REDELIVERIES)
 
     def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 10.0,
                  clock: Callable[[], float] = time.time):
@@ -183,19 +180,6 @@ class SqliteStore:
                 db.execute(_RESUME, (owner, now + lease_seconds, lease_seconds, now, route, key))
         return claim
 
-    def record_step(self, route: str, key: str, owner: str, record: StepRecord) -> None:
-        now = self._clock()
-        if not self._write(_RECORD_STEP, (step_line(record), now, now, route, key, owner)):
-            raise lease_lost(route, key, owner, "record a step", self.get(route, key))
-
-    def release(self, route: str, key: str, owner: str) -> None:
-        """Drop the lease, keep the progress. A no-op when `owner` no longer holds the record."""
-        self._write(_RELEASE, (self._clock(), route, key, owner))
-
-    def finish(self, route: str, key: str, owner: str, outcome: dict) -> None:
-        if not self._write(_FINISH, (route, key, owner, jsoncodec.dumps(outcome), self._clock())):
-            self._unless_already(DONE, route, key, owner, "finish")
-
     def finish_many(self, route: str, finished: list[tuple[str, str, dict]]) -> list[LeaseLost | None]:
         """`finish` for (key, owner, outcome) each, in one statement per 100: a group commit.
         Returns, for each, None or the LeaseLost that `finish` would have raised."""
@@ -210,37 +194,13 @@ class SqliteStore:
             return [None] * len(rows)
         return [self._finish_error(route, key, owner) for key, owner, _ in finished]  # rare: look at each
 
-    def mark_dead(self, route: str, key: str, owner: str, generations: Mapping[str, int] | None = None) -> None:
-        """Dead-letter the record; `generations` replace its generations (None keeps them). An
-        absent key stays absent: it never ran a recorded step, so there is nothing to keep."""
-        params = (generations_text(generations), self._clock(), route, key, owner)
-        if not self._write(_MARK_DEAD, params):
-            self._unless_already(DEAD, route, key, owner, "mark it dead")
+    def marks(self) -> SqlMarks:
+        """Named marks in this file (esb.store.marks)."""
+        return SqlMarks(self, "marks")
 
-    def count_redelivery(self, route: str, message_id: str) -> int:
-        """One more redelivery of this message seen: how many so far (1 the first time)."""
-        now = self._clock()
-        if now >= self._next_purge:
-            self._next_purge = now + _PURGE_EVERY
-            self._write(_PURGE_REDELIVERIES, (now - REDELIVERY_TTL,))
-        return self._fetch(_COUNT_REDELIVERY, (route, message_id, now))[0][0]
-
-    def forget_redeliveries(self, route: str, message_id: str) -> None:
-        """The message was dead-lettered for its redeliveries: a replay starts counting afresh."""
-        self._write(_FORGET_REDELIVERIES, (route, message_id))
-
-    def get(self, route: str, key: str) -> Record | None:
-        with self._db() as db:
-            row = db.execute(_GET, (route, key)).fetchone()
-        if row is None:
-            return None
-        state, owner, lease_until, progress, outcome, updated_at, generations = row
-        return Record(state, owner, lease_until if state == IN_PROGRESS and owner else None,
-                      progress_of(progress), outcome_of(outcome), updated_at, generations_of(generations))
-
-    def leases(self) -> SqliteLeases:
+    def leases(self) -> leases.SqlLeases:
         """Named leases in this file: one holder among the processes of this host."""
-        return SqliteLeases(self)
+        return leases.SqlLeases(self, "leases")
 
     def close(self) -> None:
         with self._opened_lock:
@@ -249,28 +209,15 @@ class SqliteStore:
             if pid == os.getpid():  # a connection inherited over fork belongs to the parent
                 conn.close()
 
-    def _finish_error(self, route: str, key: str, owner: str) -> LeaseLost | None:
-        try:
-            self._unless_already(DONE, route, key, owner, "finish")
-        except LeaseLost as lost:
-            return lost
-        return None
-
-    def _unless_already(self, state: str, route: str, key: str, owner: str, action: str) -> None:
-        """A repeat of the same finish or mark_dead, or a dead-letter of an absent key, is fine."""
-        record = self.get(route, key)
-        if not (record is None and state == DEAD) and not (record and record.state == state
-                                                           and record.owner == owner):
-            raise lease_lost(route, key, owner, action, record)
-
     def _write(self, sql: str, params: tuple) -> bool:
         with self._db() as db:
             return db.execute(sql, params).rowcount > 0
 
-    def _fetch(self, sql: str, params: tuple) -> list[tuple]:
-        """A write with RETURNING; every row is read, so the statement ends (and commits) here."""
+    def _one(self, sql: str, params: tuple) -> tuple | None:
+        """The first row; every row is read, so a write with RETURNING ends (and commits) here."""
         with self._db() as db:
-            return db.execute(sql, params).fetchall()
+            rows = db.execute(sql, params).fetchall()
+        return rows[0] if rows else None
 
     def _add_generations(self, db: sqlite3.Connection) -> None:
         if any(column[1] == "generations" for column in db.execute("PRAGMA table_info(idempotency)")):
@@ -329,33 +276,3 @@ class SqliteStore:
             self._opened.append((os.getpid(), conn))
         return conn
 
-
-class SqliteLeases:
-    """esb.store.leases.Leases in the store's file: table `leases`, each change one statement."""
-
-    _ACQUIRE = leases.sql(leases.ACQUIRE_SQL, "leases")
-    _RENEW = leases.sql(leases.RENEW_SQL, "leases")
-    _RELEASE = leases.sql(leases.RELEASE_SQL, "leases")
-    _HOLDER = leases.sql(leases.HOLDER_SQL, "leases")
-
-    def __init__(self, store: SqliteStore):
-        self._store = store
-
-    def acquire(self, name: str, owner: str, ttl: float) -> int | None:
-        def attempt(dead: str) -> int | None:
-            now = self._store._clock()
-            rows = self._store._fetch(self._ACQUIRE, (name, owner, now + ttl, now, now, now, dead))
-            return rows[0][0] if rows else None
-        return leases.acquire(attempt, lambda: self.holder(name))
-
-    def renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
-        now = self._store._clock()
-        return self._store._write(self._RENEW, (now + ttl, now, name, owner, token))
-
-    def release(self, name: str, owner: str, token: int) -> None:
-        self._store._write(self._RELEASE, (self._store._clock(), name, owner, token))
-
-    def holder(self, name: str) -> leases.Lease | None:
-        with self._store._db() as db:
-            row = db.execute(self._HOLDER, (name, self._store._clock())).fetchone()
-        return leases.Lease(*row) if row else None

@@ -165,3 +165,13 @@ def test_leadership_logs_leader_and_standby_only_when_that_changes(leases, name,
         ("sftp_poller_leader", B, 2, None), ("sftp_poller_standby", A, None, B)]
     b.step_down()
     assert a.lead() and a.token == 3
+
+
+def test_a_mark_set_on_one_machine_is_read_on_the_other_and_replaced_by_the_next(opened, name):
+    """Marks (esb.store.marks: the last fire time of a schedule) live beside the leases."""
+    one, other = opened().marks(), opened().marks()
+    assert one.get(name) is None
+    one.set(name, "2026-12-07T08:00:00+08:00")
+    assert other.get(name) == "2026-12-07T08:00:00+08:00"
+    other.set(name, "2026-12-08T08:00:00+08:00")
+    assert one.get(name) == "2026-12-08T08:00:00+08:00"
