@@ -92,3 +92,29 @@ def write_project(root: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
     return root
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.1):
+    """What `condition()` gives once it is truthy; an AssertionError saying `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        time.sleep(every)
+
+
+def queue_counts(url: str, queue: str) -> tuple[int, int]:
+    """(messages ready, consumers) of `queue` on RabbitMQ; (0, 0) while nobody has declared it yet."""
+    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
+        try:
+            method = connection.channel().queue_declare(queue, passive=True).method
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0, 0
+        return method.message_count, method.consumer_count
+
+
+def consumers(url: str, queue: str) -> int:
+    return queue_counts(url, queue)[1]

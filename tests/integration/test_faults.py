@@ -16,7 +16,7 @@ from pathlib import Path
 import pika
 import pika.exceptions
 import pytest
-from integration_helpers import Bus, write_project
+from integration_helpers import Bus, consumers, queue_counts, wait_until, write_project
 
 from esb.runtime.broker import NotConfirmed
 from esb.testing.ledger import StandInLedger
@@ -74,28 +74,6 @@ class Worker:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(30)
-
-
-def queue_counts(url: str, queue: str) -> tuple[int, int]:
-    """(messages ready, consumers) of `queue`; (0, 0) while nobody has declared it yet."""
-    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
-        try:
-            method = connection.channel().queue_declare(queue, passive=True).method
-        except pika.exceptions.ChannelClosedByBroker:
-            return 0, 0
-        return method.message_count, method.consumer_count
-
-
-def consumers(url: str, queue: str) -> int:
-    return queue_counts(url, queue)[1]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(what)
-        time.sleep(0.1)
 
 
 def send_until_confirmed(bus: Bus, exchange: str, claim: str) -> None:

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from integration_helpers import Bus, delete_queues, write_project
+from integration_helpers import Bus, delete_queues, wait_until, write_project
 
 from esb.testing.ledger import StandInLedger
 
@@ -53,16 +53,6 @@ output:
   version: "'{version}'"
 """
 CONFIG = "reload: {every: 200ms}\nmetrics: {listen: 'off'}\n"
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(what)
 
 
 def reload_status(root: Path) -> dict | None:

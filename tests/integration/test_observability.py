@@ -8,12 +8,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
-from integration_helpers import Bus, delete_queues, write_project
+from integration_helpers import Bus, delete_queues, wait_until, write_project
 from prometheus_client.parser import text_string_to_metric_families
 
 from esb.testing.http import StubResponse
@@ -60,16 +59,6 @@ def samples(text: str) -> dict[tuple, float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(what)
-
-
 @pytest.fixture
 def project(tmp_path, uid, rabbit_url):
     root = write_project(tmp_path / "p", {"routes/watch.yaml": ROUTE.format(uid=uid),
@@ -109,7 +98,7 @@ def run_messages(rabbit_url: str, uid: str, base: str, good: int, bad: int) -> d
             bus.send(f"in-{uid}", "x", b'{"amount": "bad"}', message_id=f"bad-{uid}-{n}")
         assert len(bus.wait_for(f"out-{uid}", good, 30)) == good
         route = (("route", f"watch-{uid}"),)
-        return wait_for(lambda: (found := samples(get(f"{base}/metrics")[1])).get(
+        return wait_until(lambda: (found := samples(get(f"{base}/metrics")[1])).get(
             ("esb_messages_dead_lettered_total", (("error_class", "business"), *route))) == bad and found,
             20, "the dead letters were not counted")
     finally:
@@ -118,7 +107,7 @@ def run_messages(rabbit_url: str, uid: str, base: str, good: int, bad: int) -> d
 
 def test_one_worker_serves_health_readiness_and_the_counts_of_its_messages(esb_run, rabbit_url, uid):
     base = esb_run("--workers", "1")
-    assert wait_for(lambda: get(f"{base}/readyz")[0] == 200, 30, "never ready")
+    assert wait_until(lambda: get(f"{base}/readyz")[0] == 200, 30, "never ready")
     assert get(f"{base}/healthz") == (200, '{"alive": true}')
     ready = json.loads(get(f"{base}/readyz")[1])
     assert ready == {"ready": True, "workers_ready": 1, "workers": 1, "not_ready": []}
@@ -138,7 +127,7 @@ def test_one_worker_serves_health_readiness_and_the_counts_of_its_messages(esb_r
 
 def test_workers_are_counted_on_one_endpoint_of_the_supervisor(esb_run, rabbit_url, uid):
     base = esb_run("--workers", "2")
-    ready = wait_for(lambda: (r := get(f"{base}/readyz"))[0] == 200 and json.loads(r[1]), 40, "never ready")
+    ready = wait_until(lambda: (r := get(f"{base}/readyz"))[0] == 200 and json.loads(r[1]), 40, "never ready")
     assert ready["workers_ready"] == 2
     found = run_messages(rabbit_url, uid, base, good=20, bad=2)
     assert found[("esb_messages_acked_total", (("route", f"watch-{uid}"),))] == 20
@@ -146,7 +135,7 @@ def test_workers_are_counted_on_one_endpoint_of_the_supervisor(esb_run, rabbit_u
 
 def test_readiness_says_which_part_does_not_answer(esb_run, uid):
     base = esb_run("--workers", "1", store_url=f"redis://127.0.0.1:{free_port()}/0")  # nobody listens there
-    status, body = wait_for(lambda: (r := get(f"{base}/readyz"))[0] and '"not_ready": ["store"]' in r[1] and r, 30,
+    status, body = wait_until(lambda: (r := get(f"{base}/readyz"))[0] and '"not_ready": ["store"]' in r[1] and r, 30,
                             "readiness never named the store alone")
     assert status == 503
     assert json.loads(body) == {"ready": False, "workers_ready": 0, "workers": 1, "not_ready": ["store"]}
@@ -184,11 +173,11 @@ def test_adapter_calls_are_counted_by_outcome_and_timed(tmp_path, uid, rabbit_ur
         bus = Bus(rabbit_url)
         try:
             base = f"http://127.0.0.1:{port}"
-            wait_for(lambda: get(f"{base}/readyz")[0] == 200, 30, "never ready")
+            wait_until(lambda: get(f"{base}/readyz")[0] == 200, 30, "never ready")
             for n in range(3):
                 bus.send(f"in-{uid}", "x", json.dumps({"n": n}).encode(), message_id=f"c-{uid}-{n}")
             labels = (("adapter", "ledger"), ("kind", "rest"), ("operation", "post_entry"))
-            found = wait_for(lambda: (f := samples(get(f"{base}/metrics")[1])).get(
+            found = wait_until(lambda: (f := samples(get(f"{base}/metrics")[1])).get(
                 ("esb_adapter_calls_total", (*labels, ("outcome", "ok")))) == 3 and f, 20, "calls not counted")
             assert found[("esb_adapter_calls_total", (*labels, ("outcome", "http_5xx")))] == 1
             assert found[("esb_adapter_call_duration_seconds_count", labels)] == 4

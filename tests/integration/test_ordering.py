@@ -14,10 +14,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import pika
-import pika.exceptions
 import pytest
-from integration_helpers import dead_letters, write_project
+from integration_helpers import consumers, dead_letters, queue_counts, wait_until, write_project
 from test_bus import LEDGER_ADAPTER
 
 from esb.runtime.broker import Outgoing, wait_all
@@ -66,28 +64,6 @@ class Worker:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(30)
         self.log.close()
-
-
-def queue_counts(url: str, queue: str) -> tuple[int, int]:
-    """(messages ready, consumers) of `queue`; (0, 0) while it does not exist."""
-    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
-        try:
-            method = connection.channel().queue_declare(queue, passive=True).method
-        except pika.exceptions.ChannelClosedByBroker:
-            return 0, 0
-        return method.message_count, method.consumer_count
-
-
-def consumers(url: str, queue: str) -> int:
-    return queue_counts(url, queue)[1]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(what)
-        time.sleep(0.1)
 
 
 def flaky(ledger: StandInLedger, stop: threading.Event) -> None:

@@ -9,10 +9,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
-from integration_helpers import Bus, delete_queues, write_project
+from integration_helpers import Bus, delete_queues, wait_until, write_project
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from esb.testing.http import StubHttpServer, StubResponse
@@ -58,15 +57,6 @@ def ready(base: str) -> bool:
         return False
 
 
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(what)
-
-
 def exported_spans(collector: StubHttpServer) -> dict:
     """{span name: (trace id, span id, parent span id, service name)} of every span the collector got."""
     found = {}
@@ -96,13 +86,13 @@ def test_esb_run_exports_one_trace_from_the_source_through_the_ledger_to_the_out
                                         "--metrics-listen", f"127.0.0.1:{port}"],
                                        stdout=log, stderr=subprocess.STDOUT, env=env)
             try:
-                wait_for(lambda: ready(f"http://127.0.0.1:{port}"), 30, "esb run never became ready")
+                wait_until(lambda: ready(f"http://127.0.0.1:{port}"), 30, "esb run never became ready")
                 bus.listen(f"seen-{uid}", f"out-{uid}")
                 bus.send(f"in-{uid}", "x", json.dumps({"claim_id": "C-1"}).encode(),
                          headers={"traceparent": f"00-{TRACE_ID}-{SOURCE_SPAN}-01"})
                 output = bus.wait_for(f"seen-{uid}", 1)[0]
                 route = f"process traced-{uid}"
-                spans = wait_for(lambda: (s := exported_spans(collector)).get(route) and s, 20,
+                spans = wait_until(lambda: (s := exported_spans(collector)).get(route) and s, 20,
                                  f"the collector never got the message's span: {exported_spans(collector)}")
             finally:
                 bus.close()
