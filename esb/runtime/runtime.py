@@ -34,10 +34,12 @@ class AdapterPool:
     """Adapters opened on first use and shared by every route of the process, each behind its
     rate limit and circuit breaker (esb/adapters/resilience.py)."""
 
-    def __init__(self, project: Project, wrap=None, hooks: Hooks | None = None):
+    def __init__(self, project: Project, hooks: Hooks | None = None):
         self.project = project
-        self.wrap = wrap  # (adapter name, kind, adapter) -> adapter: middleware that times the calls
-        self.hooks = hooks  # told of breaker changes (on_circuit) and rate-limit waits (on_rate_limit_wait)
+        # the middleware: wraps each adapter (wrap_adapter: metrics, tracing), is told of breaker
+        # changes (on_circuit) and rate-limit waits (on_rate_limit_wait)
+        self.hooks = hooks
+        self.wrap = hooks.wrap_adapter if hooks is not None else None
         self._open: dict = {}
         self._breakers: dict = {}
         self._lock, self._breakers_lock = threading.Lock(), threading.Lock()
@@ -94,7 +96,7 @@ class Runtime:
         self.store = store
         self.hooks = Hooks([LogMiddleware()] if middleware is None else list(middleware))
         self._given_adapters = adapters
-        self.adapters = adapters or AdapterPool(project, self.hooks.wrap_adapter, self.hooks)
+        self.adapters = adapters or AdapterPool(project, self.hooks)
         self._pools = [self.adapters]
         self.timer = Timer()
         self.owner = owner or owner_id()
@@ -152,7 +154,7 @@ class Runtime:
         names = list(names)
         running = {runner.route.name: runner for runner in self.runners}
         starting = [n for n in names if n in project.routes and (self.selected is None or n in self.selected)]
-        pool = self._given_adapters or AdapterPool(project, self.hooks.wrap_adapter, self.hooks)
+        pool = self._given_adapters or AdapterPool(project, self.hooks)
         if starting:
             self.broker.declare(project_topology(project, starting))
         for name in names:
