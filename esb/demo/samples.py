@@ -18,6 +18,16 @@ def expense(claim_id: str, lines: list[tuple[str, str, str]]) -> dict:
             "total": sum((i["amount"] for i in items), Decimal("0"))}
 
 
+def rest_statement(day: str) -> dict:
+    """The bank statement API's answer for `as_of=day`: the last business day's booked entries."""
+    return {"account": "6222020200001234567", "as_of": day, "currency": "CNY", "opening": Decimal("152340.18"),
+            "entries": [{"ref": "HX20261207-001", "direction": "credit", "amount": Decimal("86500.00"),
+                         "text": "货款 华东经销商 2026-11"},
+                        {"ref": "HX20261207-002", "direction": "debit", "amount": Decimal("12.50"),
+                         "text": "跨行汇款手续费"}],
+            "closing": Decimal("238827.68")}
+
+
 PAYMENT_ORDER = {
     "order_id": "PO-DEMO-0001", "created_at": "2026-11-20T09:15:00+01:00", "execution_date": "2026-11-23",
     "debtor": {"name": "Huaxin Trading Europe GmbH", "iban": "DE89370400440532013000", "bic": "COBADEFFXXX"},

@@ -12,13 +12,15 @@ if TYPE_CHECKING:
     from esb.demo.run import Demo
 
 OA = "oa-expense-to-voucher"
+OA_WEBHOOK = "oa-expense-webhook"
+STATEMENT_PULL = "bank-statement-pull"
 
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
     name: str
     route: str
-    expect: str                                   # done, dead, skipped, review, uploaded
+    expect: str                                   # done, dead, skipped, review, uploaded, pulled
     act: Callable[[Demo], str]                    # makes it happen; returns the message id
     key: Callable[[str], str] = lambda message_id: message_id   # the idempotency key to look up
     needs_sftp: bool = False
@@ -74,4 +76,9 @@ def scenarios() -> list[Scenario]:
         Scenario("a statement that does not reconcile is dead-lettered (business)", "camt053-to-ledger", "dead",
                  lambda s: s.drop_file("/inbox/DEMO-CAMT-1122.xml", samples.camt053(samples.UNRECONCILED_STATEMENT)),
                  needs_sftp=True),
+        Scenario("OA posts a signed webhook: answered 202 once queued, the voucher posted once", OA_WEBHOOK, "done",
+                 lambda s: s.post_webhook(OA_WEBHOOK, samples.expense("EXP-DEMO-0006", travel), "oa-delivery-0006"),
+                 key=_claim_key("EXP-DEMO-0006")),
+        Scenario("Monday 08:00 Beijing time, a working day: the statement is pulled and published", STATEMENT_PULL,
+                 "pulled", lambda s: s.fire_schedule(STATEMENT_PULL, "2026-12-07T08:00:00+08:00")),
     ]

@@ -18,6 +18,8 @@ class Expected:
     entries_posted: int = 0
     outbox: tuple[str, ...] = ()
     erp_told: bool = False
+    http_status: int | None = None             # what the webhook's sender was answered
+    bank_requests: tuple[str, ...] = ()
 
 
 EXPECTED = {
@@ -46,6 +48,10 @@ EXPECTED = {
         Expected("done", ("POST /entries",), 1, entries_posted=3),
     "a statement that does not reconcile is dead-lettered (business)":
         Expected("dead", (), 0, ("reconcile", "business", "none"), "does not reconcile"),
+    "OA posts a signed webhook: answered 202 once queued, the voucher posted once":
+        Expected("done", ("POST /vouchers",), 1, http_status=202),
+    "Monday 08:00 Beijing time, a working day: the statement is pulled and published":
+        Expected("pulled", (), 0, bank_requests=("GET /statements?as_of=2026-12-07",)),
 }
 
 
@@ -69,4 +75,6 @@ def mismatches(outcome: Outcome, expected: Expected) -> list[str]:
     differs("statement entries posted", expected.entries_posted, outcome.entries_posted)
     differs("files in the bank's outbox", expected.outbox, outcome.outbox)
     differs("ERP told the order was submitted", expected.erp_told, outcome.erp_told)
+    differs("webhook answered", expected.http_status, outcome.http_status)
+    differs("bank API requests", expected.bank_requests, outcome.bank_requests)
     return found
