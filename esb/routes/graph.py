@@ -12,6 +12,7 @@ from esb.routes.model import Route
 from esb.steps.base import Step
 
 OTHERWISE = "otherwise"  # the edge a choice takes when no condition holds
+DEFAULT_EXCHANGE = "(default exchange)"  # how `exchange: ""` is drawn
 
 
 class GraphError(EsbError):
@@ -48,7 +49,8 @@ class Graph:
     def exchange(self, name: str) -> str:
         """The node of an exchange, drawn once however many steps publish to it."""
         if name not in self.exchanges:
-            self.exchanges[name] = self.add(Node(f"ex{len(self.exchanges) + 1}", (name,), "exchange"))
+            text = name or DEFAULT_EXCHANGE
+            self.exchanges[name] = self.add(Node(f"ex{len(self.exchanges) + 1}", (text,), "exchange"))
         return self.exchanges[name]
 
     def link(self, pending: list[tuple[str, str]], target: str) -> None:

@@ -34,7 +34,8 @@ def route_topology(route: Route) -> Topology:
     source = route.source
     dlq = names.dead_letter_queue(route.name)
     exchanges = ((source.exchange, source.exchange_type),) if source.exchange else ()
-    exchanges += tuple((s.exchange, "topic") for s in route.walk() if s.kind == "publish")
+    # "" is the default exchange: it always exists and cannot be declared
+    exchanges += tuple((s.exchange, "topic") for s in route.walk() if s.kind == "publish" and s.exchange)
     ordered = route.ordering is not None
     # An ordered route has no delay tiers (a message waiting there would be overtaken by later ones
     # of its key): it retries in place. Its queue is read by one partitioner at a time, which moves

@@ -1,4 +1,7 @@
-"""`publish`: send the message to an exchange; the route acks its source only after the confirm."""
+"""`publish`: send the message to an exchange; the route acks its source only after the confirm.
+
+`exchange: ""` is AMQP's default exchange: every queue is bound to it by its own name, so the
+routing key names the queue. It is never declared (esb.runtime.topology skips it)."""
 
 from __future__ import annotations
 
@@ -14,15 +17,17 @@ class PublishStep(Step):
     side_effect = True
     schema = {
         "description": "Publish the message as it stands to an exchange with a routing key. "
-                       "Publishes are persistent and mandatory: an unroutable message is a failure.",
+                       "Publishes are persistent and mandatory: an unroutable message is a failure. "
+                       "`exchange: \"\"` is the default exchange, which routes to the queue named by the routing key.",
         "type": "object",
         "additionalProperties": False,
         "required": ["exchange", "routing_key"],
         "properties": {
-            "exchange": {"type": "string", "minLength": 1, "description": "the exchange to publish to"},
+            "exchange": {"type": "string", "description": "the exchange to publish to; \"\" is the default exchange"},
             "routing_key": {"type": "string", "description": "the routing key"},
         },
-        "examples": [{"exchange": "finance.review", "routing_key": "voucher.large"}],
+        "examples": [{"exchange": "finance.review", "routing_key": "voucher.large"},
+                     {"exchange": "", "routing_key": "finance.archive"}],
     }
 
     label: str
