@@ -98,16 +98,19 @@ def _main(args: argparse.Namespace) -> int:
 
 def _relay(args, results: dict, rows: list) -> None:
     _section(f"1. JSON→XML relay, {args.relay_n:,} preloaded messages each (best of {args.repeat})")
-    runs = {"baseline": [], "esb1": [], "esb2": []}
+    runs = {"baseline": [], "lean": [], "esb1": [], "esb2": []}
     for _ in range(args.repeat):
         runs["baseline"].append(_attempt(relaybench.baseline_relay, args.url, args.relay_n, args.prefetch))
+        runs["lean"].append(_attempt(relaybench.baseline_relay, args.url, args.relay_n, args.prefetch, lean=True))
         runs["esb1"].append(_attempt(relaybench.esb_relay, args.url, args.relay_n, 1))
         runs["esb2"].append(_attempt(relaybench.esb_relay, args.url, args.relay_n, 2))
     results["runs"]["relay"] = {k: [_as_dict(r) for r in v] for k, v in runs.items()}
-    base = _best(runs["baseline"])
+    base, lean = _best(runs["baseline"]), _best(runs["lean"])
     for key, label, target in (("esb1", "JSON→XML relay, esb 1 worker", 0.8),
                                ("esb2", "JSON→XML relay, esb 2 workers", 1.0)):
         rows.append(_throughput_row(label, _best(runs[key]), base, target))
+        # the limit: orjson + lxml, floats instead of Decimal (bench/leanrelay.py)
+        rows.append(_throughput_row("  same vs the lean limit (info)", _best(runs[key]), lean, None))
     if args.profile and profiling.available():
         _section("profile: py-spy on the 1-worker esb relay (not a measured run)")
         path = str(common.VAR / "bench-profile-relay.txt")
@@ -234,7 +237,7 @@ def _section(title: str) -> None:
 def _show(run: relaybench.Run) -> relaybench.Run:
     d = run.details
     cpu = d.get("cpu") or {}
-    per_msg = cpu.get("subject_cpu_s", 0) / run.count * 1e6
+    process_us, broker_us = _cpu_us(run)
     extra = ""
     if d.get("workers", 1) > 1:
         if d.get("worker_start_skew_s") is None:
@@ -249,7 +252,8 @@ def _show(run: relaybench.Run) -> relaybench.Run:
     if not d.get("verified", True):
         extra += ", VERIFICATION FAILED"
     print(f"  {run.what:<28} {run.rate:7.0f} msg/s  ({run.count:,} in {run.seconds:.2f} s; "
-          f"{per_msg:.0f} µs CPU/msg in the process under test{extra}){_noise(cpu)}", flush=True)
+          f"µs CPU/msg: {process_us:.0f} process under test, {broker_us:.0f} RabbitMQ{extra}){_noise(cpu)}",
+          flush=True)
     return run
 
 
@@ -265,6 +269,12 @@ def _noise(cpu: dict) -> str:
     return ""
 
 
+def _cpu_us(run: relaybench.Run) -> tuple[float, float]:
+    """CPU µs per message: the process tree under test, and RabbitMQ (all of it, during the run)."""
+    cpu = run.details.get("cpu") or {}
+    return cpu.get("subject_cpu_s", 0) / run.count * 1e6, cpu.get("rabbitmq_cpu_s", 0) / run.count * 1e6
+
+
 def _best(runs: list[relaybench.Run]) -> relaybench.Run:
     """The fastest verified run: on a shared box other load only ever slows a run down."""
     verified = [r for r in runs if r.details.get("verified")]
@@ -275,14 +285,17 @@ def _throughput_row(what: str, esb: relaybench.Run, base: relaybench.Run, target
     ratio = esb.rate / base.rate
     noisy = any((r.details.get("cpu") or {}).get("others", 0) > NOISY for r in (esb, base))
     ok = esb.details.get("verified") and base.details.get("verified")
+    (esb_p, esb_b), (base_p, base_b) = _cpu_us(esb), _cpu_us(base)
     return {"what": what, "esb": round(esb.rate), "baseline": round(base.rate), "ratio": round(ratio, 2),
+            "cpu_us": f"{esb_p:.0f}+{esb_b:.0f} / {base_p:.0f}+{base_b:.0f}",
             "target": f"≥ {target:.1f}×" if target is not None else "-",
             "pass": (bool(ok) and ratio >= target) if target is not None else None, "noisy": noisy}
 
 
 def _table(rows: list[dict]) -> None:
     print()
-    header = f"{'what':<44} {'esb msg/s':>24} {'baseline':>12} {'ratio':>6}  {'target':<12} result"
+    header = (f"{'what':<44} {'esb msg/s':>24} {'baseline':>12} {'ratio':>6}  {'µs CPU/msg esb / base':>22}  "
+              f"{'target':<12} result")
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -291,9 +304,11 @@ def _table(rows: list[dict]) -> None:
         ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else "-"
         result = "info" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
         flag = " ~" if r.get("noisy") else ""
-        print(f"{r['what']:<44} {esb:>24} {base:>12} {ratio:>6}  {r['target']:<12} {result}{flag}")
+        print(f"{r['what']:<44} {esb:>24} {base:>12} {ratio:>6}  {r.get('cpu_us', '-'):>22}  "
+              f"{r['target']:<12} {result}{flag}")
     if any(r.get("noisy") for r in rows):
         print(f"~ other processes used more than {NOISY} cores during that measurement: rerun on a quiet machine")
+    print("µs CPU/msg: process under test + RabbitMQ, for esb / for the baseline")
 
 
 def _print_profile(profile: dict) -> None:

@@ -91,7 +91,7 @@ class CpuMeter:
         mine, broker, kthreads = delta(ours), delta(rabbit), delta(kernel)
         wall = max(wall, 1e-9)
         result = {"cores": CORES, "bench_and_workers": round(mine / wall, 2), "rabbitmq": round(broker / wall, 2),
-                  "kernel_threads": round(kthreads / wall, 2),
+                  "kernel_threads": round(kthreads / wall, 2), "rabbitmq_cpu_s": round(broker, 3),
                   "others": round(max(busy - mine - broker - kthreads, 0.0) / wall, 2), "total": round(busy / wall, 2)}
         if self.subject is not None:
             tree = _tree(table, self.subject)

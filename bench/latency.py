@@ -106,13 +106,13 @@ def _latency(url: str, rate: float, seconds: float, warmup_seconds: float, basel
     try:
         root, name, topology, sink = relaybench.relay_project(url, 16, "bl")
         admin.declare_topology(topology)
-        admin.queue(sink, bind_to=f"{name}.out")
+        admin.queue(sink)  # the route publishes to it through the default exchange
         if baseline_prefetch is None:
             proc = common.esb_run(root, url, 1, "esb-latency")
         else:
             proc = common.Proc("baseline-latency", [
-                common.PYTHON, "-m", "bench.relay", "--url", url, "--queue", name, "--exchange", f"{name}.out",
-                "--prefetch", str(baseline_prefetch)])
+                common.PYTHON, "-m", "bench.relay", "--url", url, "--queue", name, "--exchange", "",
+                "--routing-key", sink, "--prefetch", str(baseline_prefetch)])
         with common.running(proc):
             common.Stopwatch(admin, name, sink, 0).wait_consumers(1)
             total, warmup = int(rate * (seconds + warmup_seconds)), int(rate * warmup_seconds)

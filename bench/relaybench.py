@@ -1,6 +1,8 @@
-"""Scenario 1: a JSON→XML relay of preloaded messages, esb (`esb run --workers N`) against the
-hand-written pika relay (bench/relay.py). Both read the same kind of preloaded queue and publish
-to the same kind of sink; msg/s = count / (first consumption → output queue depth == count)."""
+"""Scenario 1: a JSON→XML relay of preloaded messages, esb (`esb run --workers N`) against two
+hand-written pika relays: bench/relay.py (esb's own transform) and bench/leanrelay.py (orjson +
+lxml: the limit). All read the same kind of preloaded queue and publish through the default
+exchange straight to the sink queue (no exchange hop for anyone);
+msg/s = count / (first consumption → output queue depth == count)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ steps:
   - label: to-xml
     json_to_xml: {{root: Voucher}}
   - label: out
-    publish: {{exchange: {name}.out, routing_key: voucher}}
+    publish: {{exchange: "", routing_key: {name}.sink}}
 """
 
 
@@ -49,7 +51,7 @@ def relay_project(url: str, concurrency: int = 16, tag: str = "bx"):
 def _prepare(admin: common.Admin, url: str, count: int, concurrency: int = 16, tag: str = "bx"):
     root, name, topology, sink = relay_project(url, concurrency, tag)
     admin.declare_topology(topology)
-    admin.queue(sink, bind_to=f"{name}.out")
+    admin.queue(sink)  # reached through the default exchange: its name is the routing key
     preload = common.preload(url, f"{name}.in", "expense.approved", count, common.expense_body, name)
     ready, _ = admin.depth(name)
     if ready != count:
@@ -98,19 +100,21 @@ def esb_relay(url: str, count: int, workers: int, profile: str | None = None, co
         admin.close()
 
 
-def baseline_relay(url: str, count: int, prefetch: int) -> Run:
+def baseline_relay(url: str, count: int, prefetch: int, lean: bool = False) -> Run:
+    """bench/relay.py, or with `lean` bench/leanrelay.py (the limit)."""
     admin = common.Admin(url)
+    kind = "lean" if lean else "baseline"
     try:
-        _root, name, sink, preload = _prepare(admin, url, count, tag="bb")
-        proc = common.Proc(f"baseline-relay-p{prefetch}", [
-            common.PYTHON, "-m", "bench.relay", "--url", url, "--queue", name, "--exchange", f"{name}.out",
-            "--routing-key", "voucher", "--prefetch", str(prefetch)])
+        _root, name, sink, preload = _prepare(admin, url, count, tag="bl" if lean else "bb")
+        proc = common.Proc(f"{kind}-relay-p{prefetch}", [
+            common.PYTHON, "-m", "bench.leanrelay" if lean else "bench.relay", "--url", url, "--queue", name,
+            "--exchange", "", "--routing-key", sink, "--prefetch", str(prefetch)])
         watch = common.Stopwatch(admin, name, sink, count)
         with common.running(proc):
             seconds = watch.run(proc.process, timeout=60 + count / 100)
             details = _verify(admin, name, sink, count)
         details.update(prefetch=prefetch, cpu=watch.cpu)
-        return Run(f"baseline prefetch {prefetch}", count, seconds, preload, details)
+        return Run(f"{kind} prefetch {prefetch}", count, seconds, preload, details)
     finally:
         admin.cleanup()
         admin.close()
