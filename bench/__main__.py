@@ -153,11 +153,13 @@ def _io(args, results: dict, rows: list) -> None:
              f"(best of {args.repeat})")
     endpoint = iobench.Endpoint(0.02)
     try:
-        runs = {"baseline": [], "baseline_urllib3": [], "esb": [], "esb_postgres": [], "esb_nostore": [], "esb2": []}
+        runs = {"baseline": [], "baseline_urllib3": [], "faststream": [], "esb": [], "esb_postgres": [],
+                "esb_nostore": [], "esb2": []}
         for _ in range(args.repeat):
             runs["baseline"].append(_attempt(iobench.baseline_io, args.url, endpoint, args.io_n))
             runs["baseline_urllib3"].append(_attempt(iobench.baseline_io, args.url, endpoint, args.io_n,
                                                      client="urllib3"))
+            runs["faststream"].append(_attempt(iobench.peer_io, args.url, endpoint, args.io_n))
             runs["esb"].append(_attempt(iobench.esb_io, args.url, endpoint, args.io_n))
             runs["esb_postgres"].append(_attempt(iobench.esb_io, args.url, endpoint, args.io_n,
                                                  store_kind="postgres"))
@@ -174,6 +176,8 @@ def _io(args, results: dict, rows: list) -> None:
     results["runs"]["io"] = {k: [_as_dict(r) for r in v] for k, v in runs.items()}
     base, esb, bare = _best(runs["baseline"]), _best(runs["esb"]), _best(runs["esb_nostore"])
     rows.append(_throughput_row("I/O route (to + publish), esb 1 worker", esb, base, 1.0))
+    # a peer framework on the same route: FastStream (aio-pika) + aiohttp (bench/fsrelay.py)
+    rows.append(_throughput_row("  esb vs FastStream + aiohttp", esb, _best(runs["faststream"]), 1.3))
     rows.append(_throughput_row("  same, PostgreSQL store (info)", _best(runs["esb_postgres"]), base, None))
     rows.append(_throughput_row("  same, idempotency store off (info)", bare, base, None))
     # esb's REST adapter uses urllib3: against a baseline on the same client, the ratio is esb's own cost

@@ -2,7 +2,8 @@
 after 20 ms, and the answer is published. esb: a `to` (REST adapter) + `publish` route at
 concurrency 64 (so it uses the idempotency store of its temp project: SQLite, or a schema of its
 own in the PostgreSQL of BENCH_POSTGRES_URL); baseline:
-bench/iorelay.py (pika + ThreadPoolExecutor(64) + one httpx client)."""
+bench/iorelay.py (pika + ThreadPoolExecutor(64) + one httpx client); peer: bench/fsrelay.py
+(FastStream + aiohttp, prefetch 64)."""
 
 from __future__ import annotations
 
@@ -138,6 +139,23 @@ def baseline_io(url: str, endpoint: Endpoint, count: int, prefetch: int = CONCUR
         seconds, details = _measure(admin, endpoint, proc, name, sink, count)
         details.update(threads=CONCURRENCY, prefetch=prefetch, keepalive=keepalive, client=client)
         return Run(f"baseline {client}", count, seconds, preload, details)
+    finally:
+        admin.cleanup()
+        admin.close()
+
+
+def peer_io(url: str, endpoint: Endpoint, count: int) -> Run:
+    """The same route in FastStream + aiohttp (bench/fsrelay.py), as a peer framework would run it."""
+    admin = common.Admin(url)
+    try:
+        _root, name, sink, preload = _prepare(admin, url, endpoint, count, "bif")
+        proc = common.Proc("faststream-io", [
+            common.PYTHON, "-m", "bench.fsrelay", "--url", url, "--queue", name, "--exchange", f"{name}.out",
+            "--endpoint", endpoint.url + "/vouchers", "--prefetch", str(CONCURRENCY)])
+        seconds, details = _measure(admin, endpoint, proc, name, sink, count)
+        details.update(prefetch=CONCURRENCY, log_lines=proc.log_lines(),
+                       log=str(proc.log_path.relative_to(common.ROOT)))
+        return Run("FastStream + aiohttp", count, seconds, preload, details)
     finally:
         admin.cleanup()
         admin.close()
