@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := --env-file config/demo.env
 DEMO_KEY := var/sftp/client_key
 
-.PHONY: help demo demo-key test unit lint bench soak cluster-test setup services deploy-docs clean
+.PHONY: help demo demo-key test unit lint bench soak soak-rss cluster-test setup services deploy-docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -45,8 +45,12 @@ lint: setup  ## ruff
 bench: setup services  ## throughput and latency: esb against a hand-written raw-client baseline
 	$(BIN)/python -m bench
 
-soak: setup services  ## long fault and soak runs (not part of make test)
+soak: setup services  ## long fault and soak runs, then the RSS soak (not part of make test)
 	$(BIN)/python -m pytest -q -m soak
+	$(BIN)/python -m bench --soak
+
+soak-rss: setup services  ## the RSS soak alone: 1,000,000 messages through 1 esb worker, RSS flat after 50,000
+	$(BIN)/python -m bench --soak
 
 cluster-test: setup services  ## 3 RabbitMQ nodes, 2 esb machines, PostgreSQL; kills a node and a machine (root, ~3 min; not in make test)
 	$(BIN)/python tests/cluster/run.py

@@ -6,6 +6,7 @@
     python -m bench --profile   # also: py-spy on the esb worker (extra 1-worker relay and I/O runs)
     python -m bench --tune      # sweep the baseline relay's prefetch
     python -m bench --strict    # exit 1 when a target is missed (otherwise 0 unless the bench broke)
+    python -m bench --soak      # 1,000,000 messages through 1 esb worker: its RSS must not grow (exit 1 if it does)
 
 Every scenario runs on the same RabbitMQ, in queues and exchanges named bench-*-<random> that it
 deletes afterwards. The processes under test (esb workers, baselines, the HTTP endpoint) run
@@ -24,11 +25,12 @@ import subprocess
 import sys
 import time
 
-from bench import common, cpumeter, iobench, latency, profiling, relaybench, webhookbench
+from bench import common, cpumeter, iobench, latency, profiling, relaybench, soak, webhookbench
 
 # = the esb route's `concurrency` (messages in flight), so both pipeline alike;
 BASELINE_PREFETCH = 500  # `--tune` here: 100 → 3.7k, 300 → 4.2k, 500 → 4.3k, 1000 → 4.7k msg/s (brief: 100-500)
 NOISY = 0.25                # cores used by other processes during a run above which a figure is flagged
+LATENCY_P99_MS = 3.0        # the latency target: p99 at 500 msg/s through 1 esb worker
 
 
 def main() -> int:
@@ -57,6 +59,10 @@ def _arguments() -> argparse.Namespace:
                         help="py-spy the esb worker in an extra relay run and an extra I/O run")
     parser.add_argument("--tune", action="store_true", help="sweep the baseline relay's prefetch, then exit")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed (for CI)")
+    parser.add_argument("--soak", action="store_true",
+                        help="only the RSS soak: --soak-count messages through 1 esb worker; exit 1 if RSS grew")
+    parser.add_argument("--soak-count", type=int, default=1_000_000)
+    parser.add_argument("--soak-timeout", type=float, default=3600.0, help="seconds (default 3600)")
     args = parser.parse_args()
     args.relay_n, args.io_n = (2_000, 500) if args.quick else (20_000, 5_000)
     args.latency_s = 3.0 if args.quick else 10.0
@@ -73,6 +79,8 @@ def _main(args: argparse.Namespace) -> int:
     _preflight(args.url)
     if args.tune:
         return _tune(args.url, args.relay_n)
+    if args.soak:
+        return _soak(args)
 
     rows = results["rows"]
     for name, scenario in (("relay", _relay), ("latency", _latency), ("io", _io), ("webhook", _webhook)):
@@ -126,13 +134,16 @@ def _latency(args, results: dict, rows: list) -> None:
     _section(f"2. latency at {rate:g} msg/s for {args.latency_s:g} s (+1 s warm-up), send → sink")
     lat = _retrying(latency.esb_latency, args.url, rate, args.latency_s)
     _show_latency("esb 1 worker", lat)
+    verdict = "PASS" if lat["p99_ms"] <= LATENCY_P99_MS else "FAIL"
+    print(f"  esb p99 {lat['p99_ms']} ms against the target ≤ {LATENCY_P99_MS:g} ms: {verdict}"
+          + (" (~ the machine was not quiet: rerun to confirm)" if lat["cpu"]["others"] > NOISY else ""))
     ref = _retrying(latency.baseline_latency, args.url, rate, args.latency_s, args.prefetch)
     _show_latency("baseline (reference)", ref)
     results["runs"]["latency"] = {"esb": lat, "baseline": ref}
     rows.append({"what": f"latency @ {rate:g} msg/s, esb 1 worker",
                  "esb": f"p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} ms",
-                 "baseline": f"p99 {ref['p99_ms']:.1f} ms", "ratio": None, "target": "p99 ≤ 5 ms",
-                 "pass": lat["p99_ms"] <= 5.0, "noisy": lat["cpu"]["others"] > NOISY,
+                 "baseline": f"p99 {ref['p99_ms']:.1f} ms", "ratio": None, "target": f"p99 ≤ {LATENCY_P99_MS:g} ms",
+                 "pass": lat["p99_ms"] <= LATENCY_P99_MS, "noisy": lat["cpu"]["others"] > NOISY,
                  "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"]})
 
 
@@ -209,6 +220,22 @@ def _preflight(url: str) -> None:
           f"RabbitMQ {idle['rabbitmq']:.2f}")
     if idle["others"] > NOISY:
         print(f"  ! the machine is busy: figures marked '~' ran while other processes used > {NOISY} cores")
+
+
+def _soak(args) -> int:
+    _section(f"RSS soak: {args.soak_count:,} messages through the relay route, esb 1 worker "
+             f"(at most {args.soak_timeout:.0f} s)")
+    try:
+        result = soak.soak(args.url, args.soak_count, args.soak_timeout)
+    except RuntimeError as exc:
+        print(f"  ! the soak did not complete: {exc} (logs: {common.LOGS.relative_to(common.ROOT)}/)")
+        return 1
+    print(soak.report(result))
+    common.VAR.mkdir(exist_ok=True)
+    out = common.VAR / "bench-soak.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten to {out.relative_to(common.ROOT)}")
+    return 0 if result["pass"] else 1
 
 
 def _tune(url: str, count: int) -> int:

@@ -46,6 +46,11 @@ def _tree(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
     return ours
 
 
+def process_tree(pid: int) -> set[int]:
+    """`pid` and all its descendants, as they are now."""
+    return _tree(_processes(), pid)
+
+
 def _threads(pids: set[int]) -> tuple[float, float, int]:
     """(user s, system s, context switches) summed over every thread of `pids`."""
     user = system = switches = 0
