@@ -1,14 +1,21 @@
-"""JSON for money: non-integers read as Decimal, written exactly without an exponent, and no float ever."""
+"""JSON for money: non-integers read as Decimal, written exactly without an exponent, and no float ever.
+
+msgspec (C) reads and writes the common document; the pure-Python codec below it stays the reference
+and judges every document msgspec refuses or cannot vouch for, so both give the same values, text and
+refusals (tests/unit/transform/test_jsoncodec.py holds them to it).
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from functools import lru_cache
 from json.encoder import encode_basestring
 from typing import Any
+
+import msgspec
 
 from esb.errors import TransformError
 from esb.transform.numbers import MAX_NUMBER_CHARS, fixed_point_chars, too_long
@@ -24,6 +31,84 @@ _quote = encode_basestring
 def loads(data: bytes | str, *, max_number_chars: int = MAX_NUMBER_CHARS) -> Any:
     """Parse JSON; non-integers become Decimal, integers int. Refuses what JSON does not allow,
     and a number whose fixed-point text would be over `max_number_chars` (1e99999999)."""
+    if type(data) is bytes or type(data) is str:
+        try:
+            value = _fast_decoder(max_number_chars).decode(data)
+        except Exception:  # noqa: BLE001 - the reference reads it or refuses it in its own words
+            pass
+        else:
+            if _no_pair_dropped(data, value):
+                return value
+    return _reference_loads(data, max_number_chars)
+
+
+def dumps(obj: Any, *, indent: int | None = None) -> str:
+    """Serialise to JSON text; Decimals are written digit for digit in fixed point (1000, never
+    1.00E+3), a float is refused, and so is a Decimal that loads would refuse as too long (it
+    could only have come from a calculation)."""
+    if indent is None:  # the indented layout is for people (the CLI), not the hot path
+        try:
+            text = _ENCODER.encode(obj)
+        except Exception:  # noqa: BLE001 - the reference writes it or refuses it in its own words
+            pass
+        else:
+            if _only_json_types(obj):
+                return text.decode("utf-8")
+    return _reference_dumps(obj, indent)
+
+
+# msgspec keeps the last of two equal keys without a word. A dropped pair takes its own ":" with it,
+# and every other ":" of the text sits in a string, which re-encoding writes back as ":" (an escaped
+# one, \u003a, included), so equal counts mean nothing was dropped. An escaped backslash before
+# "u003a" only raises the text's count, and a mismatch merely sends the document to the reference.
+def _no_pair_dropped(data: bytes | str, value: Any) -> bool:
+    colon, escape, escaped_colons = _COLONS[type(data)]
+    in_text = data.count(colon)
+    if escape in data:  # rare, and counting one byte is ~3x cheaper than counting these
+        in_text += sum(data.count(escaped) for escaped in escaped_colons)
+    return in_text == 0 or _COLON_COUNTER.encode(value).count(b":") == in_text
+
+
+_COLONS = {bytes: (b":", b"\\u003", (b"\\u003a", b"\\u003A")), str: (":", "\\u003", ("\\u003a", "\\u003A"))}
+_COLON_COUNTER = msgspec.json.Encoder()  # Decimals as quoted digits: no ":" in them either way
+
+
+def _only_json_types(obj: Any) -> bool:
+    """msgspec also writes floats, sets, bytes, dates, enums and non-str keys, which the reference
+    refuses or writes its own way; only a tree of exactly these types is msgspec's to write. Call it
+    after msgspec has encoded obj: that proved the tree finite (a loop is a RecursionError there)."""
+    todo = [obj]
+    while todo:
+        node = todo.pop()
+        kind = type(node)
+        if kind is dict:
+            if not _STR.issuperset(map(type, node)):
+                return False
+            node = node.values()
+        elif kind is not list and kind is not tuple:
+            return kind in _LEAVES  # only obj itself: just containers are pushed
+        for child in node:
+            kind = type(child)
+            if kind not in _LEAVES:
+                if kind not in _CONTAINERS:
+                    return False
+                todo.append(child)
+    return True
+
+
+_STR = frozenset({str})
+_LEAVES = frozenset({str, int, Decimal, bool, type(None)})
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
+def _decimal_raw(d: Decimal) -> msgspec.Raw:
+    return msgspec.Raw(_decimal(d))  # the reference's text; its refusals raise through msgspec
+
+
+_ENCODER = msgspec.json.Encoder(decimal_format=_decimal_raw)
+
+
+def _reference_loads(data: bytes | str, max_number_chars: int) -> Any:
     text = _decode(data)
     try:
         value = _decoder(max_number_chars).decode(text)
@@ -43,10 +128,7 @@ def loads(data: bytes | str, *, max_number_chars: int = MAX_NUMBER_CHARS) -> Any
     return value
 
 
-def dumps(obj: Any, *, indent: int | None = None) -> str:
-    """Serialise to JSON text; Decimals are written digit for digit in fixed point (1000, never
-    1.00E+3), a float is refused, and so is a Decimal that loads would refuse as too long (it
-    could only have come from a calculation)."""
+def _reference_dumps(obj: Any, indent: int | None) -> str:
     out: list[str] = []
     try:
         _encode(obj, out, None if indent is None else "\n", " " * (indent or 0))
@@ -195,17 +277,31 @@ class _NumberTooLong(Exception):
 
 
 @lru_cache(maxsize=4)
-def _decoder(max_number_chars: int) -> json.JSONDecoder:
-    """Built once per limit, like json.loads's own default decoder (json.loads with arguments
-    builds one per call); a decoder keeps no state between documents, so threads share it."""
+def _parse_float(max_number_chars: int) -> Callable[[str], Decimal]:
     def parse_float(literal: str) -> Decimal:
         value = Decimal(literal)
         if _too_long_literal(literal, value, max_number_chars):
             raise _NumberTooLong
         return value
 
-    return json.JSONDecoder(parse_float=parse_float, parse_constant=_refuse_constant,
+    return parse_float
+
+
+@lru_cache(maxsize=4)
+def _decoder(max_number_chars: int) -> json.JSONDecoder:
+    """Built once per limit, like json.loads's own default decoder (json.loads with arguments
+    builds one per call); a decoder keeps no state between documents, so threads share it."""
+    return json.JSONDecoder(parse_float=_parse_float(max_number_chars), parse_constant=_refuse_constant,
                             object_pairs_hook=_unique_keys)
+
+
+@lru_cache(maxsize=4)
+def _fast_decoder(max_number_chars: int) -> msgspec.json.Decoder:
+    # msgspec refuses NaN/Infinity, lone surrogates, invalid UTF-8 and a BOM itself; a too-long
+    # number raises here and the reference names it. Both stop nesting at the interpreter's
+    # recursion limit, msgspec 3 levels deeper (it runs without the reference's Python frames): a
+    # document nested ~995 deep may now be read. Decoders and encoders are thread-safe (msgspec 0.16).
+    return msgspec.json.Decoder(float_hook=_parse_float(max_number_chars))
 
 
 def _too_long_literal(literal: str, value: Decimal, limit: int) -> bool:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import datetime
+import enum
 import json
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -10,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esb.errors import TransformError
-from esb.transform.jsoncodec import dumps, loads
+from esb.transform import jsoncodec
+from esb.transform.jsoncodec import _reference_dumps, _reference_loads, dumps, loads
+from esb.transform.numbers import MAX_NUMBER_CHARS
 
 
 def test_a_fraction_keeps_its_digits():
@@ -217,3 +223,146 @@ def test_a_number_as_long_as_the_limit_is_read():
 def test_a_calculated_decimal_too_long_to_write_out_is_refused_with_its_path():
     with pytest.raises(TransformError, match=r"the number at \$\.v\[0\] would be 5,001 characters long"):
         dumps({"v": [Decimal("1E+5000")]})
+
+
+# loads and dumps read and write through msgspec and fall back to the pure-Python reference for
+# whatever msgspec refuses or cannot vouch for: both must give the same value (repr shows type,
+# digits and key order), the same text, and the same refusal word for word.
+def _outcome(call, *args):
+    try:
+        return "ok", repr(call(*args))
+    except Exception as exc:  # noqa: BLE001 - the refusal is what is compared
+        return type(exc), str(exc)
+
+
+def _same_loads(data, limit=MAX_NUMBER_CHARS):
+    assert _outcome(lambda: loads(data, max_number_chars=limit)) == _outcome(_reference_loads, data, limit)
+
+
+def _same_dumps(value):
+    assert _outcome(dumps, value) == _outcome(_reference_dumps, value, None)
+
+
+_LOADS_CORPUS = [
+    '{"claim": "CLM-1", "at": "2026-12-04T09:15:22+02:00", "lines": [{"amount": 123.45, "vat": 0.21}]}',
+    "[]", "{}", '""', "0", "-0", "-0.0", "0.10", "1e5", "1E+2", "-2.5E-7", "1.5e3", "true", "false", "null",
+    "123456789012345678901234567890", "1" * 4300, "-" + "1" * 4300, "1" * 4301, "1e999", "1e1000",
+    "0." + "1" * 998, "0." + "1" * 999, "1e99999999", '{"a": [1, {"b": -1e-999999999999}]}',
+    '{"a": 1, "a": 2}', '{"a": {"b": 1, "b": 1}}', '{"x": {"a": 1}, "x": {"a": 1}}', '{"a:b": 1, "a:b": 2}',
+    '{"a": "\\u003a", "a": 1}', '{"\\u003a": 1, ":": 2}', '{"\\u003A": 1, "\\u003a": 2}', '{"k": "\\\\u003a"}',
+    '{"k": "\\\\u003a", "k": 1}', '{"t": "10:00:00", "t": "11:00"}', '{"a": 1, "b": {"a": 1}}',
+    r'{"memo": "ab\ud800"}', r'{"memo": "\udc00"}', r'{"\ud800key": 1}', r'["\ud83d x"]', r'["\ud83d\ude00"]',
+    r'["\ud800\u0041"]', r'["\\ud800"]', '"\ud800"', "\ufeff[1]", "\ufeff", '["\\/", "\\u0000", "\u2028\x7f"]',
+    "NaN", "Infinity", "-Infinity", '{"amount": NaN}', "[1,]", '{"a": 1,}', "[1 2]", "1 2", "", " ", "\n[1]\t\r ",
+    "\x0c1", "\u00a01", '"a\tb"', '"a\x01b"', "01", "-01", "1.", ".5", "+1", "-", "1.0e+", "１２", "[١٢٣]", "٣.5",
+    "tru", '{"a" 1}', "[" * 500 + "]" * 500, "[" * 100_000 + "]" * 100_000, "/* c */ 1",
+]
+
+
+@pytest.mark.parametrize("text", _LOADS_CORPUS)
+def test_loads_reads_and_refuses_as_the_reference_does(text):
+    _same_loads(text)
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        _same_loads(text.encode("utf-8"))
+
+
+@pytest.mark.parametrize("data", [b'\xef\xbb\xbf{"a": 1}', b'{"name": "\xff"}', b'["\xed\xa0\x80"]', b'["\xc0\x80"]',
+                                  bytearray(b'{"a": 1.5}'), memoryview(b'{"a": 1.5}'), 15, None])
+def test_loads_takes_bytes_and_refuses_other_input_as_the_reference_does(data):
+    _same_loads(data)
+
+
+@pytest.mark.parametrize("text, limit", [('{"a": 1.5e3}', 3), ('{"a": 1.5e2}', 3), ('[1.25]', 3), ('[12345]', 3)])
+def test_loads_applies_a_smaller_number_limit_as_the_reference_does(text, limit):
+    _same_loads(text, limit)
+
+
+_key_text = st.sampled_from(['"a"', '"b"', '"a:b"', '":"', r'"\u003a"', r'"\u003A"', r'"\\u003a"', '"é"',
+                             r'"\u00e9"', r'"\ud800"', r'"\ud83d\ude00"', '"\\"'])
+_scalar_text = (st.from_regex(r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][-+]?[0-9]{1,4})?", fullmatch=True)
+                | st.sampled_from(["true", "false", "null", "NaN", "-Infinity", '"x:y"', r'"\u0041"', r'"\udc00"',
+                                   r'"\u003a"', '"\x01"', "01", "1.", "[", "}"])
+                | st.text(st.characters(codec="utf-8"), max_size=8).map(json.dumps)
+                | st.text(st.characters(codec="utf-8"), max_size=8).map(lambda s: json.dumps(s, ensure_ascii=False)))
+_document_text = st.recursive(
+    _scalar_text,
+    lambda inner: st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
+    | st.lists(st.tuples(_key_text, inner), max_size=4).map(
+        lambda pairs: "{" + ", ".join(f"{key}: {value}" for key, value in pairs) + "}"),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_document_text)
+def test_loads_matches_the_reference_on_generated_documents(text):
+    _same_loads(text)
+    _same_loads(text.encode("utf-8", "surrogatepass"))
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+class _Code(enum.StrEnum):
+    EUR = "EUR"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Tag(str):
+    pass
+
+
+_loop: list = []
+_loop.append(_loop)
+
+_DUMPS_CORPUS = [
+    {"claim": "CLM-1", "lines": [{"amount": Decimal("123.45"), "vat": Decimal("0.21")}], "paid": False},
+    Decimal("1E+2"), Decimal("1.00E+3"), Decimal("-0"), Decimal("-0.000"), Decimal("0E+3"), Decimal("1E-7"),
+    Decimal("1E+999"), Decimal("1E+1000"), Decimal("0." + "1" * 998), Decimal("0." + "1" * 999), Decimal("NaN"),
+    Decimal("-Infinity"), Decimal("sNaN"), 10**30, -(2**64), 10**4299, 10**4300, True, None, "", (1, "x"), [],
+    {}, "\x00\x1f\x7f\"\\/\b\f\n\r\t\u2028é😀", "\ud800", {"k\udc00": 1}, 1.5, float("nan"), {"a": [1, 2.0]},
+    {1: "a"}, {True: 1}, {None: 1}, {1.5: 1}, {Decimal("1.5"): 1}, {("a",): 1}, {_Code.EUR: 1}, {_Tag("k"): 1},
+    {"a"}, frozenset(), b"ab", bytearray(b"ab"), datetime.date(2026, 12, 4), uuid.UUID(int=1), _Colour.RED,
+    _Code.EUR, _Level.HIGH, _Tag("t"), collections.OrderedDict(a=1), collections.namedtuple("P", "x y")(1, 2),
+    _loop, [[[[[Decimal("1.5")]]]]], [[]] * 3,
+]
+
+
+@pytest.mark.parametrize("value", _DUMPS_CORPUS, ids=range(len(_DUMPS_CORPUS)))
+def test_dumps_writes_and_refuses_as_the_reference_does(value):
+    _same_dumps(value)
+
+
+def test_dumps_writes_every_character_as_the_reference_does():
+    _same_dumps("".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF))
+
+
+_any_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.decimals() | st.floats() | _text
+    | st.sampled_from([Decimal("1E+1001"), _Colour.RED, _Level.HIGH, _Tag("t"), b"x", datetime.date(2026, 1, 1)]),
+    lambda inner: st.lists(inner, max_size=4) | st.lists(inner, max_size=4).map(tuple)
+    | st.dictionaries(_text | st.integers() | st.sampled_from([None, 1.5, True]), inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_any_value)
+def test_dumps_matches_the_reference_on_generated_values(value):
+    _same_dumps(value)
+
+
+def test_a_plain_document_is_read_and_written_without_the_reference(monkeypatch):
+    def reference(*_):
+        raise AssertionError("the reference path was taken")
+
+    claim = {"id": "CLM-1", "at": "09:15", "lines": [{"amount": Decimal("1.50"), "n": 1, "ok": True, "x": None}],
+             "tags": ("a", "b"), "memo": "Šiaulių \"bankas\"\n"}
+    monkeypatch.setattr(jsoncodec, "_reference_loads", reference)
+    monkeypatch.setattr(jsoncodec, "_reference_dumps", reference)
+    text = dumps(claim)
+    assert loads(text) == loads(text.encode()) == {**claim, "tags": ["a", "b"]}
