@@ -338,6 +338,10 @@ def _write_common(out: list[str], name: str, value: Any, depth: int, digits: int
 def _common_text(value: Any, digits: int) -> str:
     kind = type(value)
     if kind is str:
+        # Three times cheaper than the regex: what XML cannot carry (C0 controls, surrogates,
+        # U+FFFE/U+FFFF) and the CR it escapes are all unprintable; the rest falls to the regex.
+        if value.isprintable() and "&" not in value and "<" not in value and ">" not in value:
+            return value
         if _TEXT_SPECIAL.search(value) is None:
             return value
         if _NOT_XML.search(value):

@@ -159,3 +159,10 @@ def test_fixed_point_writes_what_format_writes(value):
     assert fixed_point_chars(value) == len(text)
     if len(text) <= MAX_NUMBER_CHARS:
         assert fixed_point(value, "x") == text
+
+
+def test_every_printable_character_but_the_three_escapes_is_one_xml_takes_as_it_is():
+    """The common writer passes printable text without the regex: none of it may need the regex."""
+    needing = [cp for cp in range(0x110000) if chr(cp).isprintable() and chr(cp) not in "&<>"
+               and xmljson._TEXT_SPECIAL.search(chr(cp))]
+    assert needing == []
