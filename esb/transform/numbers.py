@@ -52,6 +52,11 @@ def too_long(value: Decimal, where: str, limit: int = MAX_NUMBER_CHARS) -> str |
 
 def fixed_point(value: Decimal, where: str, limit: int = MAX_NUMBER_CHARS) -> str:
     """format(value, "f") for a finite Decimal; refused, naming `where`, when it would be too long."""
+    # str() writes the same text where it writes no exponent (an exponent <= 0, adjusted >= -6: an
+    # amount's case), 4x faster than format() and without the digit tuple that measuring builds.
+    text = str(value)
+    if "E" not in text and len(text) <= limit and value.is_finite():
+        return text
     reason = too_long(value, where, limit)
     if reason is not None:
         raise TransformError(reason)
