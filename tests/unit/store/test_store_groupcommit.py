@@ -203,3 +203,14 @@ def test_a_store_that_wrote_before_a_fork_writes_in_the_child_with_a_committer_o
     child.join(20)
     assert child.exitcode == 0 and store.get("r", "child").state == IN_PROGRESS
     store.claim("r", "parent-again", "w", 60)  # the parent's committer still runs
+
+
+def test_two_owners_claiming_one_new_key_in_one_transaction_get_one_claim(store):
+    with ThreadPoolExecutor(4) as pool:
+        gate = _held(store._committer)
+        futures = [pool.submit(store.claim, "r", "k", owner, 60) for owner in ("w1", "w2")]
+        while store._committer._queue.qsize() < 2:
+            threading.Event().wait(0.001)
+        gate.set()
+        statuses = sorted(f.result(10).status for f in futures)
+    assert statuses == ["busy", CLAIMED]
