@@ -1,0 +1,216 @@
+"""The SQLite store's group commit (esb/store/groupcommit.py): many route threads' writes in one
+transaction, each caller back only once its write is committed, and a failed commit failing them all."""
+
+import multiprocessing
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from esb.store import CLAIMED, DONE, IN_PROGRESS, SqliteStore, StepRecord, StoreUnavailable, owner_id
+from esb.store.groupcommit import GroupCommitter
+
+POSTED = StepRecord(0, "post-voucher", {"body": '{"voucher_id": "V-1"}', "content_type": "application/json",
+                                        "headers": {}}, None)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SqliteStore(tmp_path / "idempotency.sqlite3")
+    yield store
+    store.close()
+
+
+def _committer(path, **kwargs) -> GroupCommitter:
+    def connect():
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)")
+        return db
+    return GroupCommitter(connect, lambda exc: StoreUnavailable(str(exc)), **kwargs)
+
+
+def _insert(key):
+    return lambda db: db.execute("INSERT INTO t VALUES (?)", (key,)).rowcount
+
+
+def _keys(path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {k for (k,) in db.execute("SELECT k FROM t")}
+
+
+def _held(committer: GroupCommitter) -> threading.Event:
+    """Keep the committer busy in a transaction until the event is set: what is queued meanwhile
+    goes into its next transaction, all together."""
+    gate, inside = threading.Event(), threading.Event()
+    threading.Thread(target=committer.run, args=(lambda db: inside.set() or gate.wait(10),), daemon=True).start()
+    assert inside.wait(10)
+    return gate
+
+
+def _queued(committer: GroupCommitter, ops, pool: ThreadPoolExecutor):
+    futures = [pool.submit(committer.run, op) for op in ops]
+    while committer._queue.qsize() < len(ops):  # every caller waits in the queue
+        threading.Event().wait(0.001)
+    return futures
+
+
+def test_every_write_of_many_threads_is_visible_once_its_call_returns(store):
+    def one_message(n: int) -> None:
+        key, owner = f"k{n}", f"worker-{n}"
+        assert store.claim("r", key, owner, 60).status == CLAIMED
+        assert store.get("r", key).state == IN_PROGRESS  # read on this thread's own connection
+        store.record_step("r", key, owner, POSTED)
+        assert store.get("r", key).progress == (POSTED,)
+        store.finish("r", key, owner, {"n": n})
+        assert store.get("r", key).outcome == {"n": n}
+
+    with ThreadPoolExecutor(64) as pool:
+        list(pool.map(one_message, range(640)))
+    assert all(store.get("r", f"k{n}").state == DONE for n in range(640))
+
+
+def test_writes_queued_together_commit_in_one_transaction(tmp_path):
+    committer, path = _committer(tmp_path / "t.db"), tmp_path / "t.db"
+    commits = []
+    with ThreadPoolExecutor(8) as pool:
+        gate = _held(committer)
+        futures = _queued(committer, [_insert(f"k{n}") for n in range(6)], pool)
+        original = GroupCommitter._commit
+        committer._commit = lambda db, batch: commits.append(len(batch)) or original(committer, db, batch)
+        gate.set()
+        assert [f.result(10) for f in futures] == [1] * 6
+    assert commits == [6] and _keys(path) == {f"k{n}" for n in range(6)}
+    committer.close()
+
+
+def test_a_failed_commit_fails_every_caller_in_it_and_keeps_none_of_its_writes(tmp_path):
+    committer, path = _committer(tmp_path / "t.db"), tmp_path / "t.db"
+
+    def disk_failed(db):
+        raise sqlite3.OperationalError("disk I/O error")
+    with ThreadPoolExecutor(8) as pool:
+        gate = _held(committer)
+        futures = _queued(committer, [_insert("a"), _insert("b"), disk_failed, _insert("c")], pool)
+        gate.set()
+        for future in futures:
+            with pytest.raises(StoreUnavailable, match="disk I/O error"):
+                future.result(10)
+    assert _keys(path) == set()
+    assert committer.run(_insert("d")) == 1  # the next transaction goes on
+    committer.close()
+
+
+def test_a_write_failing_on_its_own_fails_only_its_caller(tmp_path):
+    committer, path = _committer(tmp_path / "t.db"), tmp_path / "t.db"
+
+    def bug(db):
+        raise KeyError("a bug in one write")
+    with ThreadPoolExecutor(8) as pool:
+        gate = _held(committer)
+        futures = _queued(committer, [_insert("a"), bug, _insert("b")], pool)
+        gate.set()
+        assert futures[0].result(10) == futures[2].result(10) == 1
+        with pytest.raises(KeyError):
+            futures[1].result(10)
+    assert _keys(path) == {"a", "b"}
+    committer.close()
+
+
+def test_a_store_locked_past_its_busy_timeout_fails_the_write_and_keeps_nothing(tmp_path):
+    path = tmp_path / "idempotency.sqlite3"
+    store = SqliteStore(path, busy_timeout=0.2)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(store.claim, "r", f"k{n}", "w", 60) for n in range(4)]
+            for future in futures:
+                with pytest.raises(StoreUnavailable, match="locked"):
+                    future.result(10)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert [store.get("r", f"k{n}") for n in range(4)] == [None] * 4
+    assert store.claim("r", "k0", "w", 60).status == CLAIMED
+    store.close()
+
+
+def test_closing_commits_the_queued_writes_then_stops_the_committer(tmp_path):
+    committer, path = _committer(tmp_path / "t.db"), tmp_path / "t.db"
+    with ThreadPoolExecutor(8) as pool:
+        gate = _held(committer)
+        futures = _queued(committer, [_insert(f"k{n}") for n in range(5)], pool)
+        closing = threading.Thread(target=committer.close)
+        closing.start()
+        gate.set()
+        closing.join(10)
+        assert [f.result(10) for f in futures] == [1] * 5
+    assert _keys(path) == {f"k{n}" for n in range(5)}
+    assert not committer._thread.is_alive()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        committer.run(_insert("late"))
+
+
+def test_a_closed_store_refuses_writes_as_unavailable(store):
+    store.claim("r", "k", "w", 60)
+    store.close()
+    with pytest.raises(StoreUnavailable):
+        store.claim("r", "k2", "w", 60)
+
+
+_KILLED_AFTER_CLAIM = """
+import sys, time
+from esb.store import SqliteStore, StepRecord, owner_id
+store = SqliteStore(sys.argv[1])
+owner = owner_id()
+store.claim("r", "k", owner, 600)
+store.record_step("r", "k", owner, StepRecord(0, "post-voucher", {"body": "{}", "content_type": "application/json",
+                                                                   "headers": {}}, None))
+print(owner, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_worker_killed_between_claim_and_done_leaves_its_claim_and_steps_for_the_next(tmp_path):
+    path = tmp_path / "idempotency.sqlite3"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_AFTER_CLAIM, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        owner = child.stdout.readline().strip()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        child.stdout.close()
+    store = SqliteStore(path)
+    record = store.get("r", "k")
+    assert (record.state, record.owner, [s.label for s in record.progress]) == (IN_PROGRESS, owner, ["post-voucher"])
+    claim = store.claim("r", "k", owner_id(), 60)  # its process is gone: taken over at once
+    assert claim.status == CLAIMED and [s.label for s in claim.progress] == ["post-voucher"]
+    store.close()
+
+
+def _claim_in_child(store: SqliteStore, key: str) -> None:
+    sys.exit(0 if store.claim("r", key, owner_id(), 60).status == CLAIMED else 1)
+
+
+def test_a_store_that_wrote_before_a_fork_writes_in_the_child_with_a_committer_of_its_own(store):
+    store.claim("r", "parent", "w", 60)
+    child = multiprocessing.get_context("fork").Process(target=_claim_in_child, args=(store, "child"))
+    child.start()
+    child.join(20)
+    assert child.exitcode == 0 and store.get("r", "child").state == IN_PROGRESS
+    store.claim("r", "parent-again", "w", 60)  # the parent's committer still runs
+
+
+def test_two_owners_claiming_one_new_key_in_one_transaction_get_one_claim(store):
+    with ThreadPoolExecutor(4) as pool:
+        gate = _held(store._committer)
+        futures = [pool.submit(store.claim, "r", "k", owner, 60) for owner in ("w1", "w2")]
+        while store._committer._queue.qsize() < 2:
+            threading.Event().wait(0.001)
+        gate.set()
+        statuses = sorted(f.result(10).status for f in futures)
+    assert statuses == ["busy", CLAIMED]
