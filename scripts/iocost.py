@@ -31,7 +31,8 @@ def main() -> None:
                 else:
                     if args.profile:
                         orig = iobench._measure
-                        iobench._measure = lambda *a, **k: orig(*a, **{**k, "profile": args.profile + "." + which})
+                        iobench._measure = lambda *a, orig=orig, which=which, **k: orig(
+                            *a, **{**k, "profile": args.profile + "." + which})
                     run = iobench.baseline_io(args.url, endpoint, args.n, client=which)
                     if args.profile:
                         iobench._measure = orig

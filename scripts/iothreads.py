@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
 import sys
 import threading
 import time
@@ -56,9 +55,9 @@ class FakeBroker:
         raise RuntimeError("rejected")
 
 
-def run_esb(root, bodies):
+def run_esb(root, bodies, c=64):
     n = len(bodies)
-    gate, done = threading.Semaphore(64), threading.Event()
+    gate, done = threading.Semaphore(c), threading.Event()
     broker = FakeBroker(gate, done, n)
     runtime = Runtime(load_project(root, {}), broker, store=None)
     runtime.start()
@@ -75,12 +74,12 @@ def run_esb(root, bodies):
     return cpu, wall, r1.ru_nvcsw - r0.ru_nvcsw + r1.ru_nivcsw - r0.ru_nivcsw
 
 
-def run_raw(endpoint, bodies):
+def run_raw(endpoint, bodies, c=64):
     n = len(bodies)
-    gate, done = threading.Semaphore(64), threading.Event()
+    gate, done = threading.Semaphore(c), threading.Event()
     host, port = endpoint.split("//")[1].split(":")
-    pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=64, block=True, timeout=10.0, retries=False)
-    ex = ThreadPoolExecutor(64)
+    pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=c, block=True, timeout=10.0, retries=False)
+    ex = ThreadPoolExecutor(c)
     count = [0]
     lock = threading.Lock()
 
@@ -110,18 +109,21 @@ def main() -> None:
     p.add_argument("--n", type=int, default=3000)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--which", default="esb,raw")
+    p.add_argument("--concurrency", type=int, default=64)
     args = p.parse_args()
     configure_logging("warning")
     endpoint = iobench.Endpoint(0.02)
     try:
-        root = common.write_project({"routes/io.yaml": iobench.ROUTE.format(name="io", concurrency=64),
+        root = common.write_project({"routes/io.yaml": iobench.ROUTE.format(name="io", concurrency=args.concurrency),
                                      "adapters/ledger.yaml": iobench.ADAPTER.format(url=endpoint.url),
                                      "config/esb.yaml": common.config_yaml("amqp://guest:guest@127.0.0.1/")}, "iot")
         bodies = [common.expense_body(i) for i in range(args.n)]
         for _ in range(args.rounds):
             for which in args.which.split(","):
-                cpu, wall, ctx = run_esb(root, bodies) if which == "esb" else run_raw(endpoint.url, bodies)
-                print(f"{which:4s} n={args.n} {args.n / wall:6.0f} msg/s {cpu / args.n * 1e6:6.0f} µs CPU/msg "
+                cpu, wall, ctx = run_esb(root, bodies, args.concurrency) if which == "esb" \
+                    else run_raw(endpoint.url, bodies, args.concurrency)
+                print(f"{which:4s} c={args.concurrency} n={args.n} {args.n / wall:6.0f} msg/s "
+                      f"{cpu / args.n * 1e6:6.0f} µs CPU/msg "
                       f"{ctx / args.n:5.1f} ctxsw/msg  load={os.getloadavg()[0]:.1f}", flush=True)
     finally:
         endpoint.stop()
