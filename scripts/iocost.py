@@ -19,8 +19,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--which", default="esb")
     p.add_argument("--profile")
+    p.add_argument("--python", help="the interpreter of the process under test (e.g. a taskset wrapper)")
     args = p.parse_args()
     endpoint = iobench.Endpoint(0.02)
+    if args.python:  # after the endpoint: only the process under test runs under it
+        common.PYTHON = args.python
     try:
         for _ in range(args.rounds):
             for which in args.which.split(","):
