@@ -110,9 +110,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--which", default="esb,raw")
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--pin", action="store_true", help="run this process (not the HTTP sink) on one core")
     args = p.parse_args()
     configure_logging("warning")
     endpoint = iobench.Endpoint(0.02)
+    if args.pin:
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     try:
         root = common.write_project({"routes/io.yaml": iobench.ROUTE.format(name="io", concurrency=args.concurrency),
                                      "adapters/ledger.yaml": iobench.ADAPTER.format(url=endpoint.url),
