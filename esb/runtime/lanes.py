@@ -1,9 +1,13 @@
 """Where a route's work runs off the broker's thread: a fixed set of lanes, and one timer.
 
-Lanes are the route's threads. The broker's thread only appends work to a deque and wakes a lane
-when one is asleep: while the lanes are busy, handing work over costs an append and no wake-up.
-Each lane takes one item at a time, so a slow message holds up only its own lane; the others go
-on with the rest. No thread is ever started per message or per failure.
+Lanes are the route's threads. The broker's thread only puts work on a `queue.SimpleQueue`, whose
+put and get are C code: a put wakes one lane blocked in get (the lock handed straight to it, no
+Python-level Condition and no second lock for the woken lane to contend for), and while the lanes
+are busy it costs an append and no wake-up. The deque + Condition it replaced cost more, measured
+on the I/O route at 64 lanes on 2 busy cores (scripts/iothreads.py, best of 4): 999 against 794 µs
+CPU and 12-27 against 7-9 context switches per message. Each lane takes one item at a time, so a
+slow message holds up only its own lane; the others go on with the rest. No thread is ever started
+per message or per failure.
 
 The timer runs delayed work (a give-back after its pause) on one thread per runtime, so that no
 lane and no broker thread ever sleeps.
@@ -11,9 +15,9 @@ lane and no broker thread ever sleeps.
 
 from __future__ import annotations
 
-import collections
 import heapq
 import itertools
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -25,9 +29,7 @@ Work = Callable[[], None]
 
 class Lanes:
     def __init__(self, name: str, count: int):
-        self._items: collections.deque = collections.deque()
-        self._wake = threading.Condition(threading.Lock())
-        self._asleep = 0
+        self._items: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._loop, name=f"esb-{name}-{i}", daemon=True)
                          for i in range(count)]
 
@@ -36,12 +38,8 @@ class Lanes:
             thread.start()
 
     def put(self, work: Work) -> None:
-        """From any thread. A lane that found the deque empty counts itself asleep before it looks
-        again under the lock, so an item appended meanwhile is either seen or wakes it."""
-        self._items.append(work)
-        if self._asleep:
-            with self._wake:
-                self._wake.notify()
+        """From any thread; never blocks (the queue is unbounded)."""
+        self._items.put(work)
 
     def stop(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -51,17 +49,9 @@ class Lanes:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _loop(self) -> None:
-        items = self._items
+        take = self._items.get
         while True:
-            try:
-                work = items.popleft()
-            except IndexError:
-                with self._wake:
-                    self._asleep += 1
-                    while not items:
-                        self._wake.wait()
-                    self._asleep -= 1
-                continue
+            work = take()
             if work is None:
                 return
             _run_quietly(work)  # the runner's work catches what it must; a lane never dies of one item

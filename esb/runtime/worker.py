@@ -70,7 +70,8 @@ class RuntimeIO:
 
     def call(self, step: Step, adapter: str, operation: str, message: Message) -> Message:
         key = self.attempt.effect_key(message.message_id, step.label)
-        return self.runner.retrying(self.runner.adapters(adapter).call, operation, message, idempotency_key=key)
+        return first_then_retrying(self.runner.retrying, self.runner.adapters(adapter).call, operation, message,
+                                   idempotency_key=key)
 
     def publish(self, step: Step, exchange: str, routing_key: str, message: Message) -> None:
         confirmation = self.runner.broker.publish(exchange, routing_key, to_outgoing(message))
@@ -483,6 +484,24 @@ class RouteRunner:
     def _label(self, index: int) -> str:
         steps = self.route.steps
         return steps[index].label if 0 <= index < len(steps) else "receive"
+
+
+def first_then_retrying(retrying: tenacity.Retrying, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`retrying(call, *args, **kwargs)`, with the first attempt made outside tenacity: a call that
+    succeeds (nearly all of them) skips tenacity's bookkeeping (~10 µs of CPU per call, measured
+    with 64 lanes on 2 cores). Only a TransientError can be retried (see RouteRunner.retrying); on
+    one, tenacity takes over with that failure as its first attempt, so its stop, wait and reraise
+    apply exactly as if it had made the call itself."""
+    try:
+        return call(*args, **kwargs)
+    except TransientError as exc:
+        first: list[BaseException] = [exc]
+
+    def again(*args: Any, **kwargs: Any) -> Any:
+        if first:
+            raise first.pop()
+        return call(*args, **kwargs)
+    return retrying(again, *args, **kwargs)
 
 
 def _long_retry_after(state: tenacity.RetryCallState) -> bool:
