@@ -24,6 +24,7 @@ import threading
 import time
 from bisect import bisect_left
 
+import structlog
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
 
@@ -31,6 +32,7 @@ from esb.observability import MULTIPROC_ENV
 from esb.runtime.middleware import Middleware
 
 FLUSH_EVERY = 1.0  # seconds between a worker's flushes under a supervisor
+log = structlog.get_logger("esb.metrics")
 
 # End-to-end and step times: a pure step takes tens of µs, a `to` up to its timeout.
 SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -79,6 +81,7 @@ COMPENSATIONS = Counter("esb_compensations_total", "Completed steps undone", ["r
 
 
 _LOCK = threading.Lock()  # guards every count not yet flushed (hooks run on several lanes' threads)
+_FLUSHING = threading.Lock()  # one flush at a time: a scrape waits for one under way to add its counts
 
 
 class _Count:
@@ -135,7 +138,7 @@ class _Observed:
 
 _PENDING: list[_Count | _Observed] = []  # every series counted here, in the order first seen
 _ROUTES: dict[str, _RouteSeries] = {}
-_FILTERED: dict[str, _Count] = {}  # made at a route's first filtered message, as the series was before
+_FILTERED: dict[str, _Count] = {}  # made at a route's first filtered message: a route that never filters shows none
 _STEPS: dict[tuple[str, str], _Observed] = {}  # (route, step)
 _DURATIONS: dict[tuple[str, str], _Observed] = {}  # (route, outcome)
 
@@ -151,12 +154,14 @@ def _made(found: dict, key, make):
 
 
 def flush() -> None:
-    """Adds what the hooks counted since the last flush to prometheus_client's series."""
-    with _LOCK:
-        taken = [(pending, pending.take()) for pending in _PENDING]
-    for pending, amount in taken:
-        if amount:
-            pending.add(amount)
+    """Adds what the hooks counted since the last flush to prometheus_client's series (the hooks
+    wait only while the counts are taken, not while they are added)."""
+    with _FLUSHING:
+        with _LOCK:
+            taken = [(pending, pending.take()) for pending in _PENDING]
+        for pending, amount in taken:
+            if amount:
+                pending.add(amount)
 
 
 class _Flushed(Collector):
@@ -180,7 +185,10 @@ _flusher: threading.Thread | None = None
 def _flush_every(seconds: float) -> None:
     while True:
         time.sleep(seconds)
-        flush()
+        try:
+            flush()
+        except Exception:  # noqa: BLE001 - counting must go on: said, and tried again next time
+            log.exception("metrics_flush_failed")
 
 
 def _start_flushing() -> None:
