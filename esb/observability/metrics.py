@@ -4,36 +4,57 @@ Route, step, tier and error class are labels; message ids never are (one series 
 would grow without bound). Under `esb run --workers N` each worker writes its values to files in
 PROMETHEUS_MULTIPROC_DIR (set by the supervisor before the worker starts) and the supervisor
 serves them summed, so one endpoint covers every process.
+
+The series every message touches (received, acked, filtered, in flight, message and step
+durations) are counted in plain Python under one lock and added to prometheus_client's series by
+`flush()`: a prometheus_client `inc` or `observe` takes a lock of its own per call, and under
+`--workers N` writes an mmap'd file, which was most of a message's bookkeeping. A scrape of this
+process flushes first, so what it shows is exact. Under a supervisor the scrape reads the files,
+so each worker flushes every FLUSH_EVERY second and once more at exit: the supervisor's
+/metrics lags a worker by up to a second (esb_messages_in_flight included), and a worker killed
+outright loses at most its last second of counts.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
+import threading
 import time
-from typing import Any
+from bisect import bisect_left
 
-from prometheus_client import Counter, Gauge, Histogram
+import structlog
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
 
+from esb.observability import MULTIPROC_ENV
 from esb.runtime.middleware import Middleware
+
+FLUSH_EVERY = 1.0  # seconds between a worker's flushes under a supervisor
+log = structlog.get_logger("esb.metrics")
 
 # End-to-end and step times: a pure step takes tens of µs, a `to` up to its timeout.
 SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-RECEIVED = Counter("esb_messages_received_total", "Deliveries a route took up", ["route"])
-ACKED = Counter("esb_messages_acked_total", "Messages done: every output confirmed, then acked", ["route"])
-FILTERED = Counter("esb_messages_filtered_total", "Acked messages a filter stopped before any output", ["route"])
+# Counted per message: registered below through _Flushed, which flushes before they are collected.
+RECEIVED = Counter("esb_messages_received_total", "Deliveries a route took up", ["route"], registry=None)
+ACKED = Counter("esb_messages_acked_total", "Messages done: every output confirmed, then acked", ["route"],
+                registry=None)
+FILTERED = Counter("esb_messages_filtered_total", "Acked messages a filter stopped before any output", ["route"],
+                   registry=None)
+IN_FLIGHT = Gauge("esb_messages_in_flight", "Deliveries taken up and not yet settled", ["route"],
+                  multiprocess_mode="livesum", registry=None)
+DURATION = Histogram("esb_message_duration_seconds", "From taking a delivery up to settling it",
+                     ["route", "outcome"], buckets=SECONDS, registry=None)
+STEP_DURATION = Histogram("esb_step_duration_seconds", "Time of one step that completed", ["route", "step"],
+                          buckets=SECONDS, registry=None)
 SKIPPED = Counter("esb_messages_duplicates_skipped_total", "Duplicates of a done message, acked unrun",
                   ["route"])
 RETRIED = Counter("esb_messages_retried_total", "Messages sent to a delay tier", ["route", "tier"])
 DEAD = Counter("esb_messages_dead_lettered_total", "Messages dead-lettered", ["route", "error_class"])
 GIVEN_BACK = Counter("esb_messages_given_back_total", "Deliveries esb could not settle and requeued", ["route"])
 FORGED = Counter("esb_forged_state_dropped_total", "Deliveries whose esb headers lacked esb's seal", ["route"])
-IN_FLIGHT = Gauge("esb_messages_in_flight", "Deliveries taken up and not yet settled", ["route"],
-                  multiprocess_mode="livesum")
-DURATION = Histogram("esb_message_duration_seconds", "From taking a delivery up to settling it",
-                     ["route", "outcome"], buckets=SECONDS)
-STEP_DURATION = Histogram("esb_step_duration_seconds", "Time of one step that completed", ["route", "step"],
-                          buckets=SECONDS)
 STEP_FAILURES = Counter("esb_step_failures_total", "Steps that failed", ["route", "step", "error_class"])
 ADAPTER_CALLS = Counter("esb_adapter_calls_total", "Calls of an adapter's operation, by outcome",
                         ["adapter", "kind", "operation", "outcome"])
@@ -59,36 +80,151 @@ RATE_LIMIT_WAITED = Counter("esb_adapter_rate_limit_wait_seconds_total", "Time c
 COMPENSATIONS = Counter("esb_compensations_total", "Completed steps undone", ["route", "step", "outcome"])
 
 
+_LOCK = threading.Lock()  # guards every count not yet flushed (hooks run on several lanes' threads)
+_FLUSHING = threading.Lock()  # one flush at a time: a scrape waits for one under way to add its counts
+
+
+class _Count:
+    """What a counter or gauge series gained since the last flush (a gauge's may be negative)."""
+
+    __slots__ = ("series", "n")
+
+    def __init__(self, series):
+        self.series, self.n = series, 0
+
+    def parts(self):
+        return (self,)
+
+    def take(self):
+        n, self.n = self.n, 0
+        return n
+
+    def add(self, n) -> None:
+        self.series.inc(n)
+
+
+class _Observed:
+    """What a histogram series observed since the last flush: a count per bucket (as the series
+    keeps them, not cumulative; the last is +Inf) and their sum."""
+
+    __slots__ = ("series", "counts", "sum")
+
+    def __init__(self, series):
+        self.series, self.counts, self.sum = series, [0] * (len(SECONDS) + 1), 0.0
+
+    def parts(self):
+        return (self,)
+
+    def observe(self, seconds: float) -> None:  # with _LOCK held
+        self.counts[bisect_left(SECONDS, seconds)] += 1  # the first bucket with seconds <= its bound
+        self.sum += seconds
+
+    def take(self):
+        if not any(self.counts):
+            return None
+        taken, self.counts, self.sum = (self.counts, self.sum), [0] * (len(SECONDS) + 1), 0.0
+        return taken
+
+    def add(self, taken) -> None:
+        """All at once: prometheus_client's Histogram has no call for that, so its values (one per
+        bucket, and the sum: prometheus_client 0.2x's `_buckets` and `_sum`) are added to directly.
+        tests/unit/observability/test_metrics.py shows the result is what `observe` gives."""
+        counts, total = taken
+        for value, n in zip(self.series._buckets, counts, strict=True):  # noqa: SLF001
+            if n:
+                value.inc(n)
+        self.series._sum.inc(total)  # noqa: SLF001
+
+
+_PENDING: list[_Count | _Observed] = []  # every series counted here, in the order first seen
+_ROUTES: dict[str, _RouteSeries] = {}
+_FILTERED: dict[str, _Count] = {}  # made at a route's first filtered message: a route that never filters shows none
+_STEPS: dict[tuple[str, str], _Observed] = {}  # (route, step)
+_DURATIONS: dict[tuple[str, str], _Observed] = {}  # (route, outcome)
+
+
+def _made(found: dict, key, make):
+    """found[key], made the first time (and flushed from then on)."""
+    with _LOCK:
+        made = found.get(key)
+        if made is None:
+            made = found[key] = make(key)
+            _PENDING.extend(made.parts())
+    return made
+
+
+def flush() -> None:
+    """Adds what the hooks counted since the last flush to prometheus_client's series (the hooks
+    wait only while the counts are taken, not while they are added)."""
+    with _FLUSHING:
+        with _LOCK:
+            taken = [(pending, pending.take()) for pending in _PENDING]
+        for pending, amount in taken:
+            if amount:
+                pending.add(amount)
+
+
+class _Flushed(Collector):
+    """The series counted per message, collected after a flush: a scrape sees every message so far."""
+
+    def __init__(self, *metrics):
+        self.metrics = metrics
+
+    def describe(self):
+        return [family for metric in self.metrics for family in metric.describe()]
+
+    def collect(self):
+        flush()
+        return [family for metric in self.metrics for family in metric.collect()]
+
+
+REGISTRY.register(_Flushed(RECEIVED, ACKED, FILTERED, IN_FLIGHT, DURATION, STEP_DURATION))
+_flusher: threading.Thread | None = None
+
+
+def _flush_every(seconds: float) -> None:
+    while True:
+        time.sleep(seconds)
+        try:
+            flush()
+        except Exception:  # noqa: BLE001 - counting must go on: said, and tried again next time
+            log.exception("metrics_flush_failed")
+
+
+def _start_flushing() -> None:
+    """Under a supervisor, which reads the files the series write: a flush every FLUSH_EVERY
+    second, and a last one when the worker exits."""
+    global _flusher  # noqa: PLW0603 - one per process, as the series are
+    with _LOCK:
+        if _flusher is not None:
+            return
+        _flusher = threading.Thread(target=_flush_every, args=(FLUSH_EVERY,), name="esb-metrics-flush", daemon=True)
+    _flusher.start()
+    atexit.register(flush)
+
+
 class MetricsMiddleware(Middleware):
     """Counts every fact of a message; times each step from the end of the one before it."""
 
     def __init__(self):
         self._config_hash = ""
-        # The series of every message, found once per route (or step): `labels()` takes a lock and
-        # builds a key each time, which was most of the middleware's cost per message.
-        self._route: dict[str, _RouteSeries] = {}
-        self._steps: dict[tuple[str, str], Any] = {}
-
-    def _series(self, route: str) -> _RouteSeries:
-        found = self._route.get(route)
-        if found is None:
-            found = self._route[route] = _RouteSeries(route)
-        return found
+        if os.environ.get(MULTIPROC_ENV):
+            _start_flushing()
 
     def before_message(self, attempt):
-        series = self._series(attempt.route)
-        series.received.inc()
-        series.in_flight.inc()
+        series = _ROUTES.get(attempt.route) or _made(_ROUTES, attempt.route, _RouteSeries)
+        with _LOCK:
+            series.received.n += 1
+            series.in_flight.n += 1
         now = time.perf_counter()
         attempt.marks = [now, now]  # taken up, last step ended
 
     def after_step(self, attempt, step, message):
         now = time.perf_counter()
         key = (attempt.route, step.label)
-        child = self._steps.get(key)
-        if child is None:
-            child = self._steps[key] = STEP_DURATION.labels(*key)
-        child.observe(now - attempt.marks[1])
+        observed = _STEPS.get(key) or _made(_STEPS, key, _step_times)
+        with _LOCK:
+            observed.observe(now - attempt.marks[1])
         attempt.marks[1] = now
 
     def on_step_failed(self, attempt, error):
@@ -101,9 +237,12 @@ class MetricsMiddleware(Middleware):
         COMPENSATIONS.labels(attempt.route, step, "ok" if error is None else "failed").inc()
 
     def on_ack(self, attempt, outputs, filtered):
-        self._series(attempt.route).acked.inc()
-        if filtered:
-            FILTERED.labels(attempt.route).inc()
+        series = _ROUTES.get(attempt.route) or _made(_ROUTES, attempt.route, _RouteSeries)
+        filtered = filtered and (_FILTERED.get(attempt.route) or _made(_FILTERED, attempt.route, _filtered))
+        with _LOCK:
+            series.acked.n += 1
+            if filtered:
+                filtered.n += 1
 
     def on_skip(self, attempt, reason):
         SKIPPED.labels(attempt.route).inc()
@@ -145,21 +284,42 @@ class MetricsMiddleware(Middleware):
         return TimedAdapter(name, kind, adapter)
 
     def after_message(self, attempt, outcome):
-        series = self._series(attempt.route)
-        series.in_flight.dec()
-        if attempt.marks is not None:
-            duration = series.acked_duration if outcome == "acked" else DURATION.labels(attempt.route, outcome)
-            duration.observe(time.perf_counter() - attempt.marks[0])
+        series = _ROUTES.get(attempt.route) or _made(_ROUTES, attempt.route, _RouteSeries)
+        if attempt.marks is None:
+            with _LOCK:
+                series.in_flight.n -= 1
+            return
+        key = (attempt.route, outcome)
+        observed = _DURATIONS.get(key) or _made(_DURATIONS, key, _message_times)
+        seconds = time.perf_counter() - attempt.marks[0]
+        with _LOCK:
+            series.in_flight.n -= 1
+            observed.observe(seconds)
 
 
 class _RouteSeries:
-    """The series a route touches for every message."""
+    """The counts of a route's every message."""
 
-    __slots__ = ("received", "in_flight", "acked", "acked_duration")
+    __slots__ = ("received", "in_flight", "acked")
 
     def __init__(self, route: str):
-        self.received, self.in_flight = RECEIVED.labels(route), IN_FLIGHT.labels(route)
-        self.acked, self.acked_duration = ACKED.labels(route), DURATION.labels(route, "acked")
+        self.received, self.in_flight = _Count(RECEIVED.labels(route)), _Count(IN_FLIGHT.labels(route))
+        self.acked = _Count(ACKED.labels(route))
+
+    def parts(self):
+        return (self.received, self.in_flight, self.acked)
+
+
+def _filtered(route: str) -> _Count:
+    return _Count(FILTERED.labels(route))
+
+
+def _step_times(key: tuple[str, str]) -> _Observed:
+    return _Observed(STEP_DURATION.labels(*key))
+
+
+def _message_times(key: tuple[str, str]) -> _Observed:
+    return _Observed(DURATION.labels(*key))
 
 
 def tier(delay_ms: int) -> str:

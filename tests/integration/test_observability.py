@@ -98,9 +98,16 @@ def run_messages(rabbit_url: str, uid: str, base: str, good: int, bad: int) -> d
             bus.send(f"in-{uid}", "x", b'{"amount": "bad"}', message_id=f"bad-{uid}-{n}")
         assert len(bus.wait_for(f"out-{uid}", good, 30)) == good
         route = (("route", f"watch-{uid}"),)
-        return wait_until(lambda: (found := samples(get(f"{base}/metrics")[1])).get(
-            ("esb_messages_dead_lettered_total", (("error_class", "business"), *route))) == bad and found,
-            20, "the dead letters were not counted")
+        # A worker under a supervisor adds its counts to the files /metrics reads once a second
+        # (esb.observability.metrics): wait for every message to be counted and settled.
+        settled = {("esb_messages_dead_lettered_total", (("error_class", "business"), *route)): bad,
+                   ("esb_messages_received_total", route): good + bad, ("esb_messages_acked_total", route): good,
+                   ("esb_messages_in_flight", route): 0}
+
+        def counted():
+            found = samples(get(f"{base}/metrics")[1])
+            return all(found.get(name) == value for name, value in settled.items()) and found
+        return wait_until(counted, 20, "the messages were not all counted")
     finally:
         bus.close()
 
