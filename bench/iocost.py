@@ -1,15 +1,13 @@
 """CPU µs per message of the I/O route (bench/iobench.py) at small N: esb --no-store, and the
 urllib3 baseline. Issue 14.3 working harness.
 
-    .venv/bin/python scripts/iocost.py [--n 1500] [--rounds 2] [--which esb,urllib3] [--profile FILE]
+    .venv/bin/python -m bench.iocost [--n 1500] [--rounds 2] [--which esb,urllib3] [--profile FILE]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
-sys.path.insert(0, ".")
-from bench import common, iobench  # noqa: E402
+from bench import common, iobench
 
 
 def main() -> None:

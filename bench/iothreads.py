@@ -3,26 +3,24 @@ Runtime (store=None, 64 lanes, REST adapter) against bench/httpsink (20 ms) in i
 confirms complete at once. Reference: ThreadPoolExecutor(64) + urllib3, fed the same way.
 Prints CPU µs/msg (process_time) and voluntary context switches per message. Issue 14.3 harness.
 
-    .venv/bin/python scripts/iothreads.py [--n 3000] [--rounds 2] [--which esb,raw]
+    .venv/bin/python -m bench.iothreads [--n 3000] [--rounds 2] [--which esb,raw]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import resource
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, ".")
-import urllib3  # noqa: E402
+import urllib3
 
-from bench import common, iobench  # noqa: E402
-from esb.cli.main import configure_logging  # noqa: E402
-from esb.loading.project import load_project  # noqa: E402
-from esb.runtime.broker import Confirmation, Delivery  # noqa: E402
-from esb.runtime.runtime import Runtime  # noqa: E402
+from bench import common, iobench
+from esb.cli.main import configure_logging
+from esb.loading.project import load_project
+from esb.runtime.broker import Confirmation, Delivery
+from esb.runtime.runtime import Runtime
 
 
 class FakeBroker:

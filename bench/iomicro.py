@@ -2,7 +2,7 @@
 to_message -> run_steps(to) via RuntimeIO-like call -> to_outgoing, against bench/httpsink (delay 0)
 in its own process; compared with a raw urllib3 urlopen of the same body. Issue 14.3 harness.
 
-    .venv/bin/python scripts/iomicro.py [--n 3000]
+    .venv/bin/python -m bench.iomicro [--n 3000]
 """
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, ".")
-import urllib3  # noqa: E402
+import urllib3
 
-from bench import common  # noqa: E402
-from esb.adapters.rest import RestAdapter  # noqa: E402
-from esb.adapters.spec import AdapterSpec  # noqa: E402
-from esb.runtime.broker import Delivery  # noqa: E402
-from esb.runtime.envelope import to_message, to_outgoing  # noqa: E402
+from bench import common
+from esb.adapters.rest import RestAdapter
+from esb.adapters.spec import AdapterSpec
+from esb.runtime.broker import Delivery
+from esb.runtime.envelope import to_message, to_outgoing
 
 
 def main() -> None:
