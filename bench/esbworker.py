@@ -11,6 +11,7 @@ from pathlib import Path
 
 from esb.cli.main import configure_logging
 from esb.loading.project import load_project
+from esb.runtime.affinity import pin_worker
 from esb.runtime.connect import make_broker
 from esb.runtime.runtime import Runtime, open_store_for
 from esb.runtime.supervisor import stop_signals
@@ -25,6 +26,7 @@ def main() -> None:
     configure_logging("warning")
     stop = stop_signals()
     project = load_project(Path(args.root).resolve())
+    pin_worker(project.settings.cpu_affinity)  # as run_worker does
     store = None if args.no_store else open_store_for(project)
     runtime = Runtime(project, make_broker(args.broker, project.settings.heartbeat), store=store)
     runtime.start()

@@ -127,18 +127,20 @@ def esb_io(url: str, endpoint: Endpoint, count: int, store: bool = True, profile
 
 
 def baseline_io(url: str, endpoint: Endpoint, count: int, prefetch: int = CONCURRENCY,
-                keepalive: int = CONCURRENCY, client: str = "httpx") -> Run:
-    """client: the baseline's HTTP client, httpx (the baseline of the target) or urllib3 (esb's own)."""
+                keepalive: int = CONCURRENCY, client: str = "httpx", cpu: int | None = None) -> Run:
+    """client: the baseline's HTTP client, urllib3 (esb's own, the baseline of the target) or httpx;
+    cpu: pin it to that core (as esb runs under cpu.affinity auto)."""
     admin = common.Admin(url)
     try:
         _root, name, sink, preload = _prepare(admin, url, endpoint, count, "bib")
         proc = common.Proc(f"baseline-io-{client}", [
             common.PYTHON, "-m", "bench.iorelay", "--url", url, "--queue", name, "--exchange", f"{name}.out",
             "--endpoint", endpoint.url + "/vouchers", "--threads", str(CONCURRENCY), "--prefetch", str(prefetch),
-            "--keepalive", str(keepalive), "--client", client])
+            "--keepalive", str(keepalive), "--client", client, *(["--cpu", str(cpu)] if cpu is not None else [])])
         seconds, details = _measure(admin, endpoint, proc, name, sink, count)
-        details.update(threads=CONCURRENCY, prefetch=prefetch, keepalive=keepalive, client=client)
-        return Run(f"baseline {client}", count, seconds, preload, details)
+        details.update(threads=CONCURRENCY, prefetch=prefetch, keepalive=keepalive, client=client, pinned_core=cpu)
+        return Run(f"baseline {client}" + (f" pinned to core {cpu}" if cpu is not None else ""), count, seconds,
+                   preload, details)
     finally:
         admin.cleanup()
         admin.close()

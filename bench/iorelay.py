@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -133,7 +134,10 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=64)
     parser.add_argument("--keepalive", type=int, default=64)
     parser.add_argument("--client", choices=("httpx", "urllib3"), default="httpx")
+    parser.add_argument("--cpu", type=int, help="pin the process to this core, as esb's cpu.affinity does")
     args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     IoRelay(args.url, args.queue, args.exchange, args.routing_key, args.endpoint, args.threads,
             args.prefetch, args.keepalive, args.client).run()
 

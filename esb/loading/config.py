@@ -41,6 +41,12 @@ SCHEMA = {
                     "properties": {"level": {"enum": ["debug", "info", "warning", "error"]},
                                    "format": {"enum": ["console", "json"]}}},
         "workers": {"type": "integer", "minimum": 0, "description": "worker processes; 0 = one per core"},
+        "cpu": {"type": "object", "additionalProperties": False,
+                "properties": {"affinity": {"type": "string", "pattern": r"^(off|auto|\d+(,\d+)*)$", "default": "off",
+                                            "description": "pin each worker process to one core: off; auto (worker "
+                                            "i on the i-th core it may use, round robin); or the cores to use "
+                                            "(\"0,2\"). Halves the CPU per message of routes with many threads; "
+                                            "only where esb owns the cores", "examples": ["auto", "0,1"]}}},
         "delivery": {"type": "object", "additionalProperties": False,
                      "properties": {"limit": {"type": "integer", "minimum": 1, "description":
                                               "deliveries of one message before it is dead-lettered unsettled"}}},
@@ -108,6 +114,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "console"
     workers: int = 0
+    cpu_affinity: str = "off"  # off | auto | "0,2": see esb.runtime.affinity
     delivery_limit: int = 3
     state_key: str | None = None  # None: a key of this machine, kept in var/state.key
     max_body_bytes: int = DEFAULT_MAX_BODY
@@ -165,13 +172,14 @@ def setting_variables() -> dict[str, str]:
 
 
 OTHER_VARIABLES = ("ESB_ENV_FILE",)  # read by the CLI itself
+INTERNAL_VARIABLES = ("ESB_WORKER_INDEX",)  # set by the supervisor for its workers, not by users
 
 
 def unknown_variables(root: Path, env: Mapping[str, str]) -> list[ConfigError]:
     """ESB_* variables that set nothing (a typo such as ESB_BROKER_URI would be ignored silently),
     except those the project's config names itself (${ESB_...})."""
     from esb.loading.registry import did_you_mean
-    known = [*setting_variables(), *OTHER_VARIABLES]
+    known = [*setting_variables(), *OTHER_VARIABLES, *INTERNAL_VARIABLES]
     path = root / CONFIG_FILE
     named = set(re.findall(r"\$\{(ESB_[A-Z0-9_]+)", path.read_text(errors="replace"))) if path.is_file() else set()
     return [ConfigError(f"the environment variable {name} is not a setting esb knows, so it is ignored",
@@ -196,6 +204,7 @@ def _settings(data: dict) -> Settings:
         store_kind=store.get("kind", base.store_kind), store_path=store.get("path", base.store_path),
         store_url=store.get("url", base.store_url), log_level=logging.get("level", base.log_level),
         log_format=logging.get("format", base.log_format), workers=data.get("workers", base.workers),
+        cpu_affinity=data.get("cpu", {}).get("affinity", base.cpu_affinity),
         delivery_limit=data.get("delivery", {}).get("limit", base.delivery_limit),
         state_key=data.get("security", {}).get("state_key") or None,
         metrics_listen=data.get("metrics", {}).get("listen", base.metrics_listen),

@@ -20,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from esb.loading.project import load_project
+from esb.runtime.affinity import WORKER_INDEX, pin_worker
 from esb.runtime.connect import make_broker
 from esb.runtime.middleware import LogMiddleware
 from esb.runtime.reload import Reloader
@@ -55,6 +56,7 @@ def run_worker(root: Path, broker_url: str | None, routes: list[str] | None, dra
     from esb.observability import metrics_wanted
     stop = stop_signals()
     project = load_project(root)
+    pin_worker(project.settings.cpu_affinity)  # before any thread starts: they inherit the core
     url = broker_url or project.settings.broker_url
     counted = metrics_wanted(metrics_listen)
     middleware = [LogMiddleware()]
@@ -122,7 +124,7 @@ def supervise(command: Sequence[str], workers: int, drain_timeout: float = 30.0,
     them all and wait (killing one that overruns its drain); the highest exit code. `on_death(pid)`
     is told of each worker that ended (its live metrics are dropped)."""
     stop = stop_signals()
-    slots = [_Slot(command, restart_delay, crash_limit, crash_window, on_death) for _ in range(workers)]
+    slots = [_Slot(command, restart_delay, crash_limit, crash_window, on_death, index) for index in range(workers)]
     signal.signal(signal.SIGHUP, lambda *_: [slot.signal(signal.SIGHUP) for slot in slots])  # reload: each worker
     log.info("supervisor_started", workers=workers, pids=[slot.process.pid for slot in slots])
     gave_up = 0
@@ -147,10 +149,11 @@ class _Slot:
     """One worker process and its restarts."""
 
     def __init__(self, command: Sequence[str], restart_delay: float, crash_limit: int, crash_window: float,
-                 on_death: Callable[[int], None] | None = None):
+                 on_death: Callable[[int], None] | None = None, index: int = 0):
         self.command = command
         self.on_death = on_death or (lambda _pid: None)
-        self.process = subprocess.Popen(command)
+        self.env = {**os.environ, WORKER_INDEX: str(index)}  # its core under cpu.affinity
+        self.process = subprocess.Popen(command, env=self.env)
         self.started = time.monotonic()
         self.first_delay = self.delay = restart_delay
         self.restart_at: float | None = None
@@ -162,7 +165,8 @@ class _Slot:
         CRASH_LOOP if it keeps dying."""
         if self.restart_at is not None:
             if time.monotonic() >= self.restart_at:
-                self.process, self.started, self.restart_at = subprocess.Popen(self.command), time.monotonic(), None
+                self.process = subprocess.Popen(self.command, env=self.env)
+                self.started, self.restart_at = time.monotonic(), None
             return None
         code = self.process.poll()
         if code is None:

@@ -14,7 +14,8 @@ from esb.runtime.supervisor import supervise
 
 def test_the_supervisor_runs_the_command_it_is_given_in_each_worker_and_stops_them_on_sigterm(tmp_path: Path):
     script = ("import os, pathlib, sys, time; "
-              f"pathlib.Path({str(tmp_path)!r}, str(os.getpid())).write_text(' '.join(sys.argv[1:])); time.sleep(60)")
+              f"pathlib.Path({str(tmp_path)!r}, str(os.getpid())).write_text(' '.join(sys.argv[1:]) + ' ' + "
+              "os.environ['ESB_WORKER_INDEX']); time.sleep(60)")
     command = [sys.executable, "-c", script, "--any", "argument"]
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
 
@@ -31,7 +32,8 @@ def test_the_supervisor_runs_the_command_it_is_given_in_each_worker_and_stops_th
         stopper.join()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    assert [path.read_text() for path in tmp_path.iterdir()] == ["--any argument"] * 2
+    # each worker is told its index (its core under cpu.affinity)
+    assert sorted(path.read_text() for path in tmp_path.iterdir()) == ["--any argument 0", "--any argument 1"]
     assert code == -signal.SIGTERM  # the workers were stopped by the supervisor's SIGTERM
 
 
