@@ -31,6 +31,7 @@ from bench import common, cpumeter, iobench, latency, profiling, relaybench, soa
 BASELINE_PREFETCH = 500  # `--tune` here: 100 → 3.7k, 300 → 4.2k, 500 → 4.3k, 1000 → 4.7k msg/s (brief: 100-500)
 NOISY = 0.25                # cores used by other processes during a run above which a figure is flagged
 LATENCY_P99_MS = 3.0        # the latency target: p99 at 500 msg/s through 1 esb worker
+LATE_WAKEUP_MS = 1.0        # p99 of a thread's wake-up from a 1 ms sleep above which latency is flagged
 
 
 def main() -> int:
@@ -136,18 +137,21 @@ def _relay(args, results: dict, rows: list) -> None:
 def _latency(args, results: dict, rows: list) -> None:
     rate = 500.0
     _section(f"2. latency at {rate:g} msg/s for {args.latency_s:g} s (+1 s warm-up), send → sink")
+    wakeup = common.late_wakeup_ms()
+    print(f"  this host wakes a sleeping thread late by {wakeup:.2f} ms at p99 (quiet: ≤ {LATE_WAKEUP_MS:g} ms)")
     lat = _retrying(latency.esb_latency, args.url, rate, args.latency_s)
     _show_latency("esb 1 worker", lat)
+    noisy = lat["cpu"]["others"] > NOISY or wakeup > LATE_WAKEUP_MS
     verdict = "PASS" if lat["p99_ms"] <= LATENCY_P99_MS else "FAIL"
     print(f"  esb p99 {lat['p99_ms']} ms against the target ≤ {LATENCY_P99_MS:g} ms: {verdict}"
-          + (" (~ the machine was not quiet: rerun to confirm)" if lat["cpu"]["others"] > NOISY else ""))
+          + (" (~ the machine was not quiet: rerun to confirm)" if noisy else ""))
     ref = _retrying(latency.baseline_latency, args.url, rate, args.latency_s, args.prefetch)
     _show_latency("baseline (reference)", ref)
-    results["runs"]["latency"] = {"esb": lat, "baseline": ref}
+    results["runs"]["latency"] = {"esb": lat, "baseline": ref, "late_wakeup_p99_ms": round(wakeup, 3)}
     rows.append({"what": f"latency @ {rate:g} msg/s, esb 1 worker",
                  "esb": f"p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} ms",
                  "baseline": f"p99 {ref['p99_ms']:.1f} ms", "ratio": None, "target": f"p99 ≤ {LATENCY_P99_MS:g} ms",
-                 "pass": lat["p99_ms"] <= LATENCY_P99_MS, "noisy": lat["cpu"]["others"] > NOISY,
+                 "pass": lat["p99_ms"] <= LATENCY_P99_MS, "noisy": noisy,
                  "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"]})
 
 

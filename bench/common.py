@@ -447,3 +447,15 @@ def percentile(sorted_values: list[float], p: float) -> float:
     lo = int(k)
     hi = min(lo + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def late_wakeup_ms(count: int = 1000, nap: float = 0.001) -> float:
+    """p99 of how late a thread wakes from a 1 ms sleep, in ms. A quiet host wakes it within ~0.2 ms;
+    a busy or throttled one (other guests on the host, which no process here shows) much later,
+    and every latency figure carries that delay twice (publisher and sink)."""
+    late = []
+    for _ in range(count):
+        started = time.perf_counter()
+        time.sleep(nap)
+        late.append((time.perf_counter() - started - nap) * 1000)
+    return percentile(sorted(late), 99)
