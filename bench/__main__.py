@@ -173,8 +173,7 @@ def _io(args, results: dict, rows: list) -> None:
     endpoint = iobench.Endpoint(0.02)
     try:
         runs = {"baseline": [], "baseline_urllib3": [], "baseline_urllib3_pinned": [], "faststream": [], "esb": [],
-                "esb_postgres": [],
-                "esb_nostore": [], "esb2": []}
+                "esb_postgres": [], "esb_nostore": [], "esb2": []}
         for _ in range(args.repeat):
             runs["baseline"].append(_attempt(iobench.baseline_io, args.url, endpoint, args.io_n))
             runs["baseline_urllib3"].append(_attempt(iobench.baseline_io, args.url, endpoint, args.io_n,

@@ -7,14 +7,12 @@ in its own process; compared with a raw urllib3 urlopen of the same body. Issue 
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import urllib3
 
-from bench import common
+from bench import common, iobench
 from esb.adapters.rest import RestAdapter
 from esb.adapters.spec import AdapterSpec
 from esb.runtime.broker import Delivery
@@ -26,12 +24,11 @@ def main() -> None:
     p.add_argument("--n", type=int, default=3000)
     p.add_argument("--only", default="raw,adapter,path")
     args = p.parse_args()
-    sink = subprocess.Popen([sys.executable, "-m", "bench.httpsink", "--delay", "0"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE)
-    port = int(sink.stdout.readline().split()[1])
+    endpoint = iobench.Endpoint(0)
+    port = int(endpoint.url.rsplit(":", 1)[1])
     try:
         spec = AdapterSpec(name="ledger", kind="rest", path=Path("adapters/ledger.yaml"),
-                           settings={"base_url": f"http://127.0.0.1:{port}", "timeout": "10s",
+                           settings={"base_url": endpoint.url, "timeout": "10s",
                                      "operations": {"create_voucher": {"method": "POST", "path": "/vouchers"}}},
                            operations={"create_voucher": {"method": "POST", "path": "/vouchers"}})
         adapter = RestAdapter(spec, Path("."))
@@ -68,8 +65,7 @@ def main() -> None:
                 best = us if best is None else min(best, us)
             print(f"{name:8s} {best:6.1f} µs CPU/msg (best of 3, n={args.n})", flush=True)
     finally:
-        sink.stdin.close()
-        sink.wait(10)
+        endpoint.stop()
 
 
 if __name__ == "__main__":

@@ -59,10 +59,12 @@ class Relay:
         channel.confirm_delivery(self._on_confirm, callback=lambda _: channel.basic_qos(
             prefetch_count=self.prefetch, callback=lambda _: channel.basic_consume(self.queue, self._on_message)))
 
-    def _on_message(self, channel, method, properties, body) -> None:
+    def transform(self, body: bytes) -> bytes:
         document = jsoncodec.loads(body)
-        xml = xmljson.json_to_xml({self.root: document}, root=self.root)
-        channel.basic_publish(self.exchange, self.routing_key, xml.encode("utf-8"), pika.BasicProperties(
+        return xmljson.json_to_xml({self.root: document}, root=self.root).encode("utf-8")
+
+    def _on_message(self, channel, method, properties, body) -> None:
+        channel.basic_publish(self.exchange, self.routing_key, self.transform(body), pika.BasicProperties(
             delivery_mode=2, content_type="application/xml", headers=properties.headers,
             message_id=properties.message_id), mandatory=True)
         self.seq += 1
@@ -88,8 +90,8 @@ class Relay:
             self.channel.basic_ack(last_tag, multiple=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(relay: type[Relay] = Relay, description: str = __doc__) -> None:
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--queue", required=True)
     parser.add_argument("--exchange", required=True)
@@ -97,7 +99,7 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=500)
     parser.add_argument("--root", default="Voucher")
     args = parser.parse_args()
-    Relay(args.url, args.queue, args.exchange, args.routing_key, args.prefetch, args.root).run()
+    relay(args.url, args.queue, args.exchange, args.routing_key, args.prefetch, args.root).run()
 
 
 if __name__ == "__main__":

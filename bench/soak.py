@@ -2,9 +2,9 @@
 
 The bench keeps the route's queue topped up (chunks of CHUNK with pipelined confirms whenever fewer
 than CHUNK are ready, so the broker never holds the whole run) and purges the sink as it fills,
-counting what it purged. It samples the RSS of the esb process tree (psutil if installed, else
-VmRSS in /proc/<pid>/status for the process and its children) at start, once WARM messages came
-out, at the end, and keeps the peak. It passes when the end is within TOLERANCE of the WARM mark:
+counting what it purged. It samples the RSS of the esb process tree (VmRSS in /proc/<pid>/status
+for the process and its children) at start, once WARM messages came out, at the end, and keeps
+the peak. It passes when the end is within TOLERANCE of the WARM mark:
 a worker that leaks grows with the messages it handled.
 """
 
@@ -21,16 +21,8 @@ STALL_S = 60.0    # no output for this long: the run failed
 
 
 def tree_rss(pid: int) -> int:
-    """Resident bytes of `pid` and all its descendants."""
-    try:
-        import psutil
-    except ImportError:
-        return sum(_vmrss(p) for p in cpumeter.process_tree(pid))
-    try:
-        root = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in (root, *root.children(recursive=True)))
-    except psutil.Error:
-        return 0
+    """Resident bytes of `pid` and all its descendants (the tree as cpumeter finds it in /proc)."""
+    return sum(_vmrss(p) for p in cpumeter.process_tree(pid))
 
 
 def _vmrss(pid: int) -> int:

@@ -145,6 +145,9 @@ _DURATIONS: dict[tuple[str, str], _Observed] = {}  # (route, outcome)
 
 def _made(found: dict, key, make):
     """found[key], made the first time (and flushed from then on)."""
+    made = found.get(key)
+    if made is not None:  # every message but a route's first: no lock
+        return made
     with _LOCK:
         made = found.get(key)
         if made is None:
@@ -212,7 +215,7 @@ class MetricsMiddleware(Middleware):
             _start_flushing()
 
     def before_message(self, attempt):
-        series = _ROUTES.get(attempt.route) or _made(_ROUTES, attempt.route, _RouteSeries)
+        series = _made(_ROUTES, attempt.route, _RouteSeries)
         with _LOCK:
             series.received.n += 1
             series.in_flight.n += 1
@@ -222,7 +225,7 @@ class MetricsMiddleware(Middleware):
     def after_step(self, attempt, step, message):
         now = time.perf_counter()
         key = (attempt.route, step.label)
-        observed = _STEPS.get(key) or _made(_STEPS, key, _step_times)
+        observed = _made(_STEPS, key, _step_times)
         with _LOCK:
             observed.observe(now - attempt.marks[1])
         attempt.marks[1] = now
@@ -237,8 +240,8 @@ class MetricsMiddleware(Middleware):
         COMPENSATIONS.labels(attempt.route, step, "ok" if error is None else "failed").inc()
 
     def on_ack(self, attempt, outputs, filtered):
-        series = _ROUTES.get(attempt.route) or _made(_ROUTES, attempt.route, _RouteSeries)
-        filtered = filtered and (_FILTERED.get(attempt.route) or _made(_FILTERED, attempt.route, _filtered))
+        series = _made(_ROUTES, attempt.route, _RouteSeries)
+        filtered = filtered and _made(_FILTERED, attempt.route, _filtered)
         with _LOCK:
             series.acked.n += 1
             if filtered:
@@ -284,13 +287,13 @@ class MetricsMiddleware(Middleware):
         return TimedAdapter(name, kind, adapter)
 
     def after_message(self, attempt, outcome):
-        series = _ROUTES.get(attempt.route) or _made(_ROUTES, attempt.route, _RouteSeries)
+        series = _made(_ROUTES, attempt.route, _RouteSeries)
         if attempt.marks is None:
             with _LOCK:
                 series.in_flight.n -= 1
             return
         key = (attempt.route, outcome)
-        observed = _DURATIONS.get(key) or _made(_DURATIONS, key, _message_times)
+        observed = _made(_DURATIONS, key, _message_times)
         seconds = time.perf_counter() - attempt.marks[0]
         with _LOCK:
             series.in_flight.n -= 1

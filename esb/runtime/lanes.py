@@ -4,7 +4,7 @@ Lanes are the route's threads. The broker's thread only puts work on a `queue.Si
 put and get are C code: a put wakes one lane blocked in get (the lock handed straight to it, no
 Python-level Condition and no second lock for the woken lane to contend for), and while the lanes
 are busy it costs an append and no wake-up. The deque + Condition it replaced cost more, measured
-on the I/O route at 64 lanes on 2 busy cores (scripts/iothreads.py, best of 4): 999 against 794 µs
+on the I/O route at 64 lanes on 2 busy cores (python -m bench.iothreads, best of 4): 999 against 794 µs
 CPU and 12-27 against 7-9 context switches per message. Each lane takes one item at a time, so a
 slow message holds up only its own lane; the others go on with the rest. No thread is ever started
 per message or per failure.

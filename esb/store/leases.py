@@ -59,7 +59,7 @@ class SqlLeases:
     def acquire(self, name: str, owner: str, ttl: float) -> int | None:
         def attempt(dead: str) -> int | None:
             now = self._store._clock()
-            row = self._store._one(self._acquire, (name, owner, now + ttl, now, now, now, dead))
+            row = self._store._returning(self._acquire, (name, owner, now + ttl, now, now, now, dead))
             return row[0] if row else None
         return acquire(attempt, lambda: self.holder(name))
 

@@ -249,6 +249,8 @@ class PostgresStore(SqlStore):
         with self._connection() as conn:
             return conn.execute(sql, params).fetchone()
 
+    _returning = _one  # autocommit: a write with RETURNING commits as its statement ends
+
     @contextmanager
     def _connection(self) -> Iterator[Any]:
         """A pooled connection in autocommit mode; the driver's errors become StoreUnavailable."""

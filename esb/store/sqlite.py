@@ -225,12 +225,14 @@ class SqliteStore(SqlStore):
         return self._committer.run(lambda db: db.execute(sql, params).rowcount > 0)
 
     def _one(self, sql: str, params: tuple) -> tuple | None:
-        """The first row: a read on this thread's connection, a write (RETURNING) in a group commit."""
-        if sql.lstrip()[:6].upper() == "SELECT":
-            with self._db() as db:
-                rows = db.execute(sql, params).fetchall()
-        else:
-            rows = self._committer.run(lambda db: db.execute(sql, params).fetchall())
+        """The first row of a read, on this thread's connection (WAL: it never waits for the writer)."""
+        with self._db() as db:
+            rows = db.execute(sql, params).fetchall()
+        return rows[0] if rows else None
+
+    def _returning(self, sql: str, params: tuple) -> tuple | None:
+        """The first row of a write with RETURNING, in the next group commit."""
+        rows = self._committer.run(lambda db: db.execute(sql, params).fetchall())
         return rows[0] if rows else None
 
     def _add_generations(self, db: sqlite3.Connection) -> None:

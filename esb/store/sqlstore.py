@@ -3,8 +3,8 @@ statement whose WHERE clause checks the lease holder, so the methods are the sam
 SQL (placeholders, table names) and the way a statement runs differ.
 
 A subclass sets `SQL` (its Statements) and gives `_write(sql, params) -> bool` (whether a row
-changed) and `_one(sql, params)` (the first row, the statement run to its end: a write with
-RETURNING commits there), and a `_clock`.
+changed), `_one(sql, params)` (the first row of a read) and `_returning(sql, params)` (the first
+row of a write with RETURNING, committed when it returns), and a `_clock`.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class SqlStore:
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY
             self._write(self.SQL.purge_redeliveries, (now - REDELIVERY_TTL,))
-        return self._one(self.SQL.count_redelivery, (route, message_id, now))[0]
+        return self._returning(self.SQL.count_redelivery, (route, message_id, now))[0]
 
     def forget_redeliveries(self, route: str, message_id: str) -> None:
         """The message was dead-lettered for its redeliveries: a replay starts counting afresh."""
