@@ -32,6 +32,8 @@ BASELINE_PREFETCH = 500  # `--tune` here: 100 → 3.7k, 300 → 4.2k, 500 → 4.
 NOISY = 0.25                # cores used by other processes during a run above which a figure is flagged
 LATENCY_P99_MS = 3.0        # the latency target: p99 at 500 msg/s through 1 esb worker
 LATE_WAKEUP_MS = 1.0        # p99 of a thread's wake-up from a 1 ms sleep above which latency is flagged
+STOLEN_PCT = 0.5            # % of the machine's time the hypervisor gave other guests, above which a run is flagged
+LATENCY_ATTEMPTS = 3        # latency runs at most, until one is quiet
 
 
 def main() -> int:
@@ -139,20 +141,35 @@ def _latency(args, results: dict, rows: list) -> None:
     _section(f"2. latency at {rate:g} msg/s for {args.latency_s:g} s (+1 s warm-up), send → sink")
     wakeup = common.late_wakeup_ms()
     print(f"  this host wakes a sleeping thread late by {wakeup:.2f} ms at p99 (quiet: ≤ {LATE_WAKEUP_MS:g} ms)")
-    lat = _retrying(latency.esb_latency, args.url, rate, args.latency_s)
-    _show_latency("esb 1 worker", lat)
-    noisy = lat["cpu"]["others"] > NOISY or wakeup > LATE_WAKEUP_MS
+    lat, esb_runs = _quiet_latency("esb 1 worker", latency.esb_latency, args.url, rate, args.latency_s)
+    noisy = _noisy(lat["cpu"]) or wakeup > LATE_WAKEUP_MS
     verdict = "PASS" if lat["p99_ms"] <= LATENCY_P99_MS else "FAIL"
     print(f"  esb p99 {lat['p99_ms']} ms against the target ≤ {LATENCY_P99_MS:g} ms: {verdict}"
-          + (" (~ the machine was not quiet: rerun to confirm)" if noisy else ""))
-    ref = _retrying(latency.baseline_latency, args.url, rate, args.latency_s, args.prefetch)
-    _show_latency("baseline (reference)", ref)
-    results["runs"]["latency"] = {"esb": lat, "baseline": ref, "late_wakeup_p99_ms": round(wakeup, 3)}
+          + (f" (~ no quiet run in {len(esb_runs)}: rerun to confirm)" if noisy else ""))
+    ref, ref_runs = _quiet_latency("baseline (reference)", latency.baseline_latency, args.url, rate, args.latency_s,
+                                   args.prefetch)
+    results["runs"]["latency"] = {"esb": lat, "baseline": ref, "late_wakeup_p99_ms": round(wakeup, 3),
+                                  "esb_attempts": esb_runs, "baseline_attempts": ref_runs}
     rows.append({"what": f"latency @ {rate:g} msg/s, esb 1 worker",
                  "esb": f"p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} ms",
                  "baseline": f"p99 {ref['p99_ms']:.1f} ms", "ratio": None, "target": f"p99 ≤ {LATENCY_P99_MS:g} ms",
                  "pass": lat["p99_ms"] <= LATENCY_P99_MS, "noisy": noisy,
                  "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"]})
+
+
+def _quiet_latency(what: str, measure, *args) -> tuple[dict, list[dict]]:
+    """Measure until a run is quiet, at most LATENCY_ATTEMPTS times: a p99 is made of the few slowest
+    wake-ups, and a neighbour on the host that steals 1-4% of this machine's time multiplies it
+    (seen here: the hand-written relay's p99 1.4 ms quiet, 3.5-20 ms with 1-4% stolen). Every attempt
+    is shown and kept; the quiet one counts, else the one with the least stolen time."""
+    runs = []
+    for attempt in range(LATENCY_ATTEMPTS):
+        lat = _retrying(measure, *args)
+        _show_latency(what if attempt == 0 else f"{what}, again", lat)
+        runs.append(lat)
+        if not _noisy(lat["cpu"]):
+            break
+    return min(runs, key=lambda r: (_noisy(r["cpu"]), r["cpu"].get("steal_pct", 0))), runs
 
 
 def _webhook(args, results: dict, rows: list) -> None:
@@ -228,9 +245,9 @@ def _preflight(url: str) -> None:
     time.sleep(1.0)
     idle = meter.read(1.0)
     print(f"host: {cpumeter.CORES} cores; before starting, other processes use {idle['others']:.2f} cores, "
-          f"RabbitMQ {idle['rabbitmq']:.2f}")
-    if idle["others"] > NOISY:
-        print(f"  ! the machine is busy: figures marked '~' ran while other processes used > {NOISY} cores")
+          f"RabbitMQ {idle['rabbitmq']:.2f}; the hypervisor takes {idle['steal_pct']:.1f}% of this machine's time")
+    if _noisy(idle):
+        print("  ! the machine is busy: figures marked '~' ran while it was not quiet")
 
 
 def _soak(args) -> int:
@@ -305,10 +322,17 @@ def _show_latency(what: str, lat: dict) -> None:
           f"{_noise(lat['cpu'])}", flush=True)
 
 
+def _noisy(cpu: dict | None) -> bool:
+    return bool(cpu) and (cpu.get("others", 0) > NOISY or cpu.get("steal_pct", 0) > STOLEN_PCT)
+
+
 def _noise(cpu: dict) -> str:
+    said = []
     if cpu and cpu.get("others", 0) > NOISY:
-        return f"  ~ other processes used {cpu['others']:.2f} cores"
-    return ""
+        said.append(f"other processes used {cpu['others']:.2f} cores")
+    if cpu and cpu.get("steal_pct", 0) > STOLEN_PCT:
+        said.append(f"the hypervisor took {cpu['steal_pct']:.1f}% of this machine's time")
+    return f"  ~ {', '.join(said)}" if said else ""
 
 
 def _cpu_us(run: relaybench.Run) -> tuple[float, float]:
@@ -325,7 +349,7 @@ def _best(runs: list[relaybench.Run]) -> relaybench.Run:
 
 def _throughput_row(what: str, esb: relaybench.Run, base: relaybench.Run, target: float | None) -> dict:
     ratio = esb.rate / base.rate
-    noisy = any((r.details.get("cpu") or {}).get("others", 0) > NOISY for r in (esb, base))
+    noisy = any(_noisy(r.details.get("cpu")) for r in (esb, base))
     ok = esb.details.get("verified") and base.details.get("verified")
     (esb_p, esb_b), (base_p, base_b) = _cpu_us(esb), _cpu_us(base)
     return {"what": what, "esb": round(esb.rate), "baseline": round(base.rate), "ratio": round(ratio, 2),
@@ -349,7 +373,8 @@ def _table(rows: list[dict]) -> None:
         print(f"{r['what']:<44} {esb:>24} {base:>12} {ratio:>6}  {r.get('cpu_us', '-'):>22}  "
               f"{r['target']:<12} {result}{flag}")
     if any(r.get("noisy") for r in rows):
-        print(f"~ other processes used more than {NOISY} cores during that measurement: rerun on a quiet machine")
+        print(f"~ not quiet: other processes used more than {NOISY} cores, or the hypervisor took more than "
+              f"{STOLEN_PCT}% of the machine's time, during that measurement: rerun on a quiet machine")
     print("µs CPU/msg: process under test + RabbitMQ, for esb / for the baseline")
 
 

@@ -1,5 +1,7 @@
-"""CPU accounting during a measurement: ours (the bench and what it started), RabbitMQ's, and
-everyone else's. On a shared 2-core box another test suite can halve a figure; the bench says so."""
+"""CPU accounting during a measurement: ours (the bench and what it started), RabbitMQ's,
+everyone else's, and the time the hypervisor stole from this machine. On a shared 2-core box
+another test suite can halve a figure, and another guest on the host can multiply a p99; the bench
+says so."""
 
 from __future__ import annotations
 
@@ -10,12 +12,15 @@ _TICK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 
 
-def _busy_seconds() -> float:
-    """CPU time of processes (user, nice, system), all cores. Interrupt and softirq time is left out:
-    the kernel's share of our own loopback traffic shows up there, not on any process."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system = (int(x) for x in fields[:3])
-    return (user + nice + system) / _TICK
+def _machine_ticks() -> tuple[float, int, int]:
+    """(CPU seconds of processes: user, nice, system; ticks stolen; all ticks), all cores. Interrupt and
+    softirq time is left out of the first: the kernel's share of our own loopback traffic shows up
+    there, not on any process. Stolen ticks are those the hypervisor gave another guest while this
+    machine wanted to run: no process here shows them, yet every wake-up waits for them."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system = fields[:3]
+    steal = fields[7] if len(fields) > 7 else 0
+    return (user + nice + system) / _TICK, steal, sum(fields[:8])
 
 
 def _processes() -> dict[int, tuple[int, str, float]]:
@@ -79,13 +84,14 @@ class CpuMeter:
 
     def __init__(self, subject: int | None = None):
         self.subject = subject
-        self.busy = _busy_seconds()
+        self.busy, self.steal, self.ticks = _machine_ticks()
         self.table = _processes()
         self.threads = _threads(_tree(self.table, subject)) if subject is not None else None
 
     def read(self, wall: float) -> dict:
         """Cores used on average over `wall` seconds: by the bench's processes, RabbitMQ, others."""
-        busy = _busy_seconds() - self.busy
+        busy, steal, ticks = _machine_ticks()
+        busy, steal, ticks = busy - self.busy, steal - self.steal, ticks - self.ticks
         table = _processes()
         ours = _tree(table, os.getpid())
 
@@ -97,7 +103,8 @@ class CpuMeter:
         wall = max(wall, 1e-9)
         result = {"cores": CORES, "bench_and_workers": round(mine / wall, 2), "rabbitmq": round(broker / wall, 2),
                   "kernel_threads": round(kthreads / wall, 2), "rabbitmq_cpu_s": round(broker, 3),
-                  "others": round(max(busy - mine - broker - kthreads, 0.0) / wall, 2), "total": round(busy / wall, 2)}
+                  "others": round(max(busy - mine - broker - kthreads, 0.0) / wall, 2), "total": round(busy / wall, 2),
+                  "steal_pct": round(100 * steal / max(ticks, 1), 2)}
         if self.subject is not None:
             tree = _tree(table, self.subject)
             result["subject_cpu_s"] = round(delta(tree), 3)
