@@ -68,6 +68,7 @@ def _drive(address: tuple[str, int], path: str, count: int, clients: int) -> flo
 
 
 def esb_rate(url: str, count: int, clients: int = CLIENTS) -> float:
+    from esb.cli.main import configure_logging
     from esb.inbound.http import serve_webhooks
     from esb.loading.project import load_project
     from esb.runtime.connect import make_broker
@@ -80,6 +81,7 @@ def esb_rate(url: str, count: int, clients: int = CLIENTS) -> float:
                                f"    auth: {{hmac: {{secret_env: BENCH_HOOK_SECRET}}}}\n"
                                f"steps:\n  - log: {{message: taken}}\n"}, "webhook")
     project = load_project(root, {"BENCH_HOOK_SECRET": SECRET})
+    configure_logging("warning")  # as `esb run` logs by default: not a debug line per request into the bench's output
     broker = make_broker(url)
     broker.start()
     admin = common.Admin(url)
