@@ -159,8 +159,8 @@ def _latency(args, results: dict, rows: list) -> None:
 
 def _quiet_latency(what: str, measure, *args) -> tuple[dict, list[dict]]:
     """Measure until a run is quiet, at most LATENCY_ATTEMPTS times: a p99 is made of the few slowest
-    wake-ups, and a neighbour on the host that steals 1-4% of this machine's time multiplies it
-    (seen here: the hand-written relay's p99 1.4 ms quiet, 3.5-20 ms with 1-4% stolen). Every attempt
+    wake-ups, and a neighbour on the host that steals 1-9% of this machine's time multiplies it
+    (seen here: the hand-written relay's p99 1.4-2.6 ms quiet, 3.5-20 ms with 1-9% stolen). Every attempt
     is shown and kept; the quiet one counts, else the one with the least stolen time."""
     runs = []
     for attempt in range(LATENCY_ATTEMPTS):
