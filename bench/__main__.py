@@ -322,16 +322,22 @@ def _show_latency(what: str, lat: dict) -> None:
           f"{_noise(lat['cpu'])}", flush=True)
 
 
-def _noisy(cpu: dict | None) -> bool:
-    return bool(cpu) and (cpu.get("others", 0) > NOISY or cpu.get("steal_pct", 0) > STOLEN_PCT)
-
-
-def _noise(cpu: dict) -> str:
+def _noise_reasons(cpu: dict | None) -> list[str]:
+    """Why a run was not quiet (none: it was)."""
     said = []
     if cpu and cpu.get("others", 0) > NOISY:
         said.append(f"other processes used {cpu['others']:.2f} cores")
     if cpu and cpu.get("steal_pct", 0) > STOLEN_PCT:
         said.append(f"the hypervisor took {cpu['steal_pct']:.1f}% of this machine's time")
+    return said
+
+
+def _noisy(cpu: dict | None) -> bool:
+    return bool(_noise_reasons(cpu))
+
+
+def _noise(cpu: dict) -> str:
+    said = _noise_reasons(cpu)
     return f"  ~ {', '.join(said)}" if said else ""
 
 

@@ -84,14 +84,13 @@ class CpuMeter:
 
     def __init__(self, subject: int | None = None):
         self.subject = subject
-        self.busy, self.steal, self.ticks = _machine_ticks()
+        self.machine = _machine_ticks()
         self.table = _processes()
         self.threads = _threads(_tree(self.table, subject)) if subject is not None else None
 
     def read(self, wall: float) -> dict:
         """Cores used on average over `wall` seconds: by the bench's processes, RabbitMQ, others."""
-        busy, steal, ticks = _machine_ticks()
-        busy, steal, ticks = busy - self.busy, steal - self.steal, ticks - self.ticks
+        busy, steal, ticks = (b - a for a, b in zip(self.machine, _machine_ticks(), strict=True))
         table = _processes()
         ours = _tree(table, os.getpid())
 
