@@ -15,10 +15,18 @@ failure (which waits for confirms), routes that call out or use the store — go
 lanes (lanes.py), so a slow message never stalls heartbeats, acks or other routes. Nobody waits for
 the confirms of a message's outputs: the last confirm settles it (with a store, through the
 Finisher, which records many messages done at once), so confirms are pipelined across messages.
+
+With a store that writes without waiting (SQLite's group commit), no lane sleeps on a write that
+only has to be committed: a first delivery is read and claimed on the broker's thread and its steps
+go to a lane once the claim committed, and the record of the route's last call is committed behind
+the lane's back, before the `done` (or release, or dead mark) that follows it. A crash in between
+redoes the call, as it would while the lane waited for that record. On the bench's I/O route this
+took the store from 37 to 25 context switches and from ~1,070 to ~930 µs of CPU a message.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import itertools
@@ -27,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 import tenacity
 
 from esb.adapters.resilience import OPEN, CircuitOpen
@@ -49,7 +58,7 @@ from esb.runtime.state import Seal, carries_state, read_state
 from esb.runtime.topology import retry_delays_ms
 from esb.steps.base import Step
 from esb.steps.pipeline import StepFailed, run_steps
-from esb.store import StepRecord
+from esb.store import Claim, StepRecord
 from esb.transform.expressions import compile_expression
 
 LEASE_SECONDS = 120.0
@@ -58,6 +67,8 @@ PURE_LANES = 2                 # lanes of a route that cannot block: one slow me
 MAX_GIVE_BACKS = 10           # give-backs of one message in a row before it is dead-lettered (if it can be)
 IN_PROCESS_RETRY_AFTER_CAP = 2.0  # a longer Retry-After goes to a delay tier instead of blocking a lane
 CIRCUIT_PAUSE = 0.5           # a delivery that met an open breaker is requeued after this (its consumer is off)
+
+_log = structlog.get_logger("esb.runtime")
 
 
 class RuntimeIO:
@@ -94,6 +105,12 @@ class RouteRunner:
         self.store = store if store is not None and (route.idempotency or _has_calls(route)) else None
         self.claims = any(step.has_side_effects() for step in route.steps)  # else one write: `done`
         self.inline = self.store is None and not any(step.blocking for step in route.walk())
+        # A store that can claim without waiting (SQLite's group commit): a first delivery is read
+        # and claimed on the broker's thread and its steps run on a lane once the claim committed,
+        # so no lane sleeps on the claim (an ordered route claims on its partition's lane).
+        self.preclaim = self.claims and route.ordering is None and hasattr(self.store, "claim_later")
+        self.record_later = hasattr(self.store, "record_step_later")
+        self.last_call = max((i for i, step in enumerate(route.steps) if _calls_out(step)), default=-1)
         self.tiers = retry_delays_ms(route)
         # Quick in-process retries of a transient failure, bounded; longer waits go to a tier.
         # Built once: it is thread-safe, and one per call cost more than the call's own bookkeeping.
@@ -188,7 +205,7 @@ class RouteRunner:
         """On the broker's thread: run a small delivery of a pure route here, hand the rest to a lane."""
         with self._idle:
             self._inflight += 1
-        if self.inline and not delivery.redelivered and len(delivery.body) <= INLINE_MAX_BYTES:
+        if (self.inline or self.preclaim) and not delivery.redelivered and len(delivery.body) <= INLINE_MAX_BYTES:
             self.handle(delivery, inline=True)
         else:
             self.lanes.put(functools.partial(self.handle, delivery))
@@ -241,6 +258,8 @@ class RouteRunner:
         """Claim the message's key (if the route keeps records), then run its steps from `start`.
         `again`: an ordered route's message that waited in place for its key (counted once already)."""
         if self.store is not None:
+            if inline:  # a first delivery on the broker's thread (see preclaim): never redelivered
+                return self._claim_later(attempt, message, start)
             resumed = self._claim(attempt, message, start)
             if resumed is None:
                 return
@@ -276,6 +295,30 @@ class RouteRunner:
                 return None
             return start, message
         claim = self.store.claim(self.route.name, attempt.key, attempt.owner, self.lease_seconds)
+        return self._claimed(attempt, message, start, claim)
+
+    def _claim_later(self, attempt: Attempt, message: Message, start: int) -> None:
+        """Claim without waiting (on the broker's thread); the steps run on a lane once it committed,
+        in the context variables this thread set for the message (the tracing middleware's span)."""
+        context = contextvars.copy_context()
+
+        def claimed(claim: Claim | None, error: Exception | None) -> None:  # on the store's commit thread
+            self.lanes.put(lambda: context.run(self._settling, attempt, lambda: self._run_claimed(
+                attempt, message, start, claim, error)))
+        self.store.claim_later(self.route.name, attempt.key, attempt.owner, self.lease_seconds, claimed)
+
+    def _run_claimed(self, attempt: Attempt, message: Message, start: int, claim: Claim | None,
+                     error: Exception | None) -> None:
+        if error is not None:
+            raise error  # the store failed: the delivery is given back
+        resumed = self._claimed(attempt, message, start, claim)
+        if resumed is not None:
+            start, message = resumed
+            self._run(attempt, message, start, False)
+
+    def _claimed(self, attempt: Attempt, message: Message, start: int, claim: Claim) -> tuple[int, Message] | None:
+        """Act on the store's answer to a claim: settle a copy done already, send a busy one to wait,
+        or take the record and resume after the steps it recorded."""
         if claim.status == "done":
             self.settler.skip(attempt, reason="done")
             return None
@@ -362,8 +405,21 @@ class RouteRunner:
         confirm(attempt.outputs)  # a recorded publish must really have been sent
         new = [c for c in attempt.compensations if c["step"] == step.label]
         state = {**stored_body(message), "headers": dict(message.headers)}
-        self.store.record_step(self.route.name, attempt.key, attempt.owner,
-                               StepRecord(index, step.label, state, new[-1] if new else None))
+        record = StepRecord(index, step.label, state, new[-1] if new else None)
+        if index == self.last_call and self.record_later:
+            # No call follows, so nothing waits for this record but the `done`, release or dead mark
+            # written after it, and the store commits those after it: the lane does not wait.
+            return self.store.record_step_later(self.route.name, attempt.key, attempt.owner, record,
+                                                functools.partial(self._recorded, attempt, step.label))
+        self.store.record_step(self.route.name, attempt.key, attempt.owner, record)
+
+    def _recorded(self, attempt: Attempt, step: str, _result: None, error: Exception | None) -> None:
+        """A step record written without waiting failed (on the store's commit thread). The message
+        is settled by what follows it: a `done` or dead mark fails too if the lease was lost (the
+        delivery is then given back), and one that commits settles it whatever the record was."""
+        if error is not None:
+            _log.warning("step_not_recorded", route=self.route.name, step=step, message_id=attempt.message_id,
+                         error=str(error))
 
     # -- after the steps ------------------------------------------------------------------
 

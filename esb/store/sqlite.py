@@ -11,14 +11,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from esb.store import leases
-from esb.store.groupcommit import GroupCommitter
+from esb.store.groupcommit import GroupCommitter, Then
 from esb.store.marks import SqlMarks
 from esb.store.records import (
     CLAIMED,
     Claim,
     LeaseLost,
+    StepRecord,
     StoreUnavailable,
     claim_existing,
+    step_line,
 )
 from esb.store.sqlstore import SqlStore, Statements
 from esb.transform import jsoncodec
@@ -174,6 +176,27 @@ class SqliteStore(SqlStore):
             self._add_generations(db)
 
     def claim(self, route: str, key: str, owner: str, lease_seconds: float) -> Claim:
+        return self._committer.run(self._claim(route, key, owner, lease_seconds))
+
+    def claim_later(self, route: str, key: str, owner: str, lease_seconds: float, then: Then) -> None:
+        """`claim` without waiting: `then(claim, None)` or `then(None, error)` on the store's commit
+        thread once it committed (it must not block). Raises StoreUnavailable if the store is closed."""
+        self._committer.submit(self._claim(route, key, owner, lease_seconds), then)
+
+    def record_step_later(self, route: str, key: str, owner: str, record: StepRecord, then: Then) -> None:
+        """`record_step` without waiting: `then(None, None)` once committed, `then(None, error)` if it
+        failed (LeaseLost: `owner` no longer holds the record). It commits before any write of the
+        record queued after it (a `done`, a release), as every write of this process does."""
+        now = self._clock()
+        params = (step_line(record), now, now, route, key, owner)
+
+        def recorded(changed: bool | None, error: Exception | None) -> None:
+            if error is None and not changed:
+                error = LeaseLost(f"{owner} cannot record a step for {route}/{key}: the record is no longer its own")
+            then(None, error)
+        self._committer.submit(lambda db: db.execute(_RECORD_STEP, params).rowcount > 0, recorded)
+
+    def _claim(self, route: str, key: str, owner: str, lease_seconds: float) -> Callable[[sqlite3.Connection], Claim]:
         now = self._clock()
 
         def claim(db: sqlite3.Connection) -> Claim:
@@ -186,7 +209,7 @@ class SqliteStore(SqlStore):
             elif action == "resume":
                 db.execute(_RESUME, (owner, now + lease_seconds, lease_seconds, now, route, key))
             return claim
-        return self._committer.run(claim)
+        return claim
 
     def finish_many(self, route: str, finished: list[tuple[str, str, dict]]) -> list[LeaseLost | None]:
         """`finish` for (key, owner, outcome) each, in one statement per 100 and one transaction.

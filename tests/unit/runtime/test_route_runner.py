@@ -440,5 +440,70 @@ def test_a_copy_whose_key_another_worker_holds_waits_and_is_dead_lettered_after_
     store.close()
 
 
+def test_a_first_delivery_is_claimed_before_its_first_call_which_runs_on_a_lane(bench, tmp_path):
+    store = SqliteStore(tmp_path / "idem.sqlite3")
+    b = bench(SAGA_ROUTE, store=store)
+    seen = []
+    call = b.ledger.call
+
+    def looking(operation, message, **kw):
+        record = store.get(b.route.name, "s:C-1")  # what another worker's claim would meet
+        seen.append((operation, threading.current_thread().name, record.state, record.owner.startswith("test:")))
+        return call(operation, message, **kw)
+    b.ledger.call = looking
+    b.runner.start()
+    b.send({"claim_id": "C-1"})
+    b.out.wait_for(1)
+    b.runner.drain(5)
+    lane = f"esb-{b.route.name}-"
+    assert [(op, name.startswith(lane), state, mine) for op, name, state, mine in seen] == [
+        ("check", True, "in_progress", True), ("post", True, "in_progress", True)]
+    assert store.get(b.route.name, "s:C-1").state == "done"
+    store.close()
+
+
+def test_a_claim_the_store_fails_gives_the_delivery_back_unrun_and_it_runs_once_the_store_is_back(bench, tmp_path):
+    import sqlite3
+    path = tmp_path / "idem.sqlite3"
+    store = SqliteStore(path, busy_timeout=0.2)
+    b = bench(SAGA_ROUTE, store=store)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock past the busy timeout
+    b.runner.start()
+    b.send({"claim_id": "C-1"})
+    deadline = time.monotonic() + 5
+    while not b.recorder.named("on_give_back") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    other.execute("ROLLBACK")
+    other.close()
+    [given_back] = b.recorder.named("on_give_back")[:1]
+    assert "locked" in str(given_back["error"]) and b.ledger.calls == []
+    assert len(b.out.wait_for(1)) == 1  # requeued after its pause, then run once
+    b.runner.drain(5)
+    assert b.ledger.operations() == ["check", "post"] and store.get(b.route.name, "s:C-1").state == "done"
+    store.close()
+
+
+def test_the_last_calls_record_is_written_without_waiting_and_a_give_back_resumes_after_it(bench, tmp_path):
+    from esb.store import StoreUnavailable
+    store = SqliteStore(tmp_path / "idem.sqlite3")
+    b = bench(SAGA_ROUTE, store=store)
+    waited, recorded = [], []
+    later, now, finish_many = store.record_step_later, store.record_step, store.finish_many
+    store.record_step_later = lambda *a: recorded.append(a[3].label) or later(*a)
+    store.record_step = lambda *a: waited.append(a[3].label) or now(*a)
+    failures = [StoreUnavailable("the idempotency store failed: disk I/O error")]
+    store.finish_many = lambda *a: (_ for _ in ()).throw(failures.pop()) if failures else finish_many(*a)
+    b.runner.start()
+    b.send({"claim_id": "C-1"})
+    b.out.wait_for(2, timeout=10)  # `done` failed: given back, run again from after `post`, published again
+    b.runner.drain(5)
+    assert (waited, recorded) == (["check"], ["post"])  # `post` is the last call: only `tell` follows it
+    assert b.ledger.operations() == ["check", "post"]   # the record written without waiting held
+    assert [f["outcome"] for f in b.recorder.named("after_message")] == ["given_back", "acked"]
+    assert store.get(b.route.name, "s:C-1").state == "done"
+    store.close()
+
+
 def delivery_of(b, body: dict) -> Delivery:
     return Delivery(json.dumps(body).encode(), "application/json", {}, "m-busy", b.route.source.queue, False, None)

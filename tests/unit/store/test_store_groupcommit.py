@@ -214,3 +214,100 @@ def test_two_owners_claiming_one_new_key_in_one_transaction_get_one_claim(store)
         gate.set()
         statuses = sorted(f.result(10).status for f in futures)
     assert statuses == ["busy", CLAIMED]
+
+
+class _Answers:
+    """The (result, error) each `then` got, in the order the committer called them."""
+
+    def __init__(self):
+        self.got: list = []
+        self.all_in = threading.Event()
+        self.expected = 0
+
+    def then(self, name):
+        def then(result, error):
+            self.got.append((name, result, error))
+            if len(self.got) == self.expected:
+                self.all_in.set()
+        return then
+
+
+def test_a_submitted_write_returns_at_once_and_answers_on_the_committer_after_its_commit(tmp_path):
+    committer, path = _committer(tmp_path / "t.db"), tmp_path / "t.db"
+    answers = _Answers()
+    answers.expected = 2
+    gate = _held(committer)
+    seen_at_answer = []
+    committer.submit(_insert("a"), lambda result, error: seen_at_answer.append((_keys(path), result, error))
+                     or answers.then("a")(result, error))
+    committer.submit(_insert("b"), answers.then("b"))
+    assert answers.got == [] and _keys(path) == set()  # queued behind the held transaction, caller not waiting
+    gate.set()
+    assert answers.all_in.wait(10)
+    assert seen_at_answer == [({"a", "b"}, 1, None)]  # committed before its answer ran
+    assert [(name, result, error) for name, result, error in answers.got] == [("a", 1, None), ("b", 1, None)]
+    committer.close()
+
+
+def test_submitted_and_waited_writes_commit_in_the_order_they_were_queued(tmp_path):
+    committer = _committer(tmp_path / "t.db")
+    order = []
+
+    def step(name):
+        return lambda db: order.append(name) or 1
+    gate = _held(committer)
+    committer.submit(step("record"), lambda result, error: None)
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(committer.run, step("done"))
+        while committer._queue.qsize() < 2:
+            threading.Event().wait(0.001)
+        gate.set()
+        assert done.result(10) == 1
+    assert order == ["record", "done"]
+    committer.close()
+
+
+def test_a_failed_commit_answers_each_submitted_write_with_the_stores_error(tmp_path):
+    committer = _committer(tmp_path / "t.db")
+    answers = _Answers()
+    answers.expected = 2
+
+    def disk_failed(db):
+        raise sqlite3.OperationalError("disk I/O error")
+    gate = _held(committer)
+    committer.submit(_insert("a"), answers.then("a"))
+    committer.submit(disk_failed, answers.then("failed"))
+    gate.set()
+    assert answers.all_in.wait(10)
+    for _name, result, error in answers.got:
+        assert result is None and isinstance(error, StoreUnavailable) and "disk I/O error" in str(error)
+    committer.close()
+
+
+def test_an_answer_that_raises_does_not_stop_the_committer(tmp_path):
+    committer, path = _committer(tmp_path / "t.db"), tmp_path / "t.db"
+
+    def broken(result, error):
+        raise RuntimeError("a bug in a callback")
+    committer.submit(_insert("a"), broken)
+    assert committer.run(_insert("b")) == 1
+    assert _keys(path) == {"a", "b"}
+    committer.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        committer.submit(_insert("late"), broken)
+
+
+def test_claim_later_and_record_step_later_answer_what_claim_and_record_step_would(store):
+    answers = _Answers()
+    answers.expected = 4
+    store.claim_later("r", "k", "w1", 60, answers.then("claim"))
+    store.record_step_later("r", "k", "w1", POSTED, answers.then("record"))
+    store.claim_later("r", "k", "w2", 60, answers.then("claim again"))
+    store.record_step_later("r", "k", "w2", POSTED, answers.then("record by another"))
+    assert answers.all_in.wait(10)
+    (_, claim, e1), (_, recorded, e2), (_, busy, e3), (_, _, lost) = answers.got
+    assert (claim.status, recorded, busy.status) == (CLAIMED, None, "busy") and e1 is e2 is e3 is None
+    assert type(lost).__name__ == "LeaseLost" and "w2 cannot record a step for r/k" in str(lost)
+    assert store.get("r", "k").progress == (POSTED,)
+    store.finish("r", "k", "w1", {})
+    assert store.get("r", "k").state == DONE
