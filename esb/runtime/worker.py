@@ -141,6 +141,7 @@ class RouteRunner:
             if self.store is not None else None
         self._circuits: list = []     # breakers of the adapters the route calls
         self._paused = False          # consumers cancelled while one of them is open
+        self._draining = False        # set by drain(): a late delivery is no longer claimed early
         self._pause_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -164,6 +165,10 @@ class RouteRunner:
         """Stop consuming and wait until in-flight messages are settled (Ctrl-C, SIGTERM); False if
         some were not within `timeout` (they stay unacked: the broker redelivers them)."""
         deadline = time.monotonic() + timeout
+        # A delivery pika hands over after the wait below ends would be claimed for lanes that have
+        # stopped, and its claim would hold the key against its own redelivery for a whole lease.
+        # Taken to a lane instead, it is never run and goes back to the queue with its channel.
+        self._draining = True
         if self.partitioner is not None:
             self.partitioner.stop(timeout)
         with self._pause_lock:
@@ -205,7 +210,8 @@ class RouteRunner:
         """On the broker's thread: run a small delivery of a pure route here, hand the rest to a lane."""
         with self._idle:
             self._inflight += 1
-        if (self.inline or self.preclaim) and not delivery.redelivered and len(delivery.body) <= INLINE_MAX_BYTES:
+        if (self.inline or (self.preclaim and not self._draining)) and not delivery.redelivered \
+                and len(delivery.body) <= INLINE_MAX_BYTES:
             self.handle(delivery, inline=True)
         else:
             self.lanes.put(functools.partial(self.handle, delivery))

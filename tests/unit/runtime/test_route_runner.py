@@ -484,6 +484,20 @@ def test_a_claim_the_store_fails_gives_the_delivery_back_unrun_and_it_runs_once_
     store.close()
 
 
+def test_a_delivery_handed_over_after_the_route_drained_leaves_no_claim_behind(bench, tmp_path):
+    store = SqliteStore(tmp_path / "idem.sqlite3")
+    b = bench(SAGA_ROUTE, store=store)
+    b.runner.start()
+    assert b.runner.drain(5)
+    late = Delivery(json.dumps({"claim_id": "C-1"}).encode(), "application/json", {}, "m-late",
+                    b.route.source.queue, False, Tag())
+    b.runner._on_delivery(late)  # pika can still hand one over between the cancel and its answer
+    time.sleep(0.3)  # what a claim on the store's commit thread would take
+    assert store.get(b.route.name, "s:C-1") is None  # its redelivery will not find its key held
+    assert b.ledger.calls == []
+    store.close()
+
+
 def test_the_last_calls_record_is_written_without_waiting_and_a_give_back_resumes_after_it(bench, tmp_path):
     from esb.store import StoreUnavailable
     store = SqliteStore(tmp_path / "idem.sqlite3")
