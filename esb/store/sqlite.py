@@ -20,7 +20,6 @@ from esb.store.records import (
     StepRecord,
     StoreUnavailable,
     claim_existing,
-    step_line,
 )
 from esb.store.sqlstore import SqlStore, Statements
 from esb.transform import jsoncodec
@@ -187,8 +186,7 @@ class SqliteStore(SqlStore):
         """`record_step` without waiting: `then(None, None)` once committed, `then(None, error)` if it
         failed (LeaseLost: `owner` no longer holds the record). It commits before any write of the
         record queued after it (a `done`, a release), as every write of this process does."""
-        now = self._clock()
-        params = (step_line(record), now, now, route, key, owner)
+        params = self._step_params(route, key, owner, record)
 
         def recorded(changed: bool | None, error: Exception | None) -> None:
             if error is None and not changed:

@@ -48,9 +48,13 @@ class SqlStore:
     SQL: Statements
 
     def record_step(self, route: str, key: str, owner: str, record: StepRecord) -> None:
-        now = self._clock()
-        if not self._write(self.SQL.record_step, (step_line(record), now, now, route, key, owner)):
+        if not self._write(self.SQL.record_step, self._step_params(route, key, owner, record)):
             raise lease_lost(route, key, owner, "record a step", self.get(route, key))
+
+    def _step_params(self, route: str, key: str, owner: str, record: StepRecord) -> tuple:
+        """The parameters of SQL.record_step: the step's line appended, the lease renewed from now."""
+        now = self._clock()
+        return step_line(record), now, now, route, key, owner
 
     def release(self, route: str, key: str, owner: str) -> None:
         """Drop the lease, keep the progress. A no-op when `owner` no longer holds the record."""

@@ -219,10 +219,10 @@ def test_two_owners_claiming_one_new_key_in_one_transaction_get_one_claim(store)
 class _Answers:
     """The (result, error) each `then` got, in the order the committer called them."""
 
-    def __init__(self):
+    def __init__(self, expected: int):
         self.got: list = []
         self.all_in = threading.Event()
-        self.expected = 0
+        self.expected = expected
 
     def then(self, name):
         def then(result, error):
@@ -234,8 +234,7 @@ class _Answers:
 
 def test_a_submitted_write_returns_at_once_and_answers_on_the_committer_after_its_commit(tmp_path):
     committer, path = _committer(tmp_path / "t.db"), tmp_path / "t.db"
-    answers = _Answers()
-    answers.expected = 2
+    answers = _Answers(2)
     gate = _held(committer)
     seen_at_answer = []
     committer.submit(_insert("a"), lambda result, error: seen_at_answer.append((_keys(path), result, error))
@@ -269,8 +268,7 @@ def test_submitted_and_waited_writes_commit_in_the_order_they_were_queued(tmp_pa
 
 def test_a_failed_commit_answers_each_submitted_write_with_the_stores_error(tmp_path):
     committer = _committer(tmp_path / "t.db")
-    answers = _Answers()
-    answers.expected = 2
+    answers = _Answers(2)
 
     def disk_failed(db):
         raise sqlite3.OperationalError("disk I/O error")
@@ -298,8 +296,7 @@ def test_an_answer_that_raises_does_not_stop_the_committer(tmp_path):
 
 
 def test_claim_later_and_record_step_later_answer_what_claim_and_record_step_would(store):
-    answers = _Answers()
-    answers.expected = 4
+    answers = _Answers(4)
     store.claim_later("r", "k", "w1", 60, answers.then("claim"))
     store.record_step_later("r", "k", "w1", POSTED, answers.then("record"))
     store.claim_later("r", "k", "w2", 60, answers.then("claim again"))
