@@ -1,9 +1,10 @@
 """The I/O route in-process, no broker: a fake broker feeds N deliveries at prefetch 64 to esb's
-Runtime (store=None, 64 lanes, REST adapter) against bench/httpsink (20 ms) in its own process;
-confirms complete at once. Reference: ThreadPoolExecutor(64) + urllib3, fed the same way.
-Prints CPU µs/msg (process_time) and voluntary context switches per message. Issue 14.3 harness.
+Runtime (store=None, or with `store` SQLite in a new file each run; 64 lanes, REST adapter) against
+bench/httpsink (20 ms) in its own process; confirms complete at once. Reference:
+ThreadPoolExecutor(64) + urllib3, fed the same way. Prints CPU µs/msg (process_time) and
+voluntary context switches per message. Issue 14.3 harness.
 
-    .venv/bin/python -m bench.iothreads [--n 3000] [--rounds 2] [--which esb,raw]
+    .venv/bin/python -m bench.iothreads [--n 3000] [--rounds 2] [--which esb,store,raw]
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from esb.cli.main import configure_logging
 from esb.loading.project import load_project
 from esb.runtime.broker import Confirmation, Delivery
 from esb.runtime.runtime import Runtime
+from esb.store.sqlite import SqliteStore
 
 
 class FakeBroker:
@@ -53,11 +55,12 @@ class FakeBroker:
         raise RuntimeError("rejected")
 
 
-def run_esb(root, bodies, c=64):
+def run_esb(root, bodies, c=64, store=False):
     n = len(bodies)
     gate, done = threading.Semaphore(c), threading.Event()
     broker = FakeBroker(gate, done, n)
-    runtime = Runtime(load_project(root, {}), broker, store=None)
+    path = root / "var" / f"store-{time.monotonic_ns()}.sqlite3"
+    runtime = Runtime(load_project(root, {}), broker, store=SqliteStore(path) if store else None)
     runtime.start()
     deliver = broker.on_delivery
     t0, r0 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
@@ -121,8 +124,8 @@ def main() -> None:
         bodies = [common.expense_body(i) for i in range(args.n)]
         for _ in range(args.rounds):
             for which in args.which.split(","):
-                cpu, wall, ctx = run_esb(root, bodies, args.concurrency) if which == "esb" \
-                    else run_raw(endpoint.url, bodies, args.concurrency)
+                cpu, wall, ctx = run_raw(endpoint.url, bodies, args.concurrency) if which == "raw" \
+                    else run_esb(root, bodies, args.concurrency, store=which == "store")
                 print(f"{which:4s} c={args.concurrency} n={args.n} {args.n / wall:6.0f} msg/s "
                       f"{cpu / args.n * 1e6:6.0f} µs CPU/msg "
                       f"{ctx / args.n:5.1f} ctxsw/msg  load={os.getloadavg()[0]:.1f}", flush=True)

@@ -10,6 +10,10 @@ in the store's group commit, esb.store.groupcommit; a pipeline on Redis), then a
 Measured on the bench's I/O route (64 threads POSTing, 2 cores): 680-690 msg/s before, 755-790
 after; context switches per message 62 -> 46.
 
+The Finisher serves the stores that write only while their caller waits (PostgreSQL, Redis).
+SQLite commits `done` on its own commit thread, which then acks (RouteRunner._finish): a Finisher
+in between cost a wake-up of its own and ~18 µs of CPU a message on the I/O route.
+
 Nothing is acked before its `done` is written; a message whose record another worker took over
 (LeaseLost) or whose store failed is given back to the broker, as a failed `finish` always was.
 """

@@ -58,7 +58,8 @@ class StoreUnavailable(TransientError):
 
 class IdempotencyStore(Protocol):
     """A store may also offer `claim_later(route, key, owner, lease_seconds, then)` and
-    `record_step_later(route, key, owner, record, then)`: the same writes, answered through
+    `record_step_later(route, key, owner, record, then)` and `finish_later(route, key, owner,
+    outcome, then)`: the same writes, answered through
     `then(result, error)` once committed, each committed before any later write of this process
     (SqliteStore). The runtime uses them when they are there (esb.runtime.worker)."""
 

@@ -194,6 +194,18 @@ class SqliteStore(SqlStore):
             then(None, error)
         self._committer.submit(lambda db: db.execute(_RECORD_STEP, params).rowcount > 0, recorded)
 
+    def finish_later(self, route: str, key: str, owner: str, outcome: dict, then: Then) -> None:
+        """`finish` without waiting: `then(None, None)` once `done` committed, `then(None, error)` if
+        it failed (LeaseLost: `owner` no longer holds the record). It commits after every write of
+        this process queued before it (the message's step records)."""
+        params = (route, key, owner, jsoncodec.dumps(outcome), self._clock())
+
+        def finished(changed: bool | None, error: Exception | None) -> None:
+            if error is None and not changed:
+                error = self._finish_error(route, key, owner)  # None: it was done by this owner already
+            then(None, error)
+        self._committer.submit(lambda db: db.execute(_FINISH, params).rowcount > 0, finished)
+
     def _claim(self, route: str, key: str, owner: str, lease_seconds: float) -> Callable[[sqlite3.Connection], Claim]:
         now = self._clock()
 

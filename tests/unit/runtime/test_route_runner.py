@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import textwrap
 import threading
 import time
@@ -463,7 +464,6 @@ def test_a_first_delivery_is_claimed_before_its_first_call_which_runs_on_a_lane(
 
 
 def test_a_claim_the_store_fails_gives_the_delivery_back_unrun_and_it_runs_once_the_store_is_back(bench, tmp_path):
-    import sqlite3
     path = tmp_path / "idem.sqlite3"
     store = SqliteStore(path, busy_timeout=0.2)
     b = bench(SAGA_ROUTE, store=store)
@@ -499,15 +499,20 @@ def test_a_delivery_handed_over_after_the_route_drained_leaves_no_claim_behind(b
 
 
 def test_the_last_calls_record_is_written_without_waiting_and_a_give_back_resumes_after_it(bench, tmp_path):
-    from esb.store import StoreUnavailable
     store = SqliteStore(tmp_path / "idem.sqlite3")
     b = bench(SAGA_ROUTE, store=store)
     waited, recorded = [], []
-    later, now, finish_many = store.record_step_later, store.record_step, store.finish_many
+    later, now, finish_later = store.record_step_later, store.record_step, store.finish_later
     store.record_step_later = lambda *a: recorded.append(a[3].label) or later(*a)
     store.record_step = lambda *a: waited.append(a[3].label) or now(*a)
-    failures = [StoreUnavailable("the idempotency store failed: disk I/O error")]
-    store.finish_many = lambda *a: (_ for _ in ()).throw(failures.pop()) if failures else finish_many(*a)
+    failures = [sqlite3.OperationalError("disk I/O error")]
+
+    def finish_failing_once(route, key, owner, outcome, then):
+        if not failures:
+            return finish_later(route, key, owner, outcome, then)
+        error = failures.pop()
+        store._committer.submit(lambda db: (_ for _ in ()).throw(error), then)  # its transaction fails
+    store.finish_later = finish_failing_once
     b.runner.start()
     b.send({"claim_id": "C-1"})
     b.out.wait_for(2, timeout=10)  # `done` failed: given back, run again from after `post`, published again

@@ -308,3 +308,20 @@ def test_claim_later_and_record_step_later_answer_what_claim_and_record_step_wou
     assert store.get("r", "k").progress == (POSTED,)
     store.finish("r", "k", "w1", {})
     assert store.get("r", "k").state == DONE
+
+
+def test_finish_later_answers_what_finish_would_after_the_steps_queued_before_it(store):
+    answers = _Answers(5)
+    store.claim_later("r", "k", "w1", 60, answers.then("claim"))
+    store.record_step_later("r", "k", "w1", POSTED, answers.then("record"))
+    store.finish_later("r", "k", "w2", {}, answers.then("done by another"))
+    store.finish_later("r", "k", "w1", {"dropped": False}, answers.then("done"))
+    store.finish_later("r", "k", "w1", {"dropped": False}, answers.then("done again"))
+    assert answers.all_in.wait(10)
+    names = [name for name, _, _ in answers.got]
+    assert names == ["claim", "record", "done by another", "done", "done again"]  # in the order queued
+    (_, _, e1), (_, _, e2), (_, _, lost), (_, r4, e4), (_, r5, e5) = answers.got
+    assert e1 is e2 is e4 is e5 is None and r4 is r5 is None  # a repeat by the same owner is fine, as finish's
+    assert type(lost).__name__ == "LeaseLost" and "w2" in str(lost)
+    record = store.get("r", "k")
+    assert record.state == DONE and record.outcome == {"dropped": False}
