@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
+
 from esb.store import leases
 from esb.store.groupcommit import GroupCommitter, Then
 from esb.store.marks import SqlMarks
@@ -24,7 +26,14 @@ from esb.store.records import (
 from esb.store.sqlstore import SqlStore, Statements
 from esb.transform import jsoncodec
 
-_SCHEMA = """
+# A rowid table with a unique index, not a WITHOUT ROWID table keyed by (route, key): a message's
+# claim, step record and `done` commit in three different transactions, and keyed by a random key
+# each of them rewrote a random leaf page (and a record's progress spilled to an overflow page).
+# Here only the claim touches a random page (the index's); the row lives in the table's tail pages,
+# which the other messages of the same commit share. Measured with the committer's mix (claims,
+# records and `done`s of different messages in each transaction, 50,000 rows in the file): 45-54
+# against 28-36 µs of CPU a message.
+_IDEMPOTENCY = """
 CREATE TABLE IF NOT EXISTS idempotency (
     route         TEXT NOT NULL,
     key           TEXT NOT NULL,
@@ -36,8 +45,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
     outcome       TEXT,
     updated_at    REAL NOT NULL,
     generations   TEXT NOT NULL DEFAULT '',    -- JSON {step label: generation}, '' for none
-    PRIMARY KEY (route, key)
-) WITHOUT ROWID;
+    UNIQUE (route, key)
+)"""
+
+_SCHEMA = _IDEMPOTENCY + """;
 CREATE TABLE IF NOT EXISTS redeliveries (
     route         TEXT NOT NULL,
     message_id    TEXT NOT NULL,
@@ -61,6 +72,9 @@ CREATE TABLE IF NOT EXISTS leases (
 
 # A store file made before generations existed gets the column (an instant change in SQLite).
 _ADD_GENERATIONS = "ALTER TABLE idempotency ADD COLUMN generations TEXT NOT NULL DEFAULT ''"
+
+_LAYOUT = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'idempotency'"
+_COLUMNS = "route, key, state, owner, lease_until, lease_seconds, progress, outcome, updated_at, generations"
 
 _CLAIM_FRESH = """
 INSERT INTO idempotency (route, key, state, owner, lease_until, lease_seconds, progress, outcome, updated_at)
@@ -173,6 +187,7 @@ class SqliteStore(SqlStore):
         with self._db() as db:
             db.executescript(_SCHEMA)
             self._add_generations(db)
+            self._move_to_rowid_table(db)
 
     def claim(self, route: str, key: str, owner: str, lease_seconds: float) -> Claim:
         return self._committer.run(self._claim(route, key, owner, lease_seconds))
@@ -277,6 +292,27 @@ class SqliteStore(SqlStore):
             if "duplicate column" not in str(exc):
                 raise
 
+    def _move_to_rowid_table(self, db: sqlite3.Connection) -> None:
+        """A store file made before the rowid layout (see _IDEMPOTENCY) has its records moved to it,
+        in one transaction: a process opening the file meanwhile waits for it (busy_timeout)."""
+        if not _without_rowid(db):
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if _without_rowid(db):  # another process may have moved them while this one waited
+                started = time.monotonic()
+                db.execute("ALTER TABLE idempotency RENAME TO idempotency_without_rowid")
+                db.execute(_IDEMPOTENCY)
+                moved = db.execute(f"INSERT INTO idempotency ({_COLUMNS}) "
+                                   f"SELECT {_COLUMNS} FROM idempotency_without_rowid").rowcount
+                db.execute("DROP TABLE idempotency_without_rowid")
+                structlog.get_logger("esb.store").info("store_layout_upgraded", path=str(self.path), records=moved,
+                                                       seconds=round(time.monotonic() - started, 3))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         try:
@@ -316,3 +352,6 @@ class SqliteStore(SqlStore):
             self._opened.append((os.getpid(), conn))
         return conn
 
+
+def _without_rowid(db: sqlite3.Connection) -> bool:
+    return "WITHOUT ROWID" in db.execute(_LAYOUT).fetchone()[0].upper()

@@ -4,13 +4,14 @@ import os
 import socket
 import sqlite3
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 
 from esb.errors import ConfigError
 from esb.store import REDELIVERY_TTL, RedisStore, SqliteStore, StoreUnavailable, _owner_alive, open_store, owner_id
-from esb.store.records import DEAD, IN_PROGRESS
+from esb.store.records import DEAD, DONE, IN_PROGRESS
 
 OLD_SCHEMA = """
 CREATE TABLE idempotency (
@@ -107,6 +108,42 @@ def test_a_sqlite_store_made_before_generations_keeps_its_records_and_gains_them
         assert SqliteStore(path).get("r", "C-1").state == DEAD  # a second opening finds the column there
     finally:
         store.close()
+
+
+def test_a_sqlite_store_of_the_without_rowid_layout_moves_every_record_once_even_opened_by_two_at_once(tmp_path):
+    path = tmp_path / "idempotency.sqlite3"
+    old = SqliteStore(path)  # made as the layout was until 2026-12: records keyed by (route, key), no rowid
+    old.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE idempotency")
+        db.execute(OLD_SCHEMA)
+        db.execute("ALTER TABLE idempotency ADD COLUMN generations TEXT NOT NULL DEFAULT ''")
+        db.executemany("INSERT INTO idempotency VALUES ('r', ?, ?, ?, ?, 60, ?, ?, 7, ?)", [
+            ("C-1", "done", None, 0, "", '{"dropped": false}', ""),
+            ("C-2", "in_progress", "old-host:1:ab", 99, '{"index": 0, "label": "post", "state": {}, '
+             '"compensation": null}\n', None, ""),
+            ("C-3", "dead", None, 0, "", None, '{"post-voucher": 2}')])
+    db.close()
+    with ThreadPoolExecutor(2) as pool:  # two workers starting on the old file
+        stores = list(pool.map(lambda _: SqliteStore(path), range(2)))
+    try:
+        store = stores[0]
+        assert store.get("r", "C-1").state == DONE and store.get("r", "C-1").outcome == {"dropped": False}
+        resumed = store.get("r", "C-2")
+        assert (resumed.state, resumed.owner, [s.label for s in resumed.progress]) == \
+            (IN_PROGRESS, "old-host:1:ab", ["post"])
+        assert store.get("r", "C-3").generations == {"post-voucher": 2}
+        assert store.claim("r", "C-1", owner_id(), 60).status == "done"   # the moved records still decide claims
+        assert store.claim("r", "C-4", owner_id(), 60).status == "claimed"
+        with sqlite3.connect(path) as db:
+            layout = db.execute("SELECT sql FROM sqlite_master WHERE name = 'idempotency'").fetchone()[0]
+            count = db.execute("SELECT count(*) FROM idempotency").fetchone()[0]
+            tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        db.close()
+        assert "WITHOUT ROWID" not in layout and count == 4 and "idempotency_without_rowid" not in tables
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_sqlite_redelivery_counts_untouched_for_a_week_are_purged_within_the_hour_and_count_from_one(tmp_path, clock):
