@@ -22,6 +22,7 @@ from esb.runtime.envelope import to_message, to_outgoing
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=3000)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--only", default="raw,adapter,path")
     args = p.parse_args()
     endpoint = iobench.Endpoint(0)
@@ -57,7 +58,7 @@ def main() -> None:
             for i in range(200):
                 fn(i)
             best = None
-            for _ in range(3):
+            for _ in range(args.rounds):
                 t0 = time.process_time()
                 for i in range(args.n):
                     fn(i)

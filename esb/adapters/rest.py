@@ -105,6 +105,7 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 MAX_CONNECTIONS = 128          # steps run on a thread pool per route; many routes may share one adapter
 MAX_REDIRECTS = 3
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_READ_CHUNK = 64 * 1024
 SNIPPET_CHARS = 200
 DEFAULT_IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -256,8 +257,16 @@ class RestAdapter:
             response.release_conn()
 
     def _read(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
+        length = response.length_remaining  # None unless the server sized the body (Content-Length, not chunked)
+        if length is not None and length <= min(_READ_CHUNK, MAX_RESPONSE_BYTES):
+            # No larger than one chunk (nearly every answer): one read, without stream()'s generator
+            # and its second read that finds the end.
+            data = response.read()
+            if time.monotonic() > deadline:
+                raise _Failure(TransientError, f"timed out after {self._total:g}s reading the response")
+            return data
         chunks, size = [], 0
-        for chunk in response.stream(64 * 1024):
+        for chunk in response.stream(_READ_CHUNK):
             size += len(chunk)
             if size > MAX_RESPONSE_BYTES:
                 raise _Failure(PermanentError, f"HTTP {response.status}: the response is larger than "
