@@ -32,13 +32,16 @@ class Message:
     content_type: str = JSON
     headers: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     message_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    # The JSON text the body was read from, while the body is that reading (a new body drops it):
+    # writing the body gives the same value, so it is sent on as it came (jsoncodec.loads_keeping_text).
+    json_text: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "headers", _frozen_headers(self.headers))
 
-    def with_body(self, body: Any, content_type: str | None = None) -> Message:
+    def with_body(self, body: Any, content_type: str | None = None, json_text: bytes | None = None) -> Message:
         # not dataclasses.replace: every step calls this, and replace looks the fields up each time
-        return Message(body, content_type or self.content_type, self.headers, self.message_id)
+        return Message(body, content_type or self.content_type, self.headers, self.message_id, json_text)
 
     def with_headers(self, **changes: Any) -> Message:
         return dataclasses.replace(self, headers={**self.headers, **changes})

@@ -342,6 +342,8 @@ def _content(method: str, message: Message) -> tuple[bytes | None, str | None]:
     if method not in _BODY_METHODS:
         return None, None
     body = message.body
+    if message.json_text is not None:  # the JSON text it was read from, unchanged since
+        return message.json_text, JSON
     if message.is_json:
         try:
             return jsoncodec.dumps(body).encode("utf-8"), JSON
@@ -364,29 +366,31 @@ def _target(path: str, query: str) -> str:
 # -- outcomes ----------------------------------------------------------------------------------
 def _outcome(reply: _Reply, message: Message) -> Message:
     if 200 <= reply.status < 300:
-        body, content_type = _response_body(reply)
-        return message.with_body(body, content_type)
+        body, content_type, text = _response_body(reply)
+        return message.with_body(body, content_type, text)
     text = f"HTTP {reply.status}{_snippet(reply.body)}"
     if reply.status == 429 or reply.status >= 500:
         raise _Failure(TransientError, text, _retry_after(reply.headers.get("Retry-After")))
     raise _Failure(PermanentError, text)
 
 
-def _response_body(reply: _Reply) -> tuple[Any, str]:
+def _response_body(reply: _Reply) -> tuple[Any, str, bytes | None]:
+    """The body, its content type, and the JSON text to send it on as (Message.json_text)."""
     if not reply.body:
-        return None, JSON
+        return None, JSON, None
     media, charset = _media_type(reply.headers.get("Content-Type", ""))
     if media == JSON or media.endswith("+json"):
         try:
-            return jsoncodec.loads(reply.body), JSON
+            body, text = jsoncodec.loads_keeping_text(reply.body)
         except TransformError as exc:
             raise _Failure(TransformError, f"HTTP {reply.status}: the response is not valid JSON: "
                                            f"{exc.message}") from None
+        return body, JSON, text
     if media in (XML, "text/xml") or media.endswith("+xml"):
-        return _text(reply, charset), XML
+        return _text(reply, charset), XML, None
     if media.startswith("text/"):
-        return _text(reply, charset), media
-    return reply.body, media or BINARY
+        return _text(reply, charset), media, None
+    return reply.body, media or BINARY, None
 
 
 def _media_type(value: str) -> tuple[str, str | None]:

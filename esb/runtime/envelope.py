@@ -55,10 +55,17 @@ def encode_body(body: Any, content_type: str) -> bytes:
     raise TransformError(f"a {content_type} body must be text or bytes, not {type(body).__name__}")
 
 
+def body_bytes(message: Message) -> bytes:
+    """The message's body on the wire: the JSON text it was read from while it is unchanged."""
+    if message.json_text is not None:
+        return message.json_text
+    return encode_body(message.body, message.content_type)
+
+
 def stored_body(message: Message) -> dict:
     """The body as JSON text for the store and compensation records: a binary body (not UTF-8
     text) in base64, so that it comes back byte for byte."""
-    raw = encode_body(message.body, message.content_type)
+    raw = body_bytes(message)
     if message.content_type == BINARY:
         return {"body": base64.b64encode(raw).decode("ascii"), "encoding": "base64",
                 "content_type": message.content_type}
@@ -104,15 +111,17 @@ def wire_headers(headers: Mapping[str, Any]) -> dict:
 
 def to_message(delivery: Delivery, default_format: str) -> Message:
     content_type = content_type_of(delivery, default_format)
-    return Message(body=decode_body(delivery.body, content_type), content_type=content_type,
-                   headers=user_headers(delivery.headers or {}), message_id=message_id_of(delivery))
+    if content_type == JSON:
+        body, text = jsoncodec.loads_keeping_text(delivery.body)
+    else:
+        body, text = decode_body(delivery.body, content_type), None
+    return Message(body, content_type, user_headers(delivery.headers or {}), message_id_of(delivery), text)
 
 
 def to_outgoing(message: Message, extra_headers: Mapping[str, Any] | None = None) -> Outgoing:
     own = tracecontext.outgoing(message.message_id, user_headers(message.headers))  # traced: the span's traceparent
     headers = wire_headers({**own, **(extra_headers or {})})
-    return Outgoing(encode_body(message.body, message.content_type), message.content_type,
-                    headers, message.message_id)
+    return Outgoing(body_bytes(message), message.content_type, headers, message.message_id)
 
 
 def message_id_of(delivery: Delivery) -> str:

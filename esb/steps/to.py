@@ -63,7 +63,7 @@ class ToStep(Step):
     def run(self, message: Message, io: StepIO) -> Message:
         response = io.call(self, self.adapter, self.operation, message)
         if self.into is None:
-            result = message.with_body(response.body, response.content_type)
+            result = message.with_body(response.body, response.content_type, response.json_text)
         elif isinstance(message.body, dict):
             result = message.with_body({**message.body, self.into: response.body})
         else:

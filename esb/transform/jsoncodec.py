@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from functools import lru_cache
@@ -31,15 +32,36 @@ _quote = encode_basestring
 def loads(data: bytes | str, *, max_number_chars: int = MAX_NUMBER_CHARS) -> Any:
     """Parse JSON; non-integers become Decimal, integers int. Refuses what JSON does not allow,
     and a number whose fixed-point text would be over `max_number_chars` (1e99999999)."""
+    value = _fast_loads(data, max_number_chars)
+    return value if value is not _MISSED else _reference_loads(data, max_number_chars)
+
+
+def loads_keeping_text(data: bytes) -> tuple[Any, bytes | None]:
+    """`loads`, and `data` itself when it is what `dumps` of the value would mean, number for
+    number, so that it can be sent on as it came while the value stays unchanged (one writing of
+    the body fewer per hop). None when the text writes a number with an exponent (esb writes 1E+3
+    as 1000, as a ledger reads it) or needed the reference reader."""
+    _exponent.seen = False
+    value = _fast_loads(data, MAX_NUMBER_CHARS) if type(data) is bytes else _MISSED
+    if value is _MISSED:
+        return _reference_loads(data, MAX_NUMBER_CHARS), None
+    return value, None if _exponent.seen else data
+
+
+_MISSED = object()
+_exponent = threading.local()  # `seen`: the document being read on this thread wrote one
+
+
+def _fast_loads(data: bytes | str, max_number_chars: int) -> Any:
+    """msgspec's reading of data, or _MISSED for whatever the reference must read or refuse."""
     if type(data) is bytes or type(data) is str:
         try:
             value = _fast_decoder(max_number_chars).decode(data)
         except Exception:  # noqa: BLE001 - the reference reads it or refuses it in its own words
-            pass
-        else:
-            if _no_pair_dropped(data, value):
-                return value
-    return _reference_loads(data, max_number_chars)
+            return _MISSED
+        if _no_pair_dropped(data, value):
+            return value
+    return _MISSED
 
 
 def dumps(obj: Any, *, indent: int | None = None) -> str:
@@ -280,7 +302,11 @@ class _NumberTooLong(Exception):
 def _parse_float(max_number_chars: int) -> Callable[[str], Decimal]:
     def parse_float(literal: str) -> Decimal:
         value = Decimal(literal)
-        if _too_long_literal(literal, value, max_number_chars):
+        if "e" in literal or "E" in literal:
+            _exponent.seen = True
+            if fixed_point_chars(value) > max_number_chars:
+                raise _NumberTooLong
+        elif len(literal) > max_number_chars:  # without an exponent the text is its fixed-point text
             raise _NumberTooLong
         return value
 

@@ -27,6 +27,7 @@ from esb.adapters.spec import AdapterSpec
 from esb.errors import ConfigError, PermanentError, ProcessingError, TransformError, TransientError
 from esb.message import XML, Message
 from esb.testing.http import StubHttpServer, StubResponse
+from esb.transform import jsoncodec
 
 TOKEN = "s3cr3t-token"
 OPERATIONS = {
@@ -112,6 +113,14 @@ def test_post_sends_the_json_body_with_amounts_digit_for_digit(make_adapter, htt
     assert request.method == "POST"
     assert request.headers["Content-Type"] == "application/json"
     assert request.body == b'{"voucher_no":"V-2024-0001","total":50000.10,"lines":[{"amount":0.10}]}'
+
+
+def test_a_body_read_from_json_text_and_unchanged_is_sent_as_that_text(make_adapter, http_stub):
+    text = b'{"voucher_no": "V-2024-0001", "total": 50000.10}'
+    body, kept = jsoncodec.loads_keeping_text(text)
+    call(make_adapter(), "create_voucher", body, json_text=kept)
+    (request,) = http_stub.requests
+    assert request.body == text and request.headers["Content-Type"] == "application/json"
 
 
 def test_a_float_in_the_body_is_a_transform_error_and_nothing_is_sent(make_adapter, http_stub):
@@ -200,6 +209,7 @@ def test_json_response_amounts_stay_decimal_and_the_message_keeps_its_id_and_hea
     assert isinstance(response.body["total"], Decimal)
     assert (response.message_id, dict(response.headers), response.content_type) == ("m-1", {"route": "r"},
                                                                                      "application/json")
+    assert response.json_text == b'{"voucher_no": "V-1", "total": 50000.10, "count": 2}'  # sent on as it came
 
 
 def test_a_204_response_has_no_body(make_adapter, http_stub):

@@ -526,3 +526,30 @@ def test_the_last_calls_record_is_written_without_waiting_and_a_give_back_resume
 
 def delivery_of(b, body: dict) -> Delivery:
     return Delivery(json.dumps(body).encode(), "application/json", {}, "m-busy", b.route.source.queue, False, None)
+
+
+PASS_ROUTE = """\
+name: r-{uid}
+source: {{exchange: in-{uid}, binding_key: "#"}}
+steps:
+  - publish: {{exchange: out-{uid}, routing_key: done}}
+"""
+
+
+def test_an_unchanged_json_body_goes_on_as_it_came_and_one_with_an_exponent_is_written_out_in_full(bench):
+    b = bench(PASS_ROUTE)
+    b.runner.start()
+    came = b'{ "amount": 1234.50, "memo": "as typed" }\n'
+    b.send(came, message_id="m-1")
+    b.send(b'{"amount": 1.2345E+3}', message_id="m-2")
+    first, second = b.out.wait_for(2)
+    assert first.body == came  # not written again: the same bytes, so the same amount
+    assert second.body == b'{"amount":1234.5}'  # a ledger reads 1234.5, never 1.2345E+3
+
+
+def test_a_body_a_step_changed_is_written_afresh(bench):
+    b = bench()
+    b.runner.start()
+    b.send(b'{ "claim_id": "C-1" }')
+    [out] = b.out.wait_for(1)
+    assert out.body == b'{"claim_id":"C-1","checked":{"ok":"check"},"posted":{"ok":"post"}}'

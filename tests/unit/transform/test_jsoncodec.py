@@ -366,3 +366,24 @@ def test_a_plain_document_is_read_and_written_without_the_reference(monkeypatch)
     monkeypatch.setattr(jsoncodec, "_reference_dumps", reference)
     text = dumps(claim)
     assert loads(text) == loads(text.encode()) == {**claim, "tags": ["a", "b"]}
+
+
+# -- the text kept beside the value --------------------------------------------------------------
+def test_the_text_is_kept_when_writing_the_value_would_mean_the_same_numbers():
+    text = b'{ "amount": 1234.50, "lines": [ {"qty": 2, "price": "0.10"} ], "memo": "1e5 in a string" }'
+    value, kept = jsoncodec.loads_keeping_text(text)
+    assert value == {"amount": Decimal("1234.50"), "lines": [{"qty": 2, "price": "0.10"}], "memo": "1e5 in a string"}
+    assert kept is text
+
+
+@pytest.mark.parametrize("number", ["1E+3", "1.5e2", "2.50E-1"])
+def test_the_text_is_not_kept_when_a_number_has_an_exponent_which_esb_writes_out_in_full(number):
+    value, kept = jsoncodec.loads_keeping_text(f'{{"amount": {number}}}'.encode())
+    assert kept is None and dumps(value) == f'{{"amount":{Decimal(number):f}}}'
+
+
+def test_keeping_the_text_refuses_what_loads_refuses_and_keeps_no_state_between_documents():
+    with pytest.raises(TransformError, match="appears twice"):
+        jsoncodec.loads_keeping_text(b'{"a": 1, "a": 2}')
+    assert jsoncodec.loads_keeping_text(b'{"a": 1e3}')[1] is None
+    assert jsoncodec.loads_keeping_text(b'{"a": 1.5}')[1] == b'{"a": 1.5}'  # the exponent seen before is forgotten
