@@ -57,11 +57,11 @@ class StoreUnavailable(TransientError):
 
 
 class IdempotencyStore(Protocol):
-    """A store may also offer `claim_later(route, key, owner, lease_seconds, then)` and
+    """A store may also offer `claim_later(route, key, owner, lease_seconds, then)`,
     `record_step_later(route, key, owner, record, then)` and `finish_later(route, key, owner,
-    outcome, then)`: the same writes, answered through
-    `then(result, error)` once committed, each committed before any later write of this process
-    (SqliteStore). The runtime uses them when they are there (esb.runtime.worker)."""
+    outcome, then)`: the same writes, answered through `then(result, error)` once committed, each
+    committed before any later write of this process (SqliteStore). The runtime uses them when
+    they are there (esb.runtime.worker)."""
 
     def claim(self, route: str, key: str, owner: str, lease_seconds: float) -> Claim: ...
     def record_step(self, route: str, key: str, owner: str, record: StepRecord) -> None: ...

@@ -310,7 +310,8 @@ class SqliteStore(SqlStore):
                                                        seconds=round(time.monotonic() - started, 3))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     @contextmanager

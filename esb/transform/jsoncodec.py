@@ -303,10 +303,8 @@ def _parse_float(max_number_chars: int) -> Callable[[str], Decimal]:
     def parse_float(literal: str) -> Decimal:
         value = Decimal(literal)
         if "e" in literal or "E" in literal:
-            _exponent.seen = True
-            if fixed_point_chars(value) > max_number_chars:
-                raise _NumberTooLong
-        elif len(literal) > max_number_chars:  # without an exponent the text is its fixed-point text
+            _exponent.seen = True  # loads_keeping_text: this text is not the one esb would write
+        if _too_long_literal(literal, value, max_number_chars):
             raise _NumberTooLong
         return value
 
