@@ -258,15 +258,11 @@ class RestAdapter:
 
     def _read(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
         length = response.length_remaining  # None unless the server sized the body (Content-Length, not chunked)
-        if length is not None and length <= min(_READ_CHUNK, MAX_RESPONSE_BYTES):
-            # No larger than one chunk (nearly every answer): one read, without stream()'s generator
-            # and its second read that finds the end.
-            data = response.read()
-            if time.monotonic() > deadline:
-                raise _Failure(TransientError, f"timed out after {self._total:g}s reading the response")
-            return data
+        # A body no larger than one chunk (nearly every answer) in one read, without stream()'s
+        # generator and its second read that finds the end.
+        small = length is not None and length <= min(_READ_CHUNK, MAX_RESPONSE_BYTES)
         chunks, size = [], 0
-        for chunk in response.stream(_READ_CHUNK):
+        for chunk in (response.read(),) if small else response.stream(_READ_CHUNK):
             size += len(chunk)
             if size > MAX_RESPONSE_BYTES:
                 raise _Failure(PermanentError, f"HTTP {response.status}: the response is larger than "

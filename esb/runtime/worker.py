@@ -111,8 +111,6 @@ class RouteRunner:
         # so no lane sleeps on the claim (an ordered route claims on its partition's lane).
         self.preclaim = self.claims and route.ordering is None and hasattr(self.store, "claim_later")
         self.record_later = hasattr(self.store, "record_step_later")
-        # `done` committed by the store's own commit thread, which then acks; else by a Finisher.
-        self.finish_later = hasattr(self.store, "finish_later")
         self.last_call = max((i for i, step in enumerate(route.steps) if _calls_out(step)), default=-1)
         self.tiers = retry_delays_ms(route)
         # Quick in-process retries of a transient failure, bounded; longer waits go to a tier.
@@ -140,8 +138,10 @@ class RouteRunner:
         self._inflight = 0
         self._attempt_ids = itertools.count(1)
         self._idle = threading.Condition()
+        # `done` is committed by the store's own commit thread, which then acks (finish_later), or
+        # by a Finisher thread for a store that writes only while its caller waits.
         self._finisher = Finisher(route.name, self.store, self._finished, self._not_finished) \
-            if self.store is not None and not self.finish_later else None
+            if self.store is not None and not hasattr(self.store, "finish_later") else None
         self._circuits: list = []     # breakers of the adapters the route calls
         self._paused = False          # consumers cancelled while one of them is open
         self._draining = False        # set by drain(): a late delivery is no longer claimed early

@@ -201,25 +201,22 @@ class SqliteStore(SqlStore):
         """`record_step` without waiting: `then(None, None)` once committed, `then(None, error)` if it
         failed (LeaseLost: `owner` no longer holds the record). It commits before any write of the
         record queued after it (a `done`, a release), as every write of this process does."""
-        params = self._step_params(route, key, owner, record)
-
-        def recorded(changed: bool | None, error: Exception | None) -> None:
-            if error is None and not changed:
-                error = LeaseLost(f"{owner} cannot record a step for {route}/{key}: the record is no longer its own")
-            then(None, error)
-        self._committer.submit(lambda db: db.execute(_RECORD_STEP, params).rowcount > 0, recorded)
+        self._write_later(_RECORD_STEP, self._step_params(route, key, owner, record), then, lambda: LeaseLost(
+            f"{owner} cannot record a step for {route}/{key}: the record is no longer its own"))
 
     def finish_later(self, route: str, key: str, owner: str, outcome: dict, then: Then) -> None:
         """`finish` without waiting: `then(None, None)` once `done` committed, `then(None, error)` if
         it failed (LeaseLost: `owner` no longer holds the record). It commits after every write of
         this process queued before it (the message's step records)."""
-        params = (route, key, owner, jsoncodec.dumps(outcome), self._clock())
+        # None when no row changed because this owner had finished it already
+        self._write_later(_FINISH, self._finish_params(route, key, owner, outcome), then,
+                          lambda: self._finish_error(route, key, owner))
 
-        def finished(changed: bool | None, error: Exception | None) -> None:
-            if error is None and not changed:
-                error = self._finish_error(route, key, owner)  # None: it was done by this owner already
-            then(None, error)
-        self._committer.submit(lambda db: db.execute(_FINISH, params).rowcount > 0, finished)
+    def _write_later(self, sql: str, params: tuple, then: Then, unchanged: Callable[[], Exception | None]) -> None:
+        """One statement in the next group commit; `then(None, unchanged())` if it changed no row."""
+        def written(changed: bool | None, error: Exception | None) -> None:
+            then(None, unchanged() if error is None and not changed else error)
+        self._committer.submit(lambda db: db.execute(sql, params).rowcount > 0, written)
 
     def _claim(self, route: str, key: str, owner: str, lease_seconds: float) -> Callable[[sqlite3.Connection], Claim]:
         now = self._clock()

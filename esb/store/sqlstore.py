@@ -61,8 +61,12 @@ class SqlStore:
         self._write(self.SQL.release, (self._clock(), route, key, owner))
 
     def finish(self, route: str, key: str, owner: str, outcome: dict) -> None:
-        if not self._write(self.SQL.finish, (route, key, owner, jsoncodec.dumps(outcome), self._clock())):
+        if not self._write(self.SQL.finish, self._finish_params(route, key, owner, outcome)):
             self._unless_already(DONE, route, key, owner, "finish")
+
+    def _finish_params(self, route: str, key: str, owner: str, outcome: dict) -> tuple:
+        """The parameters of SQL.finish."""
+        return route, key, owner, jsoncodec.dumps(outcome), self._clock()
 
     def mark_dead(self, route: str, key: str, owner: str, generations: Mapping[str, int] | None = None) -> None:
         """Dead-letter the record; `generations` replace its generations (None keeps them). An
