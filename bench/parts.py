@@ -146,7 +146,7 @@ def main() -> None:
         runner = RouteRunner(route, broker, lambda _name: None, None, "parts", seal=load_key(root, None),
                              hooks=Hooks([LogMiddleware(), MetricsMiddleware()]))
         bodies = [common.expense_body(i) for i in range(args.n)]
-        values = [decode_body(b, JSON) for b in bodies]
+        values = [decode_body(b, JSON)[0] for b in bodies]
         xmls = [json_to_xml({step.root: v}, root=step.root) for v in values]
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)  # as the worker does (supervisor._tune_gc)

@@ -260,7 +260,7 @@ class RestAdapter:
         length = response.length_remaining  # None unless the server sized the body (Content-Length, not chunked)
         # A body no larger than one chunk (nearly every answer) in one read, without stream()'s
         # generator and its second read that finds the end.
-        small = length is not None and length <= min(_READ_CHUNK, MAX_RESPONSE_BYTES)
+        small = length is not None and length <= _READ_CHUNK
         chunks, size = [], 0
         for chunk in (response.read(),) if small else response.stream(_READ_CHUNK):
             size += len(chunk)

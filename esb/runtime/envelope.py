@@ -33,16 +33,17 @@ def content_type_of(delivery: Delivery, default_format: str) -> str:
     return FORMATS[default_format]
 
 
-def decode_body(raw: bytes, content_type: str) -> Any:
-    """Bytes off the wire to the body a step sees; a malformed JSON body raises TransformError."""
+def decode_body(raw: bytes, content_type: str) -> tuple[Any, bytes | None]:
+    """Bytes off the wire to the body a step sees, and for JSON the text to send that body on as
+    while it is unchanged (Message.json_text); a malformed JSON body raises TransformError."""
     if content_type == JSON:
-        return jsoncodec.loads(raw)
+        return jsoncodec.loads_keeping_text(raw)
     if content_type in (XML, TEXT):
         try:
-            return raw.decode("utf-8")
+            return raw.decode("utf-8"), None
         except UnicodeDecodeError as exc:
             raise TransformError(f"the body is not UTF-8 text (byte {exc.start})") from None
-    return raw
+    return raw, None
 
 
 def encode_body(body: Any, content_type: str) -> bytes:
@@ -76,7 +77,7 @@ def body_of(stored: Mapping[str, Any]) -> Any:
     """The body a `stored_body` dict holds."""
     text = stored["body"]
     raw = base64.b64decode(text) if stored.get("encoding") == "base64" else text.encode("utf-8")
-    return decode_body(raw, stored["content_type"])
+    return decode_body(raw, stored["content_type"])[0]
 
 
 # Headers RabbitMQ adds itself when it dead-letters (our retry tiers) or counts deliveries.
@@ -111,10 +112,7 @@ def wire_headers(headers: Mapping[str, Any]) -> dict:
 
 def to_message(delivery: Delivery, default_format: str) -> Message:
     content_type = content_type_of(delivery, default_format)
-    if content_type == JSON:
-        body, text = jsoncodec.loads_keeping_text(delivery.body)
-    else:
-        body, text = decode_body(delivery.body, content_type), None
+    body, text = decode_body(delivery.body, content_type)
     return Message(body, content_type, user_headers(delivery.headers or {}), message_id_of(delivery), text)
 
 
