@@ -236,6 +236,15 @@ def _io(args, results: dict, rows: list) -> None:
           f"{len(shares)} pairs of runs made back to back ({', '.join(f'{s:.0%}' for s in shares)}); "
           f"best of each: {esb.rate:.0f} msg/s with it, {bare.rate:.0f} without ({1 - esb.rate / bare.rate:.0%}); "
           f"target ≤ 10%: {'PASS' if share <= 0.10 else 'FAIL'}")
+    # The same cost in CPU a message: medians over the same runs, esb's process and RabbitMQ apart.
+    with_cpu, without_cpu = ([_cpu_us(run) for run in runs[key]] for key in ("esb", "esb_nostore"))
+    process, broker = (statistics.median(c[i] for c in with_cpu) - statistics.median(c[i] for c in without_cpu)
+                       for i in (0, 1))
+    whole = statistics.median(sum(c) for c in with_cpu)
+    results["store_cpu_us"] = {"process": round(process), "rabbitmq": round(broker), "route": round(whole)}
+    print(f"  by CPU: {process:+.0f} µs a message in esb's process and {broker:+.0f} µs in RabbitMQ, "
+          f"{(process + broker) / whole:.0%} of the {whole:,.0f} µs the two spend a message with the store "
+          f"(medians of the same runs; info)")
     pg = _best(runs["esb_postgres"])
     results["postgres_store_share_of_time"] = round(1 - pg.rate / bare.rate, 3)
     print(f"  the PostgreSQL store costs {1 - pg.rate / bare.rate:.0%} of it ({pg.rate:.0f} msg/s with it)")
