@@ -143,12 +143,17 @@ def _latency(args, results: dict, rows: list) -> None:
     wakeup = common.late_wakeup_ms()
     print(f"  this host wakes a sleeping thread late by {wakeup:.2f} ms at p99 (quiet: ≤ {LATE_WAKEUP_MS:g} ms)")
     lat, esb_runs = _quiet_latency("esb 1 worker", latency.esb_latency, args.url, rate, args.latency_s)
-    noisy = _noisy(lat["cpu"]) or wakeup > LATE_WAKEUP_MS
-    verdict = "PASS" if lat["p99_ms"] <= LATENCY_P99_MS else "FAIL"
-    print(f"  esb p99 {lat['p99_ms']} ms against the target ≤ {LATENCY_P99_MS:g} ms: {verdict}"
-          + (f" (~ no quiet run in {len(esb_runs)}: rerun to confirm)" if noisy else ""))
     ref, ref_runs = _quiet_latency("baseline (reference)", latency.baseline_latency, args.url, rate, args.latency_s,
                                    args.prefetch)
+    # A host on which the hand-written relay itself misses the target (a slow or busy one: 500 msg/s
+    # kept a 2 GHz host's two cores 75% busy) says nothing about esb's own latency.
+    slow_host = ref["p99_ms"] > LATENCY_P99_MS
+    noisy = _noisy(lat["cpu"]) or wakeup > LATE_WAKEUP_MS or slow_host
+    verdict = "PASS" if lat["p99_ms"] <= LATENCY_P99_MS else "FAIL"
+    why = (f"the hand-written relay's own p99 is {ref['p99_ms']} ms on this host" if slow_host
+           else f"no quiet run in {len(esb_runs)}")
+    print(f"  esb p99 {lat['p99_ms']} ms against the target ≤ {LATENCY_P99_MS:g} ms: {verdict}"
+          + (f" (~ {why}: rerun on a quieter or faster machine to confirm)" if noisy else ""))
     results["runs"]["latency"] = {"esb": lat, "baseline": ref, "late_wakeup_p99_ms": round(wakeup, 3),
                                   "esb_attempts": esb_runs, "baseline_attempts": ref_runs}
     rows.append({"what": f"latency @ {rate:g} msg/s, esb 1 worker",
@@ -407,7 +412,8 @@ def _table(rows: list[dict]) -> None:
               f"{r['target']:<12} {result}{flag}")
     if any(r.get("noisy") for r in rows):
         print(f"~ not quiet: other processes used more than {NOISY} cores, or the hypervisor took more than "
-              f"{STOLEN_PCT}% of the machine's time, during that measurement: rerun on a quiet machine")
+              f"{STOLEN_PCT}% of the machine's time, during that measurement (for latency also: the hand-written "
+              f"relay itself missed the target): rerun on a quiet machine")
     print("µs CPU/msg: process under test + RabbitMQ, for esb / for the baseline")
 
 
