@@ -247,9 +247,10 @@ def _io(args, results: dict, rows: list) -> None:
                        for i in (0, 1))
     whole = statistics.median(sum(c) for c in with_cpu)
     results["store_cpu_us"] = {"process": round(process), "rabbitmq": round(broker), "route": round(whole)}
-    print(f"  by CPU: {process:+.0f} µs a message in esb's process and {broker:+.0f} µs in RabbitMQ, "
-          f"{(process + broker) / whole:.0%} of the {whole:,.0f} µs the two spend a message with the store "
-          f"(medians of the same runs; info)")
+    if whole > 0:  # 0: no CPU was read (a run that failed to start its meter)
+        print(f"  by CPU: {process:+.0f} µs a message in esb's process and {broker:+.0f} µs in RabbitMQ, "
+              f"{(process + broker) / whole:.0%} of the {whole:,.0f} µs the two spend a message with the store "
+              f"(medians of the same runs; info)")
     pg = _best(runs["esb_postgres"])
     results["postgres_store_share_of_time"] = round(1 - pg.rate / bare.rate, 3)
     print(f"  the PostgreSQL store costs {1 - pg.rate / bare.rate:.0%} of it ({pg.rate:.0f} msg/s with it)")
