@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from esb.transform import jsoncodec
+
 JSON = "application/json"
 XML = "application/xml"
 TEXT = "text/plain"
@@ -42,6 +44,13 @@ class Message:
     def with_body(self, body: Any, content_type: str | None = None, json_text: bytes | None = None) -> Message:
         # not dataclasses.replace: every step calls this, and replace looks the fields up each time
         return Message(body, content_type or self.content_type, self.headers, self.message_id, json_text)
+
+    def json_bytes(self) -> bytes:
+        """The body written as JSON: the text it was read from while unchanged, else jsoncodec's
+        writing of it (TransformError for a value JSON cannot hold)."""
+        if self.json_text is not None:
+            return self.json_text
+        return jsoncodec.dumps(self.body).encode("utf-8")
 
     def with_headers(self, **changes: Any) -> Message:
         return dataclasses.replace(self, headers={**self.headers, **changes})

@@ -337,14 +337,12 @@ def _segment(name: str, text: str) -> str:
 def _content(method: str, message: Message) -> tuple[bytes | None, str | None]:
     if method not in _BODY_METHODS:
         return None, None
-    body = message.body
-    if message.json_text is not None:  # the JSON text it was read from, unchanged since
-        return message.json_text, JSON
     if message.is_json:
         try:
-            return jsoncodec.dumps(body).encode("utf-8"), JSON
+            return message.json_bytes(), JSON
         except TransformError as exc:
             raise _Failure(TransformError, f"cannot send the body as JSON: {exc.message}") from None
+    body = message.body
     if isinstance(body, str):
         return body.encode("utf-8"), message.content_type
     if isinstance(body, (bytes, bytearray)):

@@ -57,10 +57,8 @@ def encode_body(body: Any, content_type: str) -> bytes:
 
 
 def body_bytes(message: Message) -> bytes:
-    """The message's body on the wire: the JSON text it was read from while it is unchanged."""
-    if message.json_text is not None:
-        return message.json_text
-    return encode_body(message.body, message.content_type)
+    """The message's body on the wire: a JSON body as the text it was read from while it is unchanged."""
+    return message.json_bytes() if message.is_json else encode_body(message.body, message.content_type)
 
 
 def stored_body(message: Message) -> dict:

@@ -208,7 +208,7 @@ class SqliteStore(SqlStore):
         """`finish` without waiting: `then(None, None)` once `done` committed, `then(None, error)` if
         it failed (LeaseLost: `owner` no longer holds the record). It commits after every write of
         this process queued before it (the message's step records)."""
-        # None when no row changed because this owner had finished it already
+        # no row changed: _finish_error says why, or None when this owner had finished it already
         self._write_later(_FINISH, self._finish_params(route, key, owner, outcome), then,
                           lambda: self._finish_error(route, key, owner))
 
